@@ -1,0 +1,77 @@
+"""The closed sets of values that the whole gateway speaks in, named once.
+
+These are the words of the MQTT contract (COPRI's lock and booking states, Bikeep's device and
+command vocabulary, the ``ERRORS.*`` codes). Every layer uses them; this module imports nothing of
+the project, so any layer may import it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LockState(StrEnum):
+    """COPRI's ``lock_state``, plus ``unknown`` for a lock not yet read or reporting 0x0F."""
+
+    UNLOCKING = "unlocking"
+    UNLOCKED = "unlocked"
+    LOCKING = "locking"
+    LOCKED = "locked"
+    UNKNOWN = "unknown"
+
+
+class HardwareState(StrEnum):
+    """Bikeep's ``hardware_state`` of a lock."""
+
+    NORMAL = "NORMAL"
+    ERROR = "ERROR"
+    NOT_RESPONDING = "NOT_RESPONDING"
+    DISABLED = "DISABLED"
+    DISABLED_LOCKING = "DISABLED_LOCKING"
+    DISABLED_UNLOCKING = "DISABLED_UNLOCKING"
+
+
+class Health(StrEnum):
+    """Bikeep's ``heartbeat_v2.health``: how recently the lock was reached."""
+
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DEAD = "DEAD"
+    LONG_DEAD = "LONG_DEAD"
+
+
+class BookingState(StrEnum):
+    """COPRI's booking state of a lock (``canceled`` is an event, never a state)."""
+
+    AVAILABLE = "available"
+    BOOKED = "booked"
+    OCCUPIED = "occupied"
+
+
+class Profile(StrEnum):
+    """The lock's credential profile (spec/ilockit-ble.md)."""
+
+    SHAREE = "sharee"
+    NOBOND = "nobond"
+
+
+class ErrorCode(StrEnum):
+    """The contract's ``error_code`` values. Every one has a clear reason text where it is used."""
+
+    BAD_REQUEST = "ERRORS.BAD_REQUEST"
+    INVALID_TIMEOUT_AT = "ERRORS.INVALID_TIMEOUT_AT"
+    NOT_FOUND = "ERRORS.NOT_FOUND"
+    COMMAND_NOT_SUPPORTED = "ERRORS.COMMAND_NOT_SUPPORTED"
+    MISSING_CREDENTIALS = "ERRORS.MISSING_CREDENTIALS"
+    AUTH_FAILED = "ERRORS.AUTH_FAILED"
+    LOCK_BLOCKED = "ERRORS.LOCK_BLOCKED"
+    LOCK_MOVED = "ERRORS.LOCK_MOVED"
+    LOCK_UNREACHABLE = "ERRORS.LOCK_UNREACHABLE"
+    LOCK_REJECTED = "ERRORS.LOCK_REJECTED"  # the lock refused a command: 0x90, 0x92 or 0x9A
+    TIMED_OUT = "ERRORS.TIMED_OUT"
+    ALREADY_BOOKED = "ERRORS.ALREADY_BOOKED"
+    BOOKED_BY_OTHER_USER = "ERRORS.BOOKED_BY_OTHER_USER"
+    NOT_BOOKED = "ERRORS.NOT_BOOKED"
+    ALREADY_OCCUPIED = "ERRORS.ALREADY_OCCUPIED"
+    CONFLICT = "ERRORS.CONFLICT"
+    INTERNAL = "ERRORS.INTERNAL"

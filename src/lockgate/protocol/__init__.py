@@ -1,0 +1,75 @@
+"""The Ilockit BLE lock protocol, both credential profiles, with no I/O (spec/ilockit-ble.md).
+
+Pure functions and a sans-I/O session: bytes in, typed events and frames to write out. No bleak,
+no asyncio, no clock. The BLE transport drives it; the simulator's firmware model shares its frames.
+"""
+
+from lockgate.protocol.credentials import (
+    Credentials,
+    NobondCredentials,
+    ShareeCredentials,
+    parse_credentials,
+)
+from lockgate.protocol.errors import (
+    ChecksumError,
+    CredentialsError,
+    FrameError,
+    ProtocolError,
+    SessionStateError,
+    UnexpectedFrameError,
+)
+from lockgate.protocol.gatt import Channel
+from lockgate.protocol.identity import (
+    IdentityError,
+    address_to_guid,
+    guid_to_address,
+    profile_of_name,
+)
+from lockgate.protocol.session import (
+    AuthorisationFailed,
+    Authorised,
+    BatteryRead,
+    ConfigRead,
+    Event,
+    Output,
+    Session,
+    SessionState,
+    StatusReported,
+    UnrecognisedStatus,
+    Write,
+)
+from lockgate.protocol.status import Meaning, Notice, Status, meaning_of, parse_status
+
+__all__ = [
+    "AuthorisationFailed",
+    "Authorised",
+    "BatteryRead",
+    "Channel",
+    "ChecksumError",
+    "ConfigRead",
+    "Credentials",
+    "CredentialsError",
+    "Event",
+    "FrameError",
+    "IdentityError",
+    "Meaning",
+    "NobondCredentials",
+    "Notice",
+    "Output",
+    "ProtocolError",
+    "Session",
+    "SessionState",
+    "SessionStateError",
+    "ShareeCredentials",
+    "Status",
+    "StatusReported",
+    "UnexpectedFrameError",
+    "UnrecognisedStatus",
+    "Write",
+    "address_to_guid",
+    "guid_to_address",
+    "meaning_of",
+    "parse_credentials",
+    "parse_status",
+    "profile_of_name",
+]

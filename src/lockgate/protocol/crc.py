@@ -1,0 +1,49 @@
+"""CRC-16/CCITT-FALSE as the lock uses it: poly 0x1021, init 0xFFFF, no reflection, no final XOR.
+
+The checksum travels low byte first after the bytes it covers.
+"""
+
+from __future__ import annotations
+
+from lockgate.protocol.errors import ChecksumError, FrameError
+
+_POLY = 0x1021
+
+
+def _table() -> tuple[int, ...]:
+    rows = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ _POLY) if crc & 0x8000 else (crc << 1)
+        rows.append(crc & 0xFFFF)
+    return tuple(rows)
+
+
+_TABLE = _table()
+
+
+def crc16(data: bytes) -> int:
+    """The CRC-16/CCITT-FALSE of ``data``; ``crc16(b"123456789") == 0x29B1``."""
+    crc = 0xFFFF
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[(crc >> 8) ^ byte]
+    return crc
+
+
+def with_crc(data: bytes) -> bytes:
+    """``data`` followed by its CRC, low byte first."""
+    return data + crc16(data).to_bytes(2, "little")
+
+
+def strip_crc(frame: bytes) -> bytes:
+    """The bytes covered by the CRC at the end of ``frame``, once the CRC is checked."""
+    if len(frame) < 2:
+        raise FrameError(f"frame of {len(frame)} bytes is too short to carry a CRC")
+    body, received = frame[:-2], int.from_bytes(frame[-2:], "little")
+    expected = crc16(body)
+    if received != expected:
+        raise ChecksumError(
+            f"CRC mismatch: frame carries {received:#06x}, contents give {expected:#06x}"
+        )
+    return body
