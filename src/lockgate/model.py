@@ -75,3 +75,12 @@ class ErrorCode(StrEnum):
     ALREADY_OCCUPIED = "ERRORS.ALREADY_OCCUPIED"
     CONFLICT = "ERRORS.CONFLICT"
     INTERNAL = "ERRORS.INTERNAL"
+
+
+class Cause(StrEnum):
+    """Why a lock's state changed, as an event's ``cause`` says."""
+
+    COMMAND = "command"
+    MANUAL = "manual"
+    SYNC = "sync"
+    STARTUP = "startup"
