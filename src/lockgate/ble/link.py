@@ -1,0 +1,193 @@
+"""One BLE connection to one lock, over bleak and bleak-retry-connector.
+
+A :class:`Link` connects with ``establish_connection`` under a safety timeout, subscribes to the
+lock's GDIO and USDIO indications, writes frames in 20-byte chunks with response, and reads the
+standard battery and firmware characteristics. Indicated chunks go to one listener at a time (an
+operation while it runs, the watch between operations), as an :class:`asyncio.Queue`. Every bleak
+failure leaves this module as an :class:`~lockgate.ble.errors.OperationError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
+
+from lockgate.ble.errors import OperationError, connect_failure, link_failure
+from lockgate.ble.operation import Outcome
+from lockgate.protocol.gatt import BATTERY_LEVEL, FIRMWARE_REVISION, GDIO, USDIO, Channel
+from lockgate.protocol.session import Write
+
+log = structlog.get_logger(__name__)
+
+Chunk = tuple[Channel, bytes]
+_CHANNELS = {GDIO: Channel.GDIO, USDIO: Channel.USDIO}
+_FIRMWARE_MAX = 32
+
+
+class Link:
+    """An open connection to one lock."""
+
+    def __init__(self, bike: str, address: str) -> None:
+        self.bike = bike
+        self.address = address
+        self.lost = asyncio.Event()
+        self._client: BleakClient | None = None
+        self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost.is_set() else "open"
+        return f"Link({self.bike}, {self.address}, {state})"
+
+    @classmethod
+    async def connect(
+        cls,
+        bike: str,
+        device: BLEDevice,
+        *,
+        timeout_s: float,
+        max_attempts: int,
+        step_timeout_s: float,
+    ) -> Link:
+        """Connect and subscribe to both channels, or raise :class:`OperationError`."""
+        link = cls(bike, device.address)
+        try:
+            async with asyncio.timeout(timeout_s):
+                link._client = await establish_connection(
+                    BleakClientWithServiceCache,
+                    device,
+                    bike,
+                    disconnected_callback=link._on_disconnected,
+                    max_attempts=max_attempts,
+                    use_services_cache=True,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise connect_failure(err) from err
+        try:
+            for uuid in (GDIO, USDIO):
+                async with asyncio.timeout(step_timeout_s):
+                    await link._client.start_notify(uuid, link._on_indication)
+        except asyncio.CancelledError:
+            await link.close(step_timeout_s)
+            raise
+        except Exception as err:
+            await link.close(step_timeout_s)
+            raise link_failure(err, "subscribing to the lock's indications") from err
+        return link
+
+    # --- bleak callbacks (synchronous, on the event loop) ----------------------------------
+
+    def _on_disconnected(self, _client: Any) -> None:
+        self.lost.set()
+
+    def _on_indication(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+        channel = _CHANNELS.get(characteristic.uuid.lower())
+        if channel is not None:
+            self._queue.put_nowait((channel, bytes(data)))
+
+    # --- listening -------------------------------------------------------------------------
+
+    def listen(self) -> asyncio.Queue[Chunk]:
+        """Route every chunk from now on to a fresh queue, and return it.
+
+        The previous listener's queue gets nothing more: chunks belong to whoever listens last.
+        """
+        self._queue = asyncio.Queue()
+        return self._queue
+
+    async def next_chunk(self, queue: asyncio.Queue[Chunk], timeout_s: float, doing: str) -> Chunk:
+        """The next chunk on ``queue``; OperationError if the link drops or time runs out."""
+        if not queue.empty():
+            return queue.get_nowait()
+        if self.lost.is_set():
+            raise OperationError(Outcome.LINK_LOST, f"the link dropped while {doing}")
+        getter = asyncio.ensure_future(queue.get())
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (getter, lost):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(getter, lost, return_exceptions=True)
+        if getter in done:
+            return getter.result()
+        if lost in done:
+            raise OperationError(Outcome.LINK_LOST, f"the link dropped while {doing}")
+        raise OperationError(Outcome.TIMED_OUT, f"no answer from the lock while {doing}")
+
+    # --- GATT ------------------------------------------------------------------------------
+
+    def _require(self, doing: str) -> BleakClient:
+        if self._client is None or self.lost.is_set():
+            raise OperationError(Outcome.LINK_LOST, f"the link dropped before {doing}")
+        return self._client
+
+    async def write(self, write: Write, timeout_s: float) -> None:
+        """Write one frame, chunk by chunk, each with response."""
+        doing = f"writing to {write.channel}"
+        client = self._require(doing)
+        try:
+            for chunk in write.chunks:
+                async with asyncio.timeout(timeout_s):
+                    await client.write_gatt_char(write.channel.uuid, chunk, response=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise link_failure(err, doing) from err
+
+    async def read_battery(self, timeout_s: float) -> int | None:
+        """The standard battery level, or None where the lock has no such characteristic."""
+        raw = await self._read(BATTERY_LEVEL, timeout_s, "reading the battery level")
+        if raw is None or len(raw) != 1 or raw[0] > 100:
+            return None
+        return raw[0]
+
+    async def read_firmware(self, timeout_s: float) -> str | None:
+        """The firmware revision string, cleaned for logs and documents."""
+        raw = await self._read(FIRMWARE_REVISION, timeout_s, "reading the firmware revision")
+        if raw is None:
+            return None
+        text = raw[:_FIRMWARE_MAX].decode("utf-8", errors="replace")
+        cleaned = "".join(c for c in text if c.isprintable()).strip()
+        return cleaned or None
+
+    async def _read(self, uuid: str, timeout_s: float, doing: str) -> bytes | None:
+        client = self._require(doing)
+        if client.services.get_characteristic(uuid) is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bytes(await client.read_gatt_char(uuid))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise link_failure(err, doing) from err
+
+    async def close(self, timeout_s: float) -> None:
+        """Disconnect; never raises for a link that is already gone."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.disconnect()
+        except asyncio.CancelledError:
+            raise
+        except (BleakError, TimeoutError, EOFError, OSError) as err:
+            # A link that went away on its own is closed all the same.
+            log.debug("disconnect failed", bike=self.bike, error=type(err).__name__)
+        finally:
+            self.lost.set()
