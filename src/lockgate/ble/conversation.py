@@ -1,0 +1,187 @@
+"""A protocol session run over a link: authorise, move the bolt, read, each step under a timeout.
+
+The pure :class:`~lockgate.protocol.session.Session` decides what to write and what a frame means;
+this module writes, waits and maps what the lock answers to progress and typed outcomes. Every
+failure leaves it as an :class:`~lockgate.ble.errors.OperationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+import structlog
+
+from lockgate.ble.errors import OperationError
+from lockgate.ble.link import Link
+from lockgate.ble.operation import Outcome, ProgressSink, StateSeen, Step, StepReached
+from lockgate.model import ErrorCode, HardwareState, LockState
+from lockgate.protocol.credentials import Credentials
+from lockgate.protocol.errors import ProtocolError
+from lockgate.protocol.session import (
+    AuthorisationFailed,
+    Authorised,
+    BatteryRead,
+    ConfigRead,
+    Event,
+    Session,
+    StatusReported,
+    UnrecognisedStatus,
+    Write,
+)
+from lockgate.protocol.status import Status, meaning_of
+
+log = structlog.get_logger(__name__)
+_E = TypeVar("_E", Authorised, BatteryRead, ConfigRead)
+
+_OUTCOME_OF_ERROR = {
+    ErrorCode.LOCK_BLOCKED: Outcome.BLOCKED,
+    ErrorCode.LOCK_MOVED: Outcome.MOVED,
+    ErrorCode.LOCK_REJECTED: Outcome.REJECTED,
+    ErrorCode.AUTH_FAILED: Outcome.AUTH_FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeouts:
+    """How long each step may take, in seconds (the lock's own limits in ilockit-ble.md)."""
+
+    gatt_s: float = 5.0
+    """One GATT write or read (the lock acknowledges an indication within 2 s)."""
+    answer_s: float = 5.0
+    """The lock's answer to a protocol request: IV, challenge, authorisation, a read's reply."""
+    motion_s: float = 20.0
+    """From a lock control command to the final status (the motor gives up after 15 s)."""
+    disconnect_s: float = 5.0
+
+
+@dataclass(slots=True)
+class Observed:
+    """What a conversation learnt of the lock besides its answers."""
+
+    hardware_state: HardwareState | None = None
+    alarm: bool | None = None
+    battery_low: bool = False
+
+
+class Conversation:
+    """One session with one lock over an open link."""
+
+    def __init__(
+        self,
+        link: Link,
+        credentials: Credentials,
+        timeouts: StepTimeouts,
+        clock: Callable[[], datetime],
+        progress: ProgressSink,
+    ) -> None:
+        self._link = link
+        self._session = Session(credentials)
+        self._timeouts = timeouts
+        self._clock = clock
+        self._progress = progress
+        self._queue = link.listen()
+        self._awaiting_ack = False
+        self.observed = Observed()
+
+    async def authorise(self) -> None:
+        await self._write(self._session.start())
+        await self._until(Authorised, "authorising")
+
+    async def move(self, target: LockState) -> LockState:
+        """Unlock (target UNLOCKED) or lock (target LOCKED); return the state the lock reached."""
+        write = self._session.unlock() if target is LockState.UNLOCKED else self._session.lock()
+        await self._write(write)
+        await self._progress(StepReached(Step.SENT, self._clock()))
+        self._awaiting_ack = True
+        doing = "waiting for the lock to " + ("open" if target is LockState.UNLOCKED else "close")
+        while True:
+            event = await self._next_event(self._timeouts.motion_s, doing)
+            if not isinstance(event, StatusReported):
+                continue
+            meaning = meaning_of(event.status)
+            if meaning.error is not None:
+                raise OperationError(
+                    _OUTCOME_OF_ERROR.get(meaning.error, Outcome.REJECTED),
+                    f"the lock answered {event.status:#04x}: {meaning.text}",
+                )
+            if meaning.lock_state is LockState.UNKNOWN:
+                raise OperationError(Outcome.REJECTED, "the lock reports its state as unknown")
+            if meaning.lock_state is target:
+                return target
+
+    async def read_config(self) -> ConfigRead:
+        await self._write(self._session.read_config())
+        return await self._until(ConfigRead, "reading the lock's state")
+
+    async def read_battery(self) -> int:
+        await self._write(self._session.read_battery())
+        return (await self._until(BatteryRead, "reading the battery")).percent
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    async def _write(self, write: Write) -> None:
+        await self._link.write(write, self._timeouts.gatt_s)
+
+    async def _until(self, kind: type[_E], doing: str) -> _E:
+        while True:
+            event = await self._next_event(self._timeouts.answer_s, doing)
+            if isinstance(event, kind):
+                return event
+            if isinstance(event, AuthorisationFailed):
+                raise OperationError(
+                    Outcome.AUTH_FAILED,
+                    f"the lock refused the credentials ({event.status:#04x}: "
+                    f"{meaning_of(event.status).text})",
+                )
+            if isinstance(event, StatusReported) and meaning_of(event.status).error is not None:
+                meaning = meaning_of(event.status)
+                raise OperationError(
+                    _OUTCOME_OF_ERROR.get(
+                        meaning.error or ErrorCode.LOCK_REJECTED, Outcome.REJECTED
+                    ),
+                    f"the lock answered {event.status:#04x}: {meaning.text}",
+                )
+
+    async def _next_event(self, timeout_s: float, doing: str) -> Event:
+        """The next event the lock's chunks complete, writing whatever the session answers."""
+        while True:
+            channel, chunk = await self._link.next_chunk(self._queue, timeout_s, doing)
+            try:
+                output = self._session.receive(channel, chunk)
+            except ProtocolError as err:
+                raise OperationError(Outcome.PROTOCOL, f"the lock sent a bad frame: {err}") from err
+            for write in output.writes:
+                await self._write(write)
+            for event in output.events:
+                self._note(event)
+                if isinstance(event, StatusReported):
+                    await self._report(event.status)
+            if output.events:
+                # One chunk completes at most one frame, and a frame is at most one event.
+                return output.events[0]
+
+    async def _report(self, status: Status) -> None:
+        """Progress for a status: the first answer to a lock control acknowledges it."""
+        meaning = meaning_of(status)
+        if self._awaiting_ack and (meaning.lock_state or meaning.error):
+            self._awaiting_ack = False
+            await self._progress(StepReached(Step.RECEIVED, self._clock()))
+        if meaning.lock_state is not None:
+            await self._progress(StateSeen(meaning.lock_state, self._clock()))
+
+    def _note(self, event: Event) -> None:
+        if isinstance(event, StatusReported):
+            meaning = meaning_of(event.status)
+            if meaning.hardware_state is not None:
+                self.observed.hardware_state = meaning.hardware_state
+            if event.status in (Status.ALARM_ON, Status.ALARM_OFF):
+                self.observed.alarm = event.status is Status.ALARM_ON
+            if event.status is Status.BATTERY_LOW:
+                self.observed.battery_low = True
+        elif isinstance(event, UnrecognisedStatus):
+            log.info("unrecognised status from lock", bike=self._link.bike, status=event.value)
+        elif isinstance(event, ConfigRead):
+            self.observed.alarm = event.alarm
