@@ -1,0 +1,627 @@
+"""The BLE driver: lock operations with precise outcomes, radio scheduling, watching, health.
+
+:class:`Driver` implements :class:`~lockgate.ble.operation.LockRadio` over bleak. It owns the radio:
+
+- at most ``connection_slots`` links (:class:`~lockgate.ble.slots.SlotPool`), a command before a
+  sync before a watch, and a command may take a watch's slot;
+- one connection attempt per adapter at a time (BlueZ runs one anyway and answers InProgress);
+- one operation per lock at a time;
+- a lock left open is watched (its link kept) where slots allow, so that a rider closing it by hand
+  is seen within a second; other locks are read every ``sync_interval_s``;
+- health per lock from every attempt (:class:`~lockgate.ble.health.HealthTracker`).
+
+What it sees between commands goes to an observation sink (state changes with cause ``manual`` or
+``sync``, readings, health). It owns one TaskGroup; every task in it is named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+from lockgate.ble.conversation import Conversation, StepTimeouts
+from lockgate.ble.discovery import Discovery, LockIdentity
+from lockgate.ble.errors import OperationError
+from lockgate.ble.health import HealthTracker, HealthView
+from lockgate.ble.link import Chunk, Link
+from lockgate.ble.operation import (
+    HealthObserved,
+    Observation,
+    ObservationSink,
+    Operation,
+    Outcome,
+    ProgressSink,
+    Reading,
+    ReadingObserved,
+    Result,
+    StateObserved,
+    Step,
+    StepReached,
+)
+from lockgate.ble.slots import Priority, Slot, SlotPool
+from lockgate.model import Cause, HardwareState, LockState
+from lockgate.protocol.credentials import Credentials
+from lockgate.protocol.errors import ProtocolError
+from lockgate.protocol.frames import GDIO_MIN_LENGTH, GdioFrame, GdioType, Reassembler
+from lockgate.protocol.gatt import Channel
+from lockgate.protocol.status import Status, meaning_of, parse_status
+
+log = structlog.get_logger(__name__)
+
+# Outcomes that say the lock was not reached at all; every other outcome means it answered.
+_MISSES = frozenset(
+    {Outcome.UNREACHABLE, Outcome.BUSY, Outcome.NO_SLOT, Outcome.LINK_LOST, Outcome.TIMED_OUT}
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSettings:
+    """The driver's knobs (config section ``[ble]``); times in seconds."""
+
+    adapter: str = "hci0"
+    connection_slots: int = 3
+    connect_timeout_s: float = 20.0
+    connect_attempts: int = 3
+    find_timeout_s: float = 10.0
+    sync_interval_s: float = 600.0
+    watch: bool = True
+    watch_retry_s: float = 2.0
+    dead_after_s: float = 900.0
+    long_dead_after_s: float = 86400.0
+    steps: StepTimeouts = field(default_factory=StepTimeouts)
+
+
+@dataclass(eq=False)
+class _Lock:
+    """The driver's state for one lock."""
+
+    identity: LockIdentity
+    health: HealthTracker
+    mutex: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock_state: LockState = LockState.UNKNOWN
+    standing: Credentials | None = None
+    link: Link | None = None
+    slot: Slot | None = None
+    wanted: int = 0
+    """Operations waiting for the lock; a watch steps aside while any wait."""
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    last_attempt: datetime | None = None
+    last_view: HealthView | None = None
+    reading: Reading = field(default_factory=Reading)
+
+    @property
+    def bike(self) -> str:
+        return self.identity.bike
+
+    @property
+    def linked(self) -> bool:
+        return self.link is not None and not self.link.lost.is_set()
+
+
+class Driver:
+    """The station's BLE radio, as the command engine and the service use it."""
+
+    def __init__(
+        self,
+        locks: Iterable[LockIdentity],
+        settings: RadioSettings,
+        observations: ObservationSink,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._observe_sink = observations
+        self._clock = clock
+        now = clock()
+        self._locks = {
+            lock.bike: _Lock(
+                lock,
+                HealthTracker(
+                    now,
+                    dead_after=timedelta(seconds=settings.dead_after_s),
+                    long_dead_after=timedelta(seconds=settings.long_dead_after_s),
+                ),
+            )
+            for lock in locks
+        }
+        self._discovery = Discovery(
+            (entry.identity for entry in self._locks.values()), settings.adapter, clock
+        )
+        self.slots = SlotPool(settings.connection_slots)
+        self._connecting = asyncio.Lock()
+        self._syncing = asyncio.Semaphore(1)
+        self._tasks: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._stopping = False
+        self.connect_attempts_at_once_high_water = 0
+        self._connecting_now = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            await self._discovery.start()
+            stack.push_async_callback(self._discovery.stop)
+            stack.push_async_callback(self._close_all)
+            self._loops = [
+                self._tasks.create_task(self._sync_loop(), name="ble-sync"),
+                self._tasks.create_task(self._health_loop(), name="ble-health"),
+            ]
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stopping = True
+        for task in [*self._loops, *(e.watcher for e in self._locks.values() if e.watcher)]:
+            task.cancel()
+        assert self._stack is not None
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _close_all(self) -> None:
+        for entry in self._locks.values():
+            await self._drop_link(entry)
+
+    # --- what others ask -----------------------------------------------------------------
+
+    @property
+    def bikes(self) -> list[str]:
+        return list(self._locks)
+
+    @property
+    def unknown_locks(self) -> frozenset[str]:
+        return self._discovery.strangers
+
+    def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
+        self._locks[bike].standing = credentials
+
+    def seed(self, bike: str, lock_state: LockState, last_seen: datetime | None) -> None:
+        """What the store remembers of a lock, before the first read."""
+        entry = self._locks[bike]
+        entry.lock_state = lock_state
+        if last_seen is not None:
+            entry.health = HealthTracker(
+                self._clock(),
+                dead_after=timedelta(seconds=self._settings.dead_after_s),
+                long_dead_after=timedelta(seconds=self._settings.long_dead_after_s),
+                last_seen=last_seen,
+            )
+
+    def health(self, bike: str) -> HealthView:
+        return self._locks[bike].health.view(self._clock())
+
+    def watched(self) -> list[str]:
+        return [e.bike for e in self._locks.values() if e.linked and e.watcher is not None]
+
+    async def perform(
+        self,
+        bike: str,
+        operation: Operation,
+        credentials: Credentials | None,
+        *,
+        timeout_s: float,
+        progress: ProgressSink,
+    ) -> Result:
+        entry = self._locks.get(bike)
+        if entry is None:
+            return Result(Outcome.UNREACHABLE, f"{bike} is not a lock of this station")
+        return await self._perform(
+            entry, operation, credentials, timeout_s, progress, Priority.COMMAND
+        )
+
+    # --- operations ----------------------------------------------------------------------
+
+    async def _perform(
+        self,
+        entry: _Lock,
+        *,
+        operation: Operation,
+        credentials: Credentials | None,
+        timeout_s: float,
+        progress: ProgressSink,
+        priority: Priority,
+    ) -> Result:
+        credentials = credentials or entry.standing
+        if operation is not Operation.READ and credentials is None:
+            return Result(
+                Outcome.MISSING_CREDENTIALS,
+                f"no credentials for {entry.bike}: send them with the command or provision them",
+            )
+        if credentials is not None and credentials.profile is not entry.identity.profile:
+            return Result(
+                Outcome.MISSING_CREDENTIALS,
+                f"{entry.bike} is a {entry.identity.profile} lock; the credentials are "
+                f"{credentials.profile}",
+            )
+        bound = log.bind(bike=entry.bike, operation=str(operation))
+        entry.wanted += 1
+        entry.wakeup.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with entry.mutex:
+                    entry.wanted -= 1
+                    result = await self._run(entry, operation, credentials, progress, priority)
+        except TimeoutError:
+            result = Result(
+                Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
+            )
+            self._record(entry, result)
+        finally:
+            if entry.wanted and entry.mutex.locked() is False:
+                pass
+        bound.info("operation ended", outcome=str(result.outcome), reason=result.reason)
+        await self._after(entry)
+        return result
+
+    async def _run(
+        self,
+        entry: _Lock,
+        operation: Operation,
+        credentials: Credentials | None,
+        progress: ProgressSink,
+        priority: Priority,
+    ) -> Result:
+        steps = self._settings.steps
+        reading = Reading()
+        hardware: HardwareState | None = None
+        try:
+            link = await self._link(entry, priority)
+            await progress(StepReached(Step.CONNECTED, self._clock()))
+            sighting = self._discovery.sighting(entry.bike)
+            reading = Reading(rssi=sighting.rssi if sighting else None)
+            if credentials is not None:
+                conversation = Conversation(link, credentials, steps, self._clock, progress)
+                try:
+                    await conversation.authorise()
+                    await progress(StepReached(Step.AUTHORISED, self._clock()))
+                    if operation is Operation.READ:
+                        config = await conversation.read_config()
+                        reading = _merge(
+                            reading, Reading(lock_state=config.lock_state, alarm=config.alarm)
+                        )
+                    else:
+                        target = (
+                            LockState.UNLOCKED
+                            if operation is Operation.UNLOCK
+                            else LockState.LOCKED
+                        )
+                        state = await conversation.move(target)
+                        reading = _merge(reading, Reading(lock_state=state))
+                finally:
+                    hardware = conversation.observed.hardware_state
+                    if conversation.observed.alarm is not None:
+                        reading = _merge(reading, Reading(alarm=conversation.observed.alarm))
+            if operation is Operation.READ:
+                battery = await link.read_battery(steps.gatt_s)
+                firmware = await link.read_firmware(steps.gatt_s)
+                reading = _merge(reading, Reading(battery=battery, firmware=firmware))
+            if reading.lock_state is not None and hardware is None:
+                hardware = (
+                    HardwareState.ERROR
+                    if reading.lock_state is LockState.UNKNOWN
+                    else HardwareState.NORMAL
+                )
+            result = Result(Outcome.OK, "done", reading, hardware)
+        except OperationError as err:
+            if err.outcome is Outcome.UNREACHABLE:
+                self._discovery.forget(entry.bike)
+            if err.outcome in (Outcome.BLOCKED,):
+                hardware = HardwareState.ERROR
+            result = Result(err.outcome, err.reason, reading, hardware)
+        self._record(entry, result)
+        return result
+
+    def _record(self, entry: _Lock, result: Result) -> None:
+        now = self._clock()
+        entry.last_attempt = now
+        if result.outcome in _MISSES:
+            entry.health.missed(now)
+        else:
+            entry.health.reached(now, result.hardware_state)
+        if result.reading.lock_state is not None:
+            entry.lock_state = result.reading.lock_state
+        entry.reading = _merge(entry.reading, result.reading)
+
+    async def _link(self, entry: _Lock, priority: Priority) -> Link:
+        """The lock's open link (a watch's, taken over) or a new one in a new slot."""
+        if entry.linked and entry.slot is not None:
+            entry.slot.priority = priority
+            entry.slot.evicted.clear()
+            assert entry.link is not None
+            return entry.link
+        await self._drop_link(entry)
+        slot = await self.slots.acquire(entry.bike, priority)
+        try:
+            entry.link = await self._connect(entry)
+        except BaseException:
+            self.slots.release(slot)
+            raise
+        entry.slot = slot
+        return entry.link
+
+    async def _connect(self, entry: _Lock) -> Link:
+        settings = self._settings
+        device = await self._discovery.find(entry.bike, settings.find_timeout_s)
+        async with self._connecting:
+            self._connecting_now += 1
+            self.connect_attempts_at_once_high_water = max(
+                self.connect_attempts_at_once_high_water, self._connecting_now
+            )
+            try:
+                return await Link.connect(
+                    entry.bike,
+                    device,
+                    timeout_s=settings.connect_timeout_s,
+                    max_attempts=settings.connect_attempts,
+                    step_timeout_s=settings.steps.gatt_s,
+                )
+            finally:
+                self._connecting_now -= 1
+
+    async def _drop_link(self, entry: _Lock) -> None:
+        link, entry.link = entry.link, None
+        slot, entry.slot = entry.slot, None
+        if link is not None:
+            await link.close(self._settings.steps.disconnect_s)
+        if slot is not None:
+            self.slots.release(slot)
+
+    async def _after(self, entry: _Lock) -> None:
+        """After an operation: keep the link for a watch if the lock is open, else let it go."""
+        await self._publish_health(entry)
+        if self._should_watch(entry) and entry.linked and entry.slot is not None:
+            entry.slot.priority = Priority.WATCH
+            self._ensure_watcher(entry)
+        elif entry.link is not None and not entry.mutex.locked():
+            async with entry.mutex:
+                if not self._should_watch(entry) or not entry.linked:
+                    await self._drop_link(entry)
+        elif self._should_watch(entry):
+            self._ensure_watcher(entry)
+
+    def _should_watch(self, entry: _Lock) -> bool:
+        return (
+            self._settings.watch
+            and not self._stopping
+            and entry.lock_state in (LockState.UNLOCKED, LockState.UNLOCKING)
+        )
+
+    # --- watching ------------------------------------------------------------------------
+
+    @staticmethod
+    def _busy(entry: _Lock) -> bool:
+        """Operations wait for the lock, or its link is gone: a watch must not listen now."""
+        return bool(entry.wanted) or not entry.linked
+
+    def _ensure_watcher(self, entry: _Lock) -> None:
+        if entry.watcher is None or entry.watcher.done():
+            assert self._tasks is not None
+            entry.watcher = self._tasks.create_task(self._watch(entry), name=f"watch-{entry.bike}")
+
+    async def _watch(self, entry: _Lock) -> None:
+        """Keep a link to an open lock and mirror what it indicates, until it is closed."""
+        bound = log.bind(bike=entry.bike)
+        try:
+            while self._should_watch(entry):
+                if entry.wanted:
+                    await self._step_aside(entry)
+                    continue
+                if not entry.linked:
+                    if not await self._rewatch(entry):
+                        await asyncio.sleep(self._settings.watch_retry_s)
+                    continue
+                async with entry.mutex:
+                    link, slot = entry.link, entry.slot
+                    if self._busy(entry) or link is None or slot is None:
+                        continue
+                    await self._listen(entry, link, slot)
+                if entry.slot is not None and entry.slot.evicted.is_set() and not entry.wanted:
+                    bound.info("watch gives its slot to a command")
+                    async with entry.mutex:
+                        await self._drop_link(entry)
+        finally:
+            bound.debug("watch ends")
+            if not entry.mutex.locked() and not self._should_watch(entry):
+                await self._drop_link(entry)
+
+    async def _step_aside(self, entry: _Lock) -> None:
+        """Let waiting operations have the lock (asyncio.Lock serves waiters in order)."""
+        async with entry.mutex:
+            pass
+        entry.wakeup.clear()
+        if entry.wanted:
+            await entry.wakeup.wait()
+
+    async def _rewatch(self, entry: _Lock) -> bool:
+        """Connect again for a watch, with the lowest priority; False if it failed."""
+        slot = await self.slots.acquire(entry.bike, Priority.WATCH)
+        async with entry.mutex:
+            if entry.linked or not self._should_watch(entry):
+                self.slots.release(slot)
+                return True
+            await self._drop_link(entry)
+            try:
+                entry.link = await self._connect(entry)
+            except OperationError as err:
+                self.slots.release(slot)
+                self._record(entry, Result(err.outcome, err.reason))
+                await self._publish_health(entry)
+                log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
+                return False
+            entry.slot = slot
+            self._record(entry, Result(Outcome.OK, "watch connected"))
+            await self._publish_health(entry)
+            return True
+
+    async def _listen(self, entry: _Lock, link: Link, slot: Slot) -> None:
+        """Mirror the link's unprompted status indications until something needs attention."""
+        queue = link.listen()
+        reassembler = Reassembler(GDIO_MIN_LENGTH)
+        entry.wakeup.clear()
+        while self._should_watch(entry) and not entry.wanted and not slot.evicted.is_set():
+            chunk = await _first(queue, link.lost, slot.evicted, entry.wakeup)
+            if chunk is None:
+                if link.lost.is_set():
+                    log.info("watched link dropped", bike=entry.bike)
+                    self._record(entry, Result(Outcome.LINK_LOST, "watched link dropped"))
+                    await self._publish_health(entry)
+                    await self._drop_link(entry)
+                entry.wakeup.clear()
+                return
+            await self._on_watched_chunk(entry, reassembler, chunk)
+
+    async def _on_watched_chunk(self, entry: _Lock, reassembler: Reassembler, chunk: Chunk) -> None:
+        channel, data = chunk
+        if channel is not Channel.GDIO:
+            return
+        try:
+            frame = reassembler.feed(data)
+            if frame is None:
+                return
+            decoded = GdioFrame.decode(frame)
+        except ProtocolError as err:
+            log.warning("bad frame from watched lock", bike=entry.bike, error=str(err))
+            return
+        if decoded.type != GdioType.STATUS or len(decoded.payload) != 1:
+            return
+        status = parse_status(decoded.payload[0])
+        if not isinstance(status, Status):
+            log.info("unrecognised status from lock", bike=entry.bike, status=status)
+            return
+        meaning = meaning_of(status)
+        now = self._clock()
+        entry.health.reached(now, meaning.hardware_state)
+        if status in (Status.ALARM_ON, Status.ALARM_OFF):
+            reading = Reading(alarm=status is Status.ALARM_ON)
+            entry.reading = _merge(entry.reading, reading)
+            await self._observe(ReadingObserved(entry.bike, reading, now))
+        if meaning.lock_state is not None and meaning.lock_state is not entry.lock_state:
+            entry.lock_state = meaning.lock_state
+            await self._observe(StateObserved(entry.bike, meaning.lock_state, Cause.MANUAL, now))
+        await self._publish_health(entry)
+
+    # --- syncing and health --------------------------------------------------------------
+
+    async def read(self, bike: str, cause: Cause, timeout_s: float) -> Result:
+        """Read a lock outside a command, reporting what changed with ``cause``."""
+        entry = self._locks[bike]
+        before = entry.lock_state
+        result = await self._perform(
+            entry,
+            operation=Operation.READ,
+            credentials=None,
+            timeout_s=timeout_s,
+            progress=_no_progress,
+            priority=Priority.SYNC,
+        )
+        now = self._clock()
+        if result.reading.lock_state is not None and result.reading.lock_state is not before:
+            await self._observe(StateObserved(bike, result.reading.lock_state, cause, now))
+        if result.ok:
+            await self._observe(ReadingObserved(bike, result.reading, now))
+        return result
+
+    async def _sync_loop(self) -> None:
+        interval = self._settings.sync_interval_s
+        tick = min(interval / 4, 5.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = self._clock()
+            for entry in self._locks.values():
+                due = entry.last_attempt is None or (
+                    (now - entry.last_attempt).total_seconds() >= interval
+                )
+                if due and not entry.linked and not entry.mutex.locked() and not entry.wanted:
+                    async with self._syncing:
+                        timeout = (
+                            self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
+                        )
+                        await self.read(entry.bike, Cause.SYNC, timeout)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for entry in self._locks.values():
+                await self._publish_health(entry)
+
+    async def _publish_health(self, entry: _Lock) -> None:
+        view = entry.health.view(self._clock())
+        last = entry.last_view
+        if last is not None and (last.health, last.hardware_state) == (
+            view.health,
+            view.hardware_state,
+        ):
+            return
+        entry.last_view = view
+        await self._observe(
+            HealthObserved(
+                entry.bike,
+                view.health,
+                view.hardware_state,
+                view.last_seen,
+                view.dead_since,
+                self._clock(),
+            )
+        )
+
+    async def _observe(self, observation: Observation) -> None:
+        try:
+            await self._observe_sink(observation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The sink is the engine's; its failure must not end a watch or the sync loop.
+            log.exception("observation sink failed", observation=type(observation).__name__)
+
+
+async def _no_progress(_progress: object) -> None:
+    return None
+
+
+def _merge(old: Reading, new: Reading) -> Reading:
+    """``new`` over ``old``, field by field, where ``new`` knows something."""
+    return Reading(
+        lock_state=new.lock_state if new.lock_state is not None else old.lock_state,
+        battery=new.battery if new.battery is not None else old.battery,
+        firmware=new.firmware if new.firmware is not None else old.firmware,
+        rssi=new.rssi if new.rssi is not None else old.rssi,
+        alarm=new.alarm if new.alarm is not None else old.alarm,
+    )
+
+
+async def _first(queue: asyncio.Queue[Chunk], *events: asyncio.Event) -> Chunk | None:
+    """The next chunk, or None as soon as one of ``events`` is set."""
+    if not queue.empty():
+        return queue.get_nowait()
+    if any(e.is_set() for e in events):
+        return None
+    getter = asyncio.ensure_future(queue.get())
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait({getter, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (getter, *waiters):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(getter, *waiters, return_exceptions=True)
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None
