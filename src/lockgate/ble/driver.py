@@ -224,7 +224,12 @@ class Driver:
         if entry is None:
             return Result(Outcome.UNREACHABLE, f"{bike} is not a lock of this station")
         return await self._perform(
-            entry, operation, credentials, timeout_s, progress, Priority.COMMAND
+            entry,
+            operation=operation,
+            credentials=credentials,
+            timeout_s=timeout_s,
+            progress=progress,
+            priority=Priority.COMMAND,
         )
 
     # --- operations ----------------------------------------------------------------------
