@@ -77,7 +77,7 @@ profile = "sharee"
         assert expected in problems, expected
     assert len(caught.value.problems) == 6
     path.write_text('[station]\nid = "S"\n[mqtt]\nurl = "http://broker"\n')
-    with pytest.raises(ConfigError, match="mqtt.url: must be mqtt://"):
+    with pytest.raises(ConfigError, match=r"mqtt\.url: must be mqtt://"):
         load(path)
 
 
