@@ -111,13 +111,17 @@ StationFactory = Callable[..., Awaitable[Station]]
 
 @pytest.fixture
 async def station(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StationFactory]:
-    """Start a world and a driver: ``await station(time_scale=…, settings=…, world=…)``."""
+    """Start a world and a driver: ``await station(time_scale=…, world_config=…, **settings)``.
+
+    The driver knows the world's first ``configured`` locks (all by default).
+    """
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
             *,
             time_scale: float = 0.1,
             world_config: WorldConfig | None = None,
+            configured: int | None = None,
             **settings: Any,
         ) -> Station:
             config = world_config or world()
@@ -138,7 +142,7 @@ async def station(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StationFacto
                 changed.set()
 
             driver = await stack.enter_async_context(
-                Driver(identities(sim.world), RadioSettings(**options), observe)
+                Driver(identities(sim.world)[:configured], RadioSettings(**options), observe)
             )
             return Station(sim, driver, sim.world, observations, changed)
 

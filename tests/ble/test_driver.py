@@ -241,7 +241,7 @@ async def test_out_of_range(station: StationFactory) -> None:
 
 async def test_link_dropped_mid_session(station: StationFactory) -> None:
     s = await station(watch=False)
-    await s.sim.control.set_motor_ms(s.lock(0).name, 20000)
+    await s.sim.control.set_motor_ms(s.lock(0).name, 10000)
     log = ProgressLog()
 
     async def drop_when_sent(progress: object) -> None:
@@ -315,7 +315,7 @@ async def test_unknown_locks_are_reported_not_driven(station: StationFactory) ->
         phone_id="00" * 8,
         ltk="00" * 32,
     )
-    s = await station(world_config=world(locks=2, extra=[stranger]))
+    s = await station(world_config=world(locks=2, extra=[stranger]), configured=2)
     await s.wait_for(lambda: "ILOCKIT-9999999" in s.driver.unknown_locks)
     assert "ILOCKIT-9999999" not in s.driver.bikes
 

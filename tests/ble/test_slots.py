@@ -88,3 +88,18 @@ async def test_cancelled_waiter_gives_nothing_away() -> None:
 def test_a_pool_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one"):
         SlotPool(0)
+
+
+async def test_a_link_kept_for_a_watch_goes_when_commands_wait() -> None:
+    pool = SlotPool(1)
+    held = pool.try_acquire("a", Priority.COMMAND)
+    assert held is not None
+    waiting = asyncio.create_task(pool.acquire("b", Priority.COMMAND))
+    await asyncio.sleep(0)
+    assert not held.evicted.is_set()  # a command's slot is never taken
+    pool.repurpose(held, Priority.WATCH)
+    assert held.evicted.is_set()
+    pool.repurpose(held, Priority.COMMAND)  # taken back by a command on the same lock
+    assert not held.evicted.is_set()
+    pool.release(held)
+    assert (await waiting).bike == "b"

@@ -348,8 +348,7 @@ class Driver:
     async def _link(self, entry: _Lock, priority: Priority) -> Link:
         """The lock's open link (a watch's, taken over) or a new one in a new slot."""
         if entry.linked and entry.slot is not None:
-            entry.slot.priority = priority
-            entry.slot.evicted.clear()
+            self.slots.repurpose(entry.slot, priority)
             assert entry.link is not None
             return entry.link
         await self._drop_link(entry)
@@ -393,7 +392,7 @@ class Driver:
         """After an operation: keep the link for a watch if the lock is open, else let it go."""
         await self._publish_health(entry)
         if self._should_watch(entry) and entry.linked and entry.slot is not None:
-            entry.slot.priority = Priority.WATCH
+            self.slots.repurpose(entry.slot, Priority.WATCH)
             self._ensure_watcher(entry)
         elif entry.link is not None and not entry.mutex.locked():
             async with entry.mutex:
@@ -406,7 +405,7 @@ class Driver:
         return (
             self._settings.watch
             and not self._stopping
-            and entry.lock_state in (LockState.UNLOCKED, LockState.UNLOCKING)
+            and entry.lock_state in (LockState.UNLOCKED, LockState.UNLOCKING, LockState.LOCKING)
         )
 
     # --- watching ------------------------------------------------------------------------
@@ -545,15 +544,19 @@ class Driver:
         return result
 
     async def _sync_loop(self) -> None:
+        """Read every lock that is not watched once per ``sync_interval_s``.
+
+        The first read of each lock is the service's (cause ``startup``); this loop counts from
+        the driver's start for a lock not tried since.
+        """
         interval = self._settings.sync_interval_s
         tick = min(interval / 4, 5.0)
+        started = self._clock()
         while True:
             await asyncio.sleep(tick)
             now = self._clock()
             for entry in self._locks.values():
-                due = entry.last_attempt is None or (
-                    (now - entry.last_attempt).total_seconds() >= interval
-                )
+                due = (now - (entry.last_attempt or started)).total_seconds() >= interval
                 if due and not entry.linked and not entry.mutex.locked() and not entry.wanted:
                     async with self._syncing:
                         timeout = (
@@ -568,6 +571,8 @@ class Driver:
                 await self._publish_health(entry)
 
     async def _publish_health(self, entry: _Lock) -> None:
+        if not entry.health.known:
+            return  # nothing to say of a lock not yet tried
         view = entry.health.view(self._clock())
         last = entry.last_view
         if last is not None and (last.health, last.hardware_state) == (

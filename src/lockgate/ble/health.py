@@ -50,6 +50,11 @@ class HealthTracker:
         self._last_attempt_ok: bool | None = None
         self._hardware = HardwareState.NORMAL
 
+    @property
+    def known(self) -> bool:
+        """Something is known of the lock: an attempt was made, or it was seen before."""
+        return self._last_attempt_ok is not None or self._last_seen is not None
+
     def reached(self, at: datetime, hardware_state: HardwareState | None = None) -> None:
         """The lock answered. ``hardware_state`` is what it reported, if anything."""
         self._last_seen = at

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Self
 
 import structlog
 from bleak import BleakClient
+from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
@@ -30,6 +31,47 @@ log = structlog.get_logger(__name__)
 Chunk = tuple[Channel, bytes]
 _CHANNELS = {GDIO: Channel.GDIO, USDIO: Channel.USDIO}
 _FIRMWARE_MAX = 32
+
+
+class _AbortCounter:
+    """Counts links the adapter opened and dropped at once while a connection was attempted.
+
+    BlueZ reports a link it could not keep (no free connection slot) as ``Connected`` true, then
+    false, and answers ``le-connection-abort-by-local``, which bleak retries silently until its
+    timeout. Watching the device's ``Connected`` property through bleak's BlueZ manager is the
+    one typed way to tell that from a lock that never answered.
+    """
+
+    def __init__(self, device: BLEDevice) -> None:
+        details = device.details
+        self._path = details.get("path") if isinstance(details, dict) else None
+        self._watcher: Any = None
+        self._manager: Any = None
+        self._up = False
+        self.count = 0
+
+    def _on_connected(self, connected: bool) -> None:
+        if connected:
+            self._up = True
+        elif self._up:
+            self._up = False
+            self.count += 1
+
+    async def __aenter__(self) -> Self:
+        if self._path is None:
+            return self
+        manager = await get_global_bluez_manager()
+        with contextlib.suppress(BleakError):  # the device went away: the connect will say so
+            self._watcher = manager.add_device_watcher(
+                self._path, self._on_connected, lambda _path, _value: None
+            )
+            self._manager = manager
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._watcher is not None:
+            self._manager.remove_device_watcher(self._watcher)
+            self._watcher = None
 
 
 class Link:
@@ -58,8 +100,9 @@ class Link:
     ) -> Link:
         """Connect and subscribe to both channels, or raise :class:`OperationError`."""
         link = cls(bike, device.address)
+        aborts = _AbortCounter(device)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with aborts, asyncio.timeout(timeout_s):
                 link._client = await establish_connection(
                     BleakClientWithServiceCache,
                     device,
@@ -71,7 +114,7 @@ class Link:
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            raise connect_failure(err) from err
+            raise connect_failure(err, aborts=aborts.count) from err
         try:
             for uuid in (GDIO, USDIO):
                 async with asyncio.timeout(step_timeout_s):

@@ -95,6 +95,17 @@ class SlotPool:
                 self.release(waiter.future.result())
             raise
 
+    def repurpose(self, slot: Slot, priority: Priority) -> None:
+        """Hold ``slot`` for another purpose: a command's link kept for a watch, or taken back.
+
+        A slot that becomes a watch's while commands wait is asked to go at once.
+        """
+        slot.priority = priority
+        if priority is Priority.WATCH:
+            self._evict_a_watch()
+        else:
+            slot.evicted.clear()
+
     def release(self, slot: Slot) -> None:
         """Give a slot back (idempotent) and hand it to the first waiter."""
         if slot.released:
