@@ -1,0 +1,66 @@
+"""One running simulator on a bus: the fake BlueZ, its control interface and a scenario.
+
+:func:`serve` is what both the command line (:mod:`lockgate_sim.cli`) and the test harness
+(:mod:`lockgate_sim.testing`) run: it connects to a bus, serves the world as ``org.bluez`` with
+``org.lockgate.Simulator1`` beside it, runs a scenario if given, and on leaving cancels its tasks
+and disconnects, so a stopped simulator leaves no task or connection behind.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import NameFlag, RequestNameReply
+
+from lockgate_sim.bluez import BLUEZ, Station
+from lockgate_sim.control import CONTROL_PATH, SimulatorInterface
+from lockgate_sim.firmware import RandomBytes
+from lockgate_sim.scenario import Scenario, run_scenario
+from lockgate_sim.world import WorldConfig
+
+log = logging.getLogger("lockgate_sim")
+
+
+class SimulatorError(RuntimeError):
+    """The simulator could not take its place on the bus."""
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    bus_address: str,
+    world: WorldConfig,
+    *,
+    scenario: Scenario | None = None,
+    random_bytes: RandomBytes = os.urandom,
+) -> AsyncIterator[Station]:
+    """Serve ``world`` on the bus at ``bus_address`` for as long as the block runs."""
+    if scenario is not None:
+        scenario.check_against(world)
+    bus = await MessageBus(bus_address=bus_address).connect()
+    try:
+        station = Station(bus, world, random_bytes)
+        async with asyncio.TaskGroup() as tasks:
+            station.start(tasks)
+            bus.export(CONTROL_PATH, SimulatorInterface(station))
+            reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
+            if reply is not RequestNameReply.PRIMARY_OWNER:
+                raise SimulatorError(f"{BLUEZ} is already owned on {bus_address}")
+            log.info("serving %d locks as %s on %s", len(station.devices), BLUEZ, bus_address)
+            scenario_task = (
+                None
+                if scenario is None
+                else tasks.create_task(run_scenario(station, scenario), name="scenario")
+            )
+            try:
+                yield station
+            finally:
+                if scenario_task is not None:
+                    scenario_task.cancel()
+                station.stop()
+    finally:
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
