@@ -351,8 +351,9 @@ class Device(ServiceInterface):
     def address_type(self) -> DBusStr:
         return "public"
 
+    # Never a Python attribute called ``name``: ServiceInterface keeps the interface's name there.
     @dbus_property(_READ, name="Name")
-    def name(self) -> DBusStr:
+    def device_name(self) -> DBusStr:
         return self.lock.name
 
     @dbus_property(_READ, name="Alias")
@@ -559,7 +560,7 @@ class Adapter(ServiceInterface):
         return "public"
 
     @dbus_property(_READ, name="Name")
-    def name(self) -> DBusStr:
+    def adapter_name(self) -> DBusStr:
         return self._name
 
     @dbus_property(_READ, name="Alias")
