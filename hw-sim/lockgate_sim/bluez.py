@@ -340,7 +340,7 @@ class Device(ServiceInterface):
         await self.station.connect(self)
 
     @dbus_method(name="Disconnect")
-    async def disconnect(self) -> None:
+    def disconnect(self) -> None:
         self.station.disconnect(self)
 
     @dbus_property(_READ, name="Address")

@@ -195,7 +195,8 @@ class SimulatorControl:
     @contextlib.asynccontextmanager
     async def connect(cls, bus_address: str) -> AsyncIterator["SimulatorControl"]:
         """``async with SimulatorControl.connect(address) as control:``, one bus connection."""
-        bus = await MessageBus(bus_address=bus_address).connect()
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            bus = await MessageBus(bus_address=bus_address).connect()
         try:
             yield cls(bus)
         finally:

@@ -126,11 +126,18 @@ class Motion:
     by_hand: bool
 
 
+class Deadline(Enum):
+    """What a timer of the lock is for."""
+
+    MOTION_ENDS = "motion ends"
+    DROP_LINK = "drop link"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Timer:
     due: float
     order: int
-    what: str
+    what: Deadline
     link: int = 0
 
 
@@ -372,7 +379,7 @@ class Lock:
         """End every link at once (power cycle, out of range, or the control interface)."""
         dropped: list[Effect] = [LinkDropped(link, reason) for link in self._links]
         self._links.clear()
-        self._timers = [t for t in self._timers if t.what != "drop"]
+        self._timers = [t for t in self._timers if t.what is not Deadline.DROP_LINK]
         heapq.heapify(self._timers)
         return dropped
 
@@ -394,11 +401,11 @@ class Lock:
         effects: list[Effect] = []
         while self._timers and self._timers[0].due <= now:
             timer = heapq.heappop(self._timers)
-            if timer.what == "drop":
+            if timer.what is Deadline.DROP_LINK:
                 if timer.link in self._links:
                     del self._links[timer.link]
                     effects.append(LinkDropped(timer.link, "authorisation failed"))
-            elif timer.what == "motion":
+            elif timer.what is Deadline.MOTION_ENDS:
                 effects += self._end_motion()
         return effects
 
@@ -410,7 +417,7 @@ class Lock:
             self._jams -= 1
         duration = HAND_TRAVEL_S if by_hand else self.motor_ms / 1000
         self._motion = Motion(target, now + duration, blocked, by_hand)
-        self._schedule(now + duration, "motion")
+        self._schedule(now + duration, Deadline.MOTION_ENDS)
         return self._broadcast(Status.UNLOCKING if target is Bolt.OPEN else Status.LOCKING)
 
     def _end_motion(self) -> list[Effect]:
@@ -434,7 +441,7 @@ class Lock:
             effects += self._broadcast(Status.BATTERY_LOW)
         return effects
 
-    def _schedule(self, due: float, what: str, link: int = 0) -> None:
+    def _schedule(self, due: float, what: Deadline, link: int = 0) -> None:
         heapq.heappush(self._timers, _Timer(due, next(self._timer_order), what, link))
 
     def _refuse(self, link: Link, status: Status, now: float) -> list[Effect]:
@@ -446,7 +453,7 @@ class Lock:
     def _fail(self, link: Link, status: Status, now: float) -> list[Effect]:
         link.failed = True
         link.authorised = False
-        self._schedule(now + FAILURE_DROP_S, "drop", link.id)
+        self._schedule(now + FAILURE_DROP_S, Deadline.DROP_LINK, link.id)
         return self._status(link, status)
 
     def _status(self, link: Link, status: Status) -> list[Effect]:

@@ -23,6 +23,8 @@ from lockgate_sim.world import WorldConfig
 
 log = logging.getLogger("lockgate_sim")
 
+BUS_TIMEOUT_S = 10.0
+
 
 class SimulatorError(RuntimeError):
     """The simulator could not take its place on the bus."""
@@ -39,13 +41,15 @@ async def serve(
     """Serve ``world`` on the bus at ``bus_address`` for as long as the block runs."""
     if scenario is not None:
         scenario.check_against(world)
-    bus = await MessageBus(bus_address=bus_address).connect()
+    async with asyncio.timeout(BUS_TIMEOUT_S):
+        bus = await MessageBus(bus_address=bus_address).connect()
     try:
         station = Station(bus, world, random_bytes)
         async with asyncio.TaskGroup() as tasks:
             station.start(tasks)
             bus.export(CONTROL_PATH, SimulatorInterface(station))
-            reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
+            async with asyncio.timeout(BUS_TIMEOUT_S):
+                reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
             if reply is not RequestNameReply.PRIMARY_OWNER:
                 raise SimulatorError(f"{BLUEZ} is already owned on {bus_address}")
             log.info("serving %d locks as %s on %s", len(station.devices), BLUEZ, bus_address)

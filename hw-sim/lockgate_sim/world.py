@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -53,7 +53,7 @@ class LockConfig(_Strict):
     auth_id: Annotated[int, Field(ge=0, le=255)] | None = None
     phone_id: str | None = None
     ltk: str | None = None
-    state: Literal["locked", "unlocked"] = "locked"
+    state: Bolt = Bolt.CLOSED
     battery: Annotated[int, Field(ge=0, le=100)] = 100
     firmware: str = "2.18"
     rssi: Annotated[int, Field(ge=-127, le=20)] = -60
@@ -100,7 +100,7 @@ class LockConfig(_Strict):
             address=self.address,
             credentials=self.credentials(),
             random_bytes=random_bytes,
-            bolt=Bolt.CLOSED if self.state == "locked" else Bolt.OPEN,
+            bolt=self.state,
             battery=self.battery,
             firmware=self.firmware,
             rssi=self.rssi,

@@ -79,6 +79,13 @@ async def test_battery_and_firmware_need_no_session(sim: RunningSimulator) -> No
     try:
         assert await link.client.read_gatt_char(gatt.BATTERY_LEVEL) == bytearray([42])
         assert await link.client.read_gatt_char(gatt.FIRMWARE_REVISION) == b"2.18"
+        levels: asyncio.Queue[bytes] = asyncio.Queue()
+        await link.client.start_notify(
+            gatt.BATTERY_LEVEL, lambda _, data: levels.put_nowait(bytes(data))
+        )
+        await sim.control.set_battery(SHAREE_NAME, 30)
+        async with asyncio.timeout(2):
+            assert await levels.get() == bytes([30])
     finally:
         await link.close()
 
