@@ -787,6 +787,18 @@ class Station:
         for task in [*self._calls, *self._tasks]:
             task.cancel()
 
+    def power_off(self) -> None:
+        """As bluetoothd going down: every link ends and every object leaves the bus.
+
+        Clients still connected see Connected turn false and the objects removed, rather than a
+        bus name that silently stops answering.
+        """
+        for device in self.devices:
+            self._act(device, device.lock.drop_links("simulator stopping"))
+            self.forget(device)
+        if self.adapter_path in self._exported:
+            self.unexport(self.adapter_path, self.adapter)
+
     # --- the world's levers (control interface, scenarios) ------------------------------------
 
     def find(self, lock: str) -> Device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import (
     Link,
     nobond_credentials,
     sharee_credentials,
+    world,
 )
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
@@ -29,7 +31,7 @@ from lockgate.protocol.session import (
     StatusReported,
 )
 from lockgate.protocol.status import Status
-from lockgate_sim.testing import RunningSimulator
+from lockgate_sim.testing import RunningSimulator, run_simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -263,3 +265,18 @@ async def test_bleak_sees_an_unknown_object_as_device_not_found(sim: RunningSimu
     await sim.control.out_of_range(NOBOND_NAME)
     with pytest.raises(BleakNotFoundError):
         await establish_connection(BleakClient, device, NOBOND_NAME, max_attempts=1)
+
+
+async def test_stopping_the_simulator_disconnects_its_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(run_simulator(world()))
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+        link = await Link.open(SHAREE_NAME, subscribe=False)
+        # stop with the link up: the simulator powers off as bluetoothd would
+        await stack.aclose()
+        async with asyncio.timeout(2):
+            await link.disconnected.wait()
+        assert not link.client.is_connected
+        await link.close()
