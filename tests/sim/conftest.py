@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def world(**overrides: Any) -> WorldConfig:
             "k_seed": s["K_seed"],
             "k_u": s["K_u"],
             "state": "unlocked",
-            "connect_ms": 2000,
+            "connect_ms": 6000,
         },
         {
             "name": NOBOND_NAME,
@@ -78,6 +78,13 @@ def world(**overrides: Any) -> WorldConfig:
     return WorldConfig.model_validate(
         {"adapter": {"time_scale": TIME_SCALE, "connection_slots": 5}, "lock": locks}
     )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 5.0) -> None:
+    """Wait until ``check()`` holds: simulated time passes at the loop's pace, even on a busy CI."""
+    async with asyncio.timeout(within_s):
+        while not await check():  # noqa: ASYNC110 - the state is across the bus: poll it
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ async def test_a_second_connect_during_one_gets_in_progress(sim: RunningSimulato
     bus = await _raw_bus(sim)
     try:
         await _discover(bus)
-        # SECOND_SHAREE takes 2000 ms (100 ms scaled) to connect
+        # SECOND_SHAREE takes 6000 ms (300 ms scaled) to connect
         slow = asyncio.create_task(
             _call(bus, _device("FC:3C:00:2A:2B:01"), "org.bluez.Device1", "Connect")
         )

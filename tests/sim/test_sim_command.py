@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SECOND_SHAREE, SHAREE_NAME, world
+from conftest import SECOND_SHAREE, SHAREE_NAME, eventually, world
 from pydantic import ValidationError
 
 from lockgate_sim.scenario import Scenario, Step
@@ -114,7 +114,12 @@ async def test_ctl_acts_on_a_running_simulator_subprocess() -> None:
         assert sim.station is None
         code, out, _ = await _ctl(sim.bus_address, "close-by-hand", "ISHAREIT-2200541")
         assert (code, out.strip()) == (0, "close-by-hand ISHAREIT-2200541")
-        await asyncio.sleep(0.1)  # the bolt travels 0.3 lock seconds
+        control = sim.control
+
+        async def locked() -> bool:
+            return (await control.lock("ISHAREIT-2200541")).bolt == "locked"
+
+        await eventually(locked)  # the bolt travels 0.3 lock seconds
         code, out, _ = await _ctl(sim.bus_address, "show")
         assert code == 0
         row = next(line for line in out.splitlines() if line.startswith("ISHAREIT-2200541"))
@@ -155,25 +160,34 @@ async def test_every_control_action_changes_what_show_reports() -> None:
         assert (lock.in_range, lock.jams_pending) == (True, 0)
         await control.open_by_hand(SHAREE_NAME)
         assert (await control.lock(SHAREE_NAME)).moving == "unlocked"
-        await asyncio.sleep(0.05)  # 0.3 lock seconds at time_scale 0.05 is 15 ms
-        assert (await control.lock(SHAREE_NAME)).bolt == "unlocked"
+
+        async def opened() -> bool:
+            return (await control.lock(SHAREE_NAME)).bolt == "unlocked"
+
+        await eventually(opened)  # 0.3 lock seconds at time_scale 0.05 is 15 ms
         await control.drop_link(SHAREE_NAME)  # no link: nothing to drop, no error
 
 
 async def test_a_scenario_runs_its_steps_in_time() -> None:
     scenario = Scenario(
         steps=[
-            Step(at_s=2.0, action="battery", lock=SHAREE_NAME, value=33),  # type: ignore[arg-type]
-            Step(at_s=1.0, action="close-by-hand", lock=SECOND_SHAREE),  # type: ignore[arg-type]
+            Step(at_s=12.0, action="battery", lock=SHAREE_NAME, value=33),  # type: ignore[arg-type]
+            Step(at_s=10.0, action="close-by-hand", lock=SECOND_SHAREE),  # type: ignore[arg-type]
         ]
     )
     threads_before = set(threading.enumerate())
     async with run_simulator(world(), scenario=scenario) as sim:
         assert (await sim.control.lock(SECOND_SHAREE)).bolt == "unlocked"
         assert (await sim.control.lock(SHAREE_NAME)).battery == 87
-        await asyncio.sleep(0.2)  # 2 lock seconds at time_scale 0.05 is 0.1 s
-        assert (await sim.control.lock(SECOND_SHAREE)).bolt == "locked"
-        assert (await sim.control.lock(SHAREE_NAME)).battery == 33
+        control = sim.control
+
+        async def done() -> bool:
+            return (await control.lock(SHAREE_NAME)).battery == 33
+
+        await eventually(done)  # 12 lock seconds at time_scale 0.05 is 0.6 s
+        assert (await control.lock(SECOND_SHAREE)).bolt == "locked"
+        assert sim.station is not None
+        assert sim.station.clock.now() >= 12.0
     # the harness leaves no thread (a child watcher's included) and no bus directory behind
     await asyncio.sleep(0.05)
     assert set(threading.enumerate()) <= threads_before
