@@ -14,11 +14,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusInt32, DBusStr
+from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
 
 from lockgate_sim.bluez import BLUEZ, Station, StationView, UnknownLockError
@@ -31,6 +31,8 @@ CONTROL_INTERFACE = "org.lockgate.Simulator1"
 UNKNOWN_LOCK = "org.lockgate.Simulator1.Error.UnknownLock"
 INVALID_VALUE = "org.lockgate.Simulator1.Error.InvalidValue"
 CALL_TIMEOUT_S = 10.0
+
+DBusInt32List = Annotated[list[int], DBusSignature("ai")]
 
 
 class Action(StrEnum):
@@ -145,21 +147,23 @@ def view_from_json(text: str) -> StationView:
 
 
 class SimulatorInterface(ServiceInterface):
-    """``org.lockgate.Simulator1``: ``Act(action, lock, value)`` and ``Show()`` (JSON)."""
+    """``org.lockgate.Simulator1``: ``Act(action, lock, [value])`` and ``Show()`` (JSON)."""
 
     def __init__(self, station: Station) -> None:
         super().__init__(CONTROL_INTERFACE)
         self._station = station
 
     @dbus_method(name="Act")
-    def act(self, action: DBusStr, lock: DBusStr, value: DBusInt32) -> None:
-        """``value`` -1 means none: the action's default (``jam`` blocks once)."""
+    def act(self, action: DBusStr, lock: DBusStr, value: DBusInt32List) -> None:
+        """``value`` holds the action's value, or nothing for its default (``jam`` blocks once)."""
         try:
             parsed = Action(action)
         except ValueError as err:
             raise DBusError(INVALID_VALUE, f"no action {action!r}") from err
+        if len(value) > 1:
+            raise DBusError(INVALID_VALUE, "an action takes at most one value")
         try:
-            apply_action(self._station, parsed, lock, None if value == -1 else value)
+            apply_action(self._station, parsed, lock, value[0] if value else None)
         except UnknownLockError as err:
             raise DBusError(UNKNOWN_LOCK, str(err)) from err
         except ActionError as err:
@@ -206,7 +210,7 @@ class SimulatorControl:
 
     async def act(self, action: Action, lock: str = "", value: int | None = None) -> None:
         """Perform any :class:`Action` (``SHOW`` does nothing here: use :meth:`show`)."""
-        await self._call("Act", "ssi", [str(action), lock, -1 if value is None else value])
+        await self._call("Act", "ssai", [str(action), lock, [] if value is None else [value]])
 
     async def close_by_hand(self, lock: str) -> None:
         """A rider pushes the bolt shut: a connected lock indicates locking, then closed."""

@@ -137,6 +137,9 @@ async def test_ctl_acts_on_a_running_simulator_subprocess() -> None:
         assert "0..100" in err
         code, _, err = await _ctl(sim.bus_address, "jam")
         assert code == 2
+        code, _, _ = await _ctl(sim.bus_address, "rssi", "ILOCKIT-4500329", "-1")
+        assert code == 0
+        assert (await sim.control.lock("ILOCKIT-4500329")).rssi == -1
         code, _, _ = await _ctl(sim.bus_address, "slots", "2")
         assert code == 0
         assert (await sim.control.show()).connection_slots == 2
