@@ -19,7 +19,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ChecksumError, FrameError
@@ -58,7 +58,7 @@ CONFIG_CLOSED = 0x02
 USDIO_MIN_LENGTH = 2 + 16
 
 
-class Bolt(Enum):
+class Bolt(StrEnum):
     """Where the bolt is. A motion in progress keeps the position it started from until it ends."""
 
     OPEN = "unlocked"
