@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -628,7 +629,7 @@ class Station:
         self._exported: set[str] = set()
         self._connecting: Device | None = None
         self._calls: set[asyncio.Task[object]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- objects on the bus -------------------------------------------------------------------
 
@@ -774,18 +775,35 @@ class Station:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, tasks: asyncio.TaskGroup) -> None:
+    def start(self) -> None:
+        """Export the adapter and start the advertiser and every lock's timers."""
         self.bus.add_message_handler(self._unknown_object)
         self.export(self.adapter_path, self.adapter)
-        self._tasks.append(tasks.create_task(self._advertiser(), name="advertiser"))
+        self.spawn(self._advertiser(), "advertiser")
         for device in self.devices:
-            name = f"timers {device.lock.name}"
-            self._tasks.append(tasks.create_task(self._run_timers(device), name=name))
+            self.spawn(self._run_timers(device), f"timers {device.lock.name}")
 
-    def stop(self) -> None:
-        """Cancel the station's tasks and the D-Bus calls still running (a pending Connect)."""
-        for task in [*self._calls, *self._tasks]:
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` as a task the station owns: :meth:`stop` cancels and awaits it.
+
+        Not a TaskGroup around the caller's block: an error of the caller's (a failed assertion
+        in a test) must come out as itself, not wrapped in an ExceptionGroup.
+        """
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("simulator task %r failed", task.get_name(), exc_info=error)
+
+    async def stop(self) -> None:
+        """Cancel and await the station's tasks and the D-Bus calls still running."""
+        tasks = [*self._calls, *self._tasks]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def power_off(self) -> None:
         """As bluetoothd going down: every link ends and every object leaves the bus.

@@ -22,7 +22,7 @@ from lockgate_sim.bluez import UnknownLockError
 from lockgate_sim.bus import BusError, PrivateBus
 from lockgate_sim.control import Action, SimulatorControl, SimulatorError
 from lockgate_sim.scenario import Scenario
-from lockgate_sim.simulator import serve
+from lockgate_sim.simulator import NameTakenError, serve
 from lockgate_sim.world import WorldConfig
 
 ADDRESS_VARIABLE = "DBUS_SYSTEM_BUS_ADDRESS"
@@ -88,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(_serve(world, options.bus, scenario))
-    except BusError as err:
-        _err(f"lockgate-sim: {err}")
+    except (BusError, NameTakenError, OSError, TimeoutError) as err:
+        _err(f"lockgate-sim: {err or type(err).__name__}")
         return EXIT_USAGE
 
 

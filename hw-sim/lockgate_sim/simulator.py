@@ -27,8 +27,8 @@ log = logging.getLogger("lockgate_sim")
 BUS_TIMEOUT_S = 10.0
 
 
-class SimulatorError(RuntimeError):
-    """The simulator could not take its place on the bus."""
+class NameTakenError(RuntimeError):
+    """Another process already owns org.bluez on the bus: the simulator cannot take its place."""
 
 
 @contextlib.asynccontextmanager
@@ -46,28 +46,22 @@ async def serve(
         bus = await MessageBus(bus_address=bus_address).connect()
     try:
         station = Station(bus, world, random_bytes)
-        async with asyncio.TaskGroup() as tasks:
-            station.start(tasks)
+        try:
+            station.start()
             bus.export(CONTROL_PATH, SimulatorInterface(station))
             async with asyncio.timeout(BUS_TIMEOUT_S):
                 reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
             if reply is not RequestNameReply.PRIMARY_OWNER:
-                raise SimulatorError(f"{BLUEZ} is already owned on {bus_address}")
+                raise NameTakenError(f"{BLUEZ} is already owned on {bus_address}")
             log.info("serving %d locks as %s on %s", len(station.devices), BLUEZ, bus_address)
-            scenario_task = (
-                None
-                if scenario is None
-                else tasks.create_task(run_scenario(station, scenario), name="scenario")
-            )
-            try:
-                yield station
-            finally:
-                if scenario_task is not None:
-                    scenario_task.cancel()
-                station.stop()
-                if bus.connected:
-                    station.power_off()
-                    await _flush(bus)
+            if scenario is not None:
+                station.spawn(run_scenario(station, scenario), "scenario")
+            yield station
+        finally:
+            await station.stop()
+            if bus.connected:
+                station.power_off()
+                await _flush(bus)
     finally:
         bus.disconnect()
         with contextlib.suppress(Exception):

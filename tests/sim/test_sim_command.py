@@ -238,3 +238,22 @@ def test_a_bad_config_file_exits_2_with_the_problem(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "connection_slots" in result.stderr
+
+
+async def test_an_error_in_the_block_comes_out_as_itself() -> None:
+    with pytest.raises(LookupError, match="from the test"):
+        async with run_simulator(world()):
+            raise LookupError("from the test")
+
+
+def test_joining_a_bus_that_is_not_there_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*_command(), "--config", str(DEMO), "--bus", f"unix:path={tmp_path}/none"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "lockgate-sim:" in result.stderr
+    assert "Traceback" not in result.stderr
