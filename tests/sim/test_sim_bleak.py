@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 from conftest import (
     NOBOND_NAME,
@@ -280,3 +281,59 @@ async def test_stopping_the_simulator_disconnects_its_clients(
             await link.disconnected.wait()
         assert not link.client.is_connected
         await link.close()
+
+
+async def test_gatt_refusals_carry_bluez_names(sim: RunningSimulator) -> None:
+    link = await Link.open(SHAREE_NAME, subscribe=False)
+    try:
+        with pytest.raises(BleakGATTProtocolError) as read:
+            await link.client.read_gatt_char(gatt.GDIO)
+        assert read.value.code is BleakGATTProtocolErrorCode.READ_NOT_PERMITTED
+        with pytest.raises(BleakGATTProtocolError) as write:
+            await link.client.write_gatt_char(gatt.FIRMWARE_REVISION, b"9.99", response=True)
+        assert write.value.code is BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED
+        with pytest.raises(BleakGATTProtocolError) as command:
+            await link.client.write_gatt_char(
+                gatt.GDIO, b"\x01\x00\x09\x00\xec\x48", response=False
+            )
+        assert command.value.code is BleakGATTProtocolErrorCode.REQUEST_NOT_SUPPORTED
+    finally:
+        await link.close()
+
+
+async def test_remove_device_forgets_it_until_heard_again(sim: RunningSimulator) -> None:
+    bus = await _raw_bus(sim)
+    try:
+        await _discover(bus)
+        path = _device("D4:12:99:00:45:03")
+        reply = await bus.call(
+            Message(
+                destination="org.bluez",
+                path="/org/bluez/hci0",
+                interface="org.bluez.Adapter1",
+                member="RemoveDevice",
+                signature="o",
+                body=[path],
+            )
+        )
+        assert reply is not None
+        assert reply.message_type is MessageType.METHOD_RETURN
+        gone = await _call(bus, path, "org.bluez.Device1", "Connect")
+        assert gone.error_name == "org.freedesktop.DBus.Error.UnknownObject"
+        again = await bus.call(
+            Message(
+                destination="org.bluez",
+                path="/org/bluez/hci0",
+                interface="org.bluez.Adapter1",
+                member="RemoveDevice",
+                signature="o",
+                body=[path],
+            )
+        )
+        assert again is not None
+        assert again.error_name == "org.bluez.Error.DoesNotExist"
+        await _discover(bus)  # heard again: back
+        back = await _call(bus, path, "org.bluez.Device1", "Connect")
+        assert back.message_type is MessageType.METHOD_RETURN
+    finally:
+        bus.disconnect()
