@@ -337,3 +337,19 @@ async def test_remove_device_forgets_it_until_heard_again(sim: RunningSimulator)
         assert back.message_type is MessageType.METHOD_RETURN
     finally:
         bus.disconnect()
+
+
+async def test_bleak_retries_an_aborted_connect_until_its_timeout(sim: RunningSimulator) -> None:
+    device = await BleakScanner.find_device_by_name(SHAREE_NAME, timeout=10)
+    assert device is not None
+    await sim.control.set_slots(0)
+    client = BleakClient(device)
+    with pytest.raises(TimeoutError):
+        await client.connect(timeout=0.5)
+    assert (await sim.control.show()).links == 0
+    await sim.control.set_slots(5)
+    await client.connect(timeout=5)
+    try:
+        assert client.is_connected
+    finally:
+        await client.disconnect()
