@@ -854,6 +854,16 @@ class Station:
         else:
             self.advertise()
 
+    def set_alarm(self, lock: str, on: bool) -> None:
+        device = self.find(lock)
+        self._act(device, device.lock.set_alarm(on))
+
+    def set_bike_moving(self, lock: str, moving: bool) -> None:
+        self.find(lock).lock.set_bike_moving(moving)
+
+    def set_sensor_fault(self, lock: str, fault: bool) -> None:
+        self.find(lock).lock.set_sensor_fault(fault)
+
     def set_rssi(self, lock: str, rssi: int) -> None:
         device = self.find(lock)
         device.lock.rssi = rssi

@@ -50,6 +50,9 @@ class Action(StrEnum):
     SLOTS = "slots"
     MOTOR_MS = "motor-ms"
     POWER_CYCLE = "power-cycle"
+    ALARM = "alarm"
+    BIKE_MOVING = "bike-moving"
+    SENSOR_FAULT = "sensor-fault"
     SHOW = "show"
 
     @property
@@ -73,6 +76,9 @@ _VALUE_RANGES: dict[Action, tuple[int, int]] = {
     Action.REFUSE_CONNECTS: (0, 1000),
     Action.SLOTS: (0, 20),
     Action.MOTOR_MS: (0, 15000),
+    Action.ALARM: (0, 1),
+    Action.BIKE_MOVING: (0, 1),
+    Action.SENSOR_FAULT: (0, 1),
 }
 
 
@@ -129,6 +135,12 @@ def _perform(station: Station, action: Action, lock: str, value: int) -> None:
             station.set_motor_ms(lock, value)
         case Action.POWER_CYCLE:
             station.power_cycle(lock)
+        case Action.ALARM:
+            station.set_alarm(lock, on=bool(value))
+        case Action.BIKE_MOVING:
+            station.set_bike_moving(lock, moving=bool(value))
+        case Action.SENSOR_FAULT:
+            station.set_sensor_fault(lock, fault=bool(value))
         case Action.SHOW:
             return
 
@@ -256,6 +268,18 @@ class SimulatorControl:
     async def power_cycle(self, lock: str) -> None:
         """The lock reboots: its link drops, a motion stops, a pending jam is forgotten."""
         await self.act(Action.POWER_CYCLE, lock)
+
+    async def set_alarm(self, lock: str, *, on: bool) -> None:
+        """The alarm goes on or off: connected locks indicate 0x10 or 0x20."""
+        await self.act(Action.ALARM, lock, int(on))
+
+    async def set_bike_moving(self, lock: str, *, moving: bool) -> None:
+        """While the bike moves, close commands are refused with 0x04 (lock moved)."""
+        await self.act(Action.BIKE_MOVING, lock, int(moving))
+
+    async def set_sensor_fault(self, lock: str, *, fault: bool) -> None:
+        """A failed bolt sensor: motions end in 0x0F and config reads say unknown."""
+        await self.act(Action.SENSOR_FAULT, lock, int(fault))
 
     async def show(self) -> StationView:
         """The adapter and every lock as they are now."""

@@ -55,6 +55,7 @@ BATTERY_DRAIN_PER_MOTION = 0.1
 BATTERY_LOW_PERCENT = 15
 CONFIG_OPEN = 0x0B
 CONFIG_CLOSED = 0x02
+CONFIG_UNKNOWN = 0x0F
 USDIO_MIN_LENGTH = 2 + 16
 
 
@@ -158,6 +159,9 @@ class LockView:
     connect_ms: int
     jams_pending: int
     refuse_connects: int
+    alarm: bool
+    bike_moving: bool
+    sensor_fault: bool
     firmware: str
 
 
@@ -188,6 +192,9 @@ class Lock:
         self.connect_ms = connect_ms
         self.in_range = in_range
         self.refuse_connects = 0
+        self.alarm = False
+        self.bike_moving = False
+        self.sensor_fault = False
         self._random_bytes = random_bytes
         self._bolt = bolt
         self._battery = float(battery)
@@ -234,6 +241,9 @@ class Lock:
             motor_ms=self.motor_ms,
             connect_ms=self.connect_ms,
             jams_pending=self._jams,
+            alarm=self.alarm,
+            bike_moving=self.bike_moving,
+            sensor_fault=self.sensor_fault,
             refuse_connects=self.refuse_connects,
             firmware=self.firmware,
         )
@@ -325,7 +335,9 @@ class Lock:
             return self._reply(link, UsdioCommand.BATTERY, bytes((self.battery,)))
         if command == UsdioCommand.READ and payload == ReadItem.CONFIG.to_bytes(2, "little"):
             state = CONFIG_OPEN if self._bolt is Bolt.OPEN else CONFIG_CLOSED
-            return self._reply(link, UsdioCommand.CONFIG, bytes((state, 0)))
+            if self.sensor_fault:
+                state = CONFIG_UNKNOWN
+            return self._reply(link, UsdioCommand.CONFIG, bytes((state, int(self.alarm))))
         return self._status(link, Status.GENERAL_ERROR)
 
     def _on_answer(self, link: Link, payload: bytes, now: float) -> list[Effect]:
@@ -347,9 +359,12 @@ class Lock:
         target = Bolt.OPEN if payload[2] == LockAction.OPEN else Bolt.CLOSED
         if self._motion is not None:
             return self._status(link, Status.GENERAL_ERROR)
+        if target is Bolt.CLOSED and self.bike_moving:
+            # The lock will not shoot its bolt into a turning wheel.
+            return self._status(link, Status.LOCK_MOVED)
         if target is self._bolt:
             # Already there: the lock reports its position without running the motor.
-            return self._broadcast(_final_status(target))
+            return self._broadcast(self._final_status(target))
         return self._start_motion(target, now, by_hand=False)
 
     # --- the physical world -------------------------------------------------------------------
@@ -365,6 +380,21 @@ class Lock:
         if self._bolt is Bolt.OPEN or self._motion is not None:
             return []
         return self._start_motion(Bolt.OPEN, now, by_hand=True)
+
+    def set_alarm(self, on: bool) -> list[Effect]:
+        """The alarm (a tilt or a tug at the lock) goes on or off, indicated to every link."""
+        if on == self.alarm:
+            return []
+        self.alarm = on
+        return self._broadcast(Status.ALARM_ON if on else Status.ALARM_OFF)
+
+    def set_bike_moving(self, moving: bool) -> None:
+        """While the bike moves, a close command is refused with "closing refused, lock moved"."""
+        self.bike_moving = moving
+
+    def set_sensor_fault(self, fault: bool) -> None:
+        """A bolt sensor that fails: motions end in, and config reads report, "unknown"."""
+        self.sensor_fault = fault
 
     def jam(self, count: int = 1) -> None:
         """The next ``count`` motor runs block: the bolt stays where it is."""
@@ -436,10 +466,15 @@ class Lock:
             )
             return self._broadcast(status) + effects
         self._bolt = motion.target
-        effects = self._broadcast(_final_status(motion.target)) + effects
+        effects = self._broadcast(self._final_status(motion.target)) + effects
         if not motion.by_hand and self.battery <= BATTERY_LOW_PERCENT:
             effects += self._broadcast(Status.BATTERY_LOW)
         return effects
+
+    def _final_status(self, target: Bolt) -> Status:
+        if self.sensor_fault:
+            return Status.UNKNOWN
+        return Status.OPEN if target is Bolt.OPEN else Status.CLOSED
 
     def _schedule(self, due: float, what: Deadline, link: int = 0) -> None:
         heapq.heappush(self._timers, _Timer(due, next(self._timer_order), what, link))
@@ -477,7 +512,3 @@ class Lock:
         if channel not in link.indicating:
             return []
         return [Indication(link.id, channel, piece) for piece in chunks(frame)]
-
-
-def _final_status(target: Bolt) -> Status:
-    return Status.OPEN if target is Bolt.OPEN else Status.CLOSED

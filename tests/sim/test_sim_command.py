@@ -169,6 +169,11 @@ async def test_every_control_action_changes_what_show_reports() -> None:
 
         await eventually(opened)  # 0.3 lock seconds at time_scale 0.05 is 15 ms
         await control.drop_link(SHAREE_NAME)  # no link: nothing to drop, no error
+        await control.set_alarm(SHAREE_NAME, on=True)
+        await control.set_bike_moving(SHAREE_NAME, moving=True)
+        await control.set_sensor_fault(SHAREE_NAME, fault=True)
+        lock = await control.lock(SHAREE_NAME)
+        assert (lock.alarm, lock.bike_moving, lock.sensor_fault) == (True, True, True)
 
 
 async def test_a_scenario_runs_its_steps_in_time() -> None:

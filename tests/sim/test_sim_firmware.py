@@ -276,3 +276,39 @@ def test_garbage_never_crashes_the_lock(writes: list[bytes]) -> None:
         lock.advance(float(i))
     assert lock.bolt is Bolt.CLOSED
     _ = (Authorised, StatusReported, LockAction)
+
+
+def test_alarm_moving_bike_and_a_failed_sensor() -> None:
+    lock = Lock(
+        name="ILOCKIT-1",
+        address="FC:3C:00:2A:2A:DD",
+        credentials=NOBOND,
+        random_bytes=_random,
+        bolt=Bolt.OPEN,
+    )
+    link, session = _authorised(lock, NOBOND)
+    assert _statuses(lock.set_alarm(True)) == [Status.ALARM_ON]
+    assert lock.set_alarm(True) == []
+    events = []
+    for e in lock.write(link, Channel.USDIO, session.read_config().frame, 0.0):
+        assert isinstance(e, Indication)
+        events += session.receive(e.channel, e.chunk).events
+    assert [(type(e).__name__, getattr(e, "alarm", None)) for e in events] == [("ConfigRead", True)]
+    assert _statuses(lock.set_alarm(False)) == [Status.ALARM_OFF]
+
+    lock.set_bike_moving(True)
+    assert _statuses(lock.write(link, Channel.USDIO, session.lock().frame, 0.0)) == [
+        Status.LOCK_MOVED
+    ]
+    assert lock.bolt is Bolt.OPEN
+    assert lock.motion is None
+    lock.set_bike_moving(False)
+
+    lock.set_sensor_fault(True)
+    effects = lock.write(link, Channel.USDIO, session.lock().frame, 1.0) + lock.advance(9.0)
+    assert _statuses(effects) == [Status.LOCKING, Status.UNKNOWN]
+    events = []
+    for e in lock.write(link, Channel.USDIO, session.read_config().frame, 9.0):
+        assert isinstance(e, Indication)
+        events += session.receive(e.channel, e.chunk).events
+    assert [getattr(e, "raw_state", None) for e in events] == [0x0F]

@@ -102,6 +102,15 @@ class LockMachine(RuleBasedStateMachine):
     def jam(self, count: int) -> None:
         self.lock.jam(count)
 
+    @rule(on=st.booleans())
+    def alarm(self, on: bool) -> None:
+        self._take(self.lock.set_alarm(on))
+
+    @rule(moving=st.booleans(), fault=st.booleans())
+    def bike_and_sensor(self, moving: bool, fault: bool) -> None:
+        self.lock.set_bike_moving(moving)
+        self.lock.set_sensor_fault(fault)
+
     @rule()
     def power_cycle(self) -> None:
         self._take(self.lock.power_cycle())
