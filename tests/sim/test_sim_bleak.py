@@ -10,7 +10,9 @@ import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
-from conftest import (
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+from simkit import (
     NOBOND_NAME,
     SECOND_SHAREE,
     SHAREE_NAME,
@@ -19,8 +21,6 @@ from conftest import (
     sharee_credentials,
     world,
 )
-from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
 
 from lockgate.protocol import gatt
 from lockgate.protocol.credentials import ShareeCredentials

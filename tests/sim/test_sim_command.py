@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SECOND_SHAREE, SHAREE_NAME, eventually, world
 from pydantic import ValidationError
+from simkit import SECOND_SHAREE, SHAREE_NAME, eventually, world
 
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import run_simulator

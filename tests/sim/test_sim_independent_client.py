@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from bleak import BleakClient, BleakGATTCharacteristic, BleakScanner
 from bleak_retry_connector import establish_connection
-from conftest import NOBOND_NAME, NOBOND_VECTOR, world
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from simkit import NOBOND_NAME, NOBOND_VECTOR, world
 
 from lockgate_sim.testing import run_simulator
 
