@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from simkit import SECOND_SHAREE, SHAREE_NAME, eventually, world
 
+from lockgate_sim.control import Action
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import WorldConfig
@@ -179,8 +180,8 @@ async def test_every_control_action_changes_what_show_reports() -> None:
 async def test_a_scenario_runs_its_steps_in_time() -> None:
     scenario = Scenario(
         steps=[
-            Step(at_s=12.0, action="battery", lock=SHAREE_NAME, value=33),  # type: ignore[arg-type]
-            Step(at_s=10.0, action="close-by-hand", lock=SECOND_SHAREE),  # type: ignore[arg-type]
+            Step(at_s=12.0, action=Action.BATTERY, lock=SHAREE_NAME, value=33),
+            Step(at_s=10.0, action=Action.CLOSE_BY_HAND, lock=SECOND_SHAREE),
         ]
     )
     threads_before = set(threading.enumerate())

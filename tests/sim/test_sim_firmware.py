@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from lockgate.protocol import Channel, NobondCredentials, ShareeCredentials
 from lockgate.protocol.credentials import Credentials
-from lockgate.protocol.frames import GdioFrame, LockAction, UsdioCommand, UsdioMessage
-from lockgate.protocol.session import Authorised, Session, StatusReported
+from lockgate.protocol.frames import GdioFrame, LockAction
+from lockgate.protocol.session import Authorised, Event, Session, StatusReported
 from lockgate.protocol.status import Status
 from lockgate_sim.firmware import (
     FAILURE_DROP_S,
@@ -138,13 +138,11 @@ def test_wrong_identity_gets_auth_failed_and_the_link_dropped() -> None:
     while pending:
         write = pending.pop(0)
         for chunk in write.chunks:
-            effects = lock.write(link, write.channel, chunk, 1.0)
-            statuses += _statuses(
-                [e for e in effects if e.channel is Channel.GDIO and e.chunk[0] == 0x0E]
-            )  # type: ignore[union-attr]
-            for effect in effects:
+            for effect in lock.write(link, write.channel, chunk, 1.0):
                 assert isinstance(effect, Indication)
-                if effect.chunk[0] != 0x0E:
+                if effect.channel is Channel.GDIO and effect.chunk[0] == 0x0E:
+                    statuses += _statuses([effect])
+                else:
                     pending += session.receive(effect.channel, effect.chunk).writes
     assert statuses == [Status.AUTH_FAILED]
     assert lock.advance(1.0 + FAILURE_DROP_S / 2) == []
@@ -171,8 +169,9 @@ def test_wrong_keys_are_refused(credentials: Credentials, status: Status) -> Non
     lock.set_indications(link, Channel.GDIO, on=True)
     lock.set_indications(link, Channel.USDIO, on=True)
     session = Session(credentials)
-    iv = lock.write(link, Channel.GDIO, session.start().frame, 0.0)
-    (challenge,) = session.receive(Channel.GDIO, iv[0].chunk).writes  # type: ignore[union-attr]
+    (iv,) = lock.write(link, Channel.GDIO, session.start().frame, 0.0)
+    assert isinstance(iv, Indication)
+    (challenge,) = session.receive(Channel.GDIO, iv.chunk).writes
     effects: list[Effect] = []
     for chunk in challenge.chunks:
         effects += lock.write(link, Channel.USDIO, chunk, 0.0)
@@ -191,18 +190,16 @@ def test_motion_jam_counter_and_reads() -> None:
     )
     link, session = _authorised(lock, NOBOND)
     assert session.state.value == "authorised"
-    effects = lock.write(link, Channel.USDIO, session.unlock().frame, 0.0)
+    unlock = session.unlock()
+    effects = lock.write(link, Channel.USDIO, unlock.frame, 0.0)
     assert _statuses(effects) == [Status.UNLOCKING]
     assert lock.advance(1.1) == []
     assert _statuses(lock.advance(1.2)) == [Status.OPEN, Status.BATTERY_LOW]
     assert lock.bolt is Bolt.OPEN
     assert lock.battery == 15  # 14.9 rounds up
-    # the same counter again is refused
-    assert isinstance(NOBOND, NobondCredentials)
-    stale = UsdioMessage(NOBOND.auth_id, UsdioCommand.LOCK_CONTROL, b"\x01\x00\x02")
+    # the same frame again (a replay, counter 1) is refused
     assert lock.view().bolt == "unlocked"
-    frame = stale.encrypt(NOBOND.key, session._iv)  # type: ignore[arg-type]
-    assert _statuses(lock.write(link, Channel.USDIO, frame, 2.0)) == [Status.WRONG_COUNTER]
+    assert _statuses(lock.write(link, Channel.USDIO, unlock.frame, 2.0)) == [Status.WRONG_COUNTER]
     lock.jam()
     assert _statuses(lock.write(link, Channel.USDIO, session.lock().frame, 2.0)) == [Status.LOCKING]
     assert _statuses(lock.advance(3.2)) == [Status.LOCKING_BLOCKED]
@@ -212,7 +209,7 @@ def test_motion_jam_counter_and_reads() -> None:
     assert _statuses(effects) == [Status.LOCKING, Status.CLOSED, Status.BATTERY_LOW]
     assert lock.battery == 15  # 15 - 0.3 = 14.7
     # reads
-    events = []
+    events: list[Event] = []
     for write in (session.read_battery(), session.read_config()):
         for e in lock.write(link, write.channel, write.frame, 6.0):
             assert isinstance(e, Indication)
@@ -289,7 +286,7 @@ def test_alarm_moving_bike_and_a_failed_sensor() -> None:
     link, session = _authorised(lock, NOBOND)
     assert _statuses(lock.set_alarm(True)) == [Status.ALARM_ON]
     assert lock.set_alarm(True) == []
-    events = []
+    events: list[Event] = []
     for e in lock.write(link, Channel.USDIO, session.read_config().frame, 0.0):
         assert isinstance(e, Indication)
         events += session.receive(e.channel, e.chunk).events

@@ -10,10 +10,12 @@ transcript on the air, both directions, must equal the vectors byte for byte.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
-from bleak import BleakClient, BleakGATTCharacteristic, BleakScanner
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak_retry_connector import establish_connection
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from simkit import NOBOND_NAME, NOBOND_VECTOR, world
@@ -96,7 +98,7 @@ class Air:
         self.frames: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._buffers = {"GDIO": b"", "USDIO": b""}
 
-    def on(self, name: str) -> object:
+    def on(self, name: str) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         def callback(_: BleakGATTCharacteristic, data: bytearray) -> None:
             self.transcript.append(("lock", name, bytes(data).hex()))
             buffer = self._buffers[name] + bytes(data)
@@ -122,7 +124,7 @@ class Air:
         return frame
 
 
-def _vector_randoms() -> object:
+def _vector_randoms() -> Callable[[int], bytes]:
     values: Iterator[bytes] = iter(
         [bytes.fromhex(NOBOND_VECTOR["iv"]), bytes.fromhex(NOBOND_VECTOR["nonce"])]
     )
@@ -135,7 +137,7 @@ def _vector_randoms() -> object:
     return random_bytes
 
 
-async def test_a_nobond_lock_answers_as_the_vectors_say(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_nobond_lock_answers_as_the_vectors_say() -> None:
     only_nobond = world()
     only_nobond = only_nobond.model_copy(
         update={"locks": [lock for lock in only_nobond.locks if lock.name == NOBOND_NAME]}
@@ -146,37 +148,12 @@ async def test_a_nobond_lock_answers_as_the_vectors_say(monkeypatch: pytest.Monk
         bytes.fromhex(credentials["phone_id"]),
         bytes.fromhex(credentials["ltk"]),
     )
-    async with run_simulator(only_nobond, random_bytes=_vector_randoms()) as sim:  # type: ignore[arg-type]
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
-        device = await BleakScanner.find_device_by_name(NOBOND_NAME, timeout=10)
-        assert device is not None
-        client = await establish_connection(BleakClient, device, NOBOND_NAME)
-        air = Air(client)
-        try:
-            await client.start_notify(GDIO, air.on("GDIO"))  # type: ignore[arg-type]
-            await client.start_notify(USDIO, air.on("USDIO"))  # type: ignore[arg-type]
-
-            await air.write("GDIO", app.request_iv())
-            app.take_iv(await air.frame("GDIO"))
-            await air.write("USDIO", app.usdio(0x0001, bytes([0x04, 0x00])))
-            command, nonce = app.open_usdio(await air.frame("USDIO"))
-            assert command == 0x0004
-            assert len(nonce) == 32
-            await air.write("USDIO", app.usdio(0x0010, nonce + app.phone_id))
-            assert app.status(await air.frame("GDIO")) == 0x30
-
-            await air.write("USDIO", app.usdio(0x0011, bytes([0x01, 0x00, 0x01])))
-            assert app.status(await air.frame("GDIO")) == 0x0A
-            assert app.status(await air.frame("GDIO")) == 0x0B
-            await air.write("USDIO", app.usdio(0x0001, bytes([0x1B, 0x00])))
-            assert app.open_usdio(await air.frame("USDIO")) == (0x001B, bytes([87]))
-            await air.write("USDIO", app.usdio(0x0011, bytes([0x02, 0x00, 0x02])))
-            assert app.status(await air.frame("GDIO")) == 0x01
-            assert app.status(await air.frame("GDIO")) == 0x02
-            await air.write("USDIO", app.usdio(0x0001, bytes([0x0F, 0x00])))
-            assert app.open_usdio(await air.frame("USDIO")) == (0x000F, bytes([0x02, 0x00]))
-        finally:
-            await client.disconnect()
+    randoms = _vector_randoms()
+    async with run_simulator(only_nobond, random_bytes=randoms) as sim:
+        assert sim.environ == {"DBUS_SYSTEM_BUS_ADDRESS": sim.bus_address}
+        with sim.bleak_pointed_here():
+            air = await _session(app)
+    assert os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") != sim.bus_address
 
     expected = [
         (step["from"], step["characteristic"], chunk)
@@ -184,3 +161,37 @@ async def test_a_nobond_lock_answers_as_the_vectors_say(monkeypatch: pytest.Monk
         for chunk in step["chunks"]
     ]
     assert air.transcript == expected
+
+
+async def _session(app: NoBondApp) -> Air:
+    """The whole session of the vectors file, from the app's side, through bleak."""
+    device = await BleakScanner.find_device_by_name(NOBOND_NAME, timeout=10)
+    assert device is not None
+    client = await establish_connection(BleakClient, device, NOBOND_NAME)
+    air = Air(client)
+    try:
+        await client.start_notify(GDIO, air.on("GDIO"))
+        await client.start_notify(USDIO, air.on("USDIO"))
+
+        await air.write("GDIO", app.request_iv())
+        app.take_iv(await air.frame("GDIO"))
+        await air.write("USDIO", app.usdio(0x0001, bytes([0x04, 0x00])))
+        command, nonce = app.open_usdio(await air.frame("USDIO"))
+        assert command == 0x0004
+        assert len(nonce) == 32
+        await air.write("USDIO", app.usdio(0x0010, nonce + app.phone_id))
+        assert app.status(await air.frame("GDIO")) == 0x30
+
+        await air.write("USDIO", app.usdio(0x0011, bytes([0x01, 0x00, 0x01])))
+        assert app.status(await air.frame("GDIO")) == 0x0A
+        assert app.status(await air.frame("GDIO")) == 0x0B
+        await air.write("USDIO", app.usdio(0x0001, bytes([0x1B, 0x00])))
+        assert app.open_usdio(await air.frame("USDIO")) == (0x001B, bytes([87]))
+        await air.write("USDIO", app.usdio(0x0011, bytes([0x02, 0x00, 0x02])))
+        assert app.status(await air.frame("GDIO")) == 0x01
+        assert app.status(await air.frame("GDIO")) == 0x02
+        await air.write("USDIO", app.usdio(0x0001, bytes([0x0F, 0x00])))
+        assert app.open_usdio(await air.frame("USDIO")) == (0x000F, bytes([0x02, 0x00]))
+    finally:
+        await client.disconnect()
+    return air
