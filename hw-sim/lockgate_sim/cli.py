@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from lockgate_sim.bluez import UnknownLockError
+from lockgate_sim.bluez import StationView, UnknownLockError
 from lockgate_sim.bus import BusError, PrivateBus
 from lockgate_sim.control import Action, SimulatorControl, SimulatorError
 from lockgate_sim.scenario import Scenario
@@ -143,23 +143,37 @@ def _ctl(options: argparse.Namespace) -> int:
 async def _act(bus_address: str, action: Action, lock: str, value: int | None) -> int:
     async with SimulatorControl.connect(bus_address) as control:
         if action is Action.SHOW:
-            view = await control.show()
-            _out(
-                f"adapter {view.adapter}: {view.links}/{view.connection_slots} links, "
-                f"discovering={view.discovering}, time_scale={view.time_scale}"
-            )
-            _out(
-                f"{'lock':<18} {'address':<17} {'profile':<7} {'bolt':<9} {'moving':<9} "
-                f"{'batt':>4} {'rssi':>4} {'range':<5} {'links':>5}"
-            )
-            for lock_view in view.locks:
-                _out(
-                    f"{lock_view.name:<18} {lock_view.address:<17} {lock_view.profile:<7} "
-                    f"{lock_view.bolt:<9} {lock_view.moving or '-':<9} {lock_view.battery:>4} "
-                    f"{lock_view.rssi:>4} {'yes' if lock_view.in_range else 'no':<5} "
-                    f"{lock_view.links:>5}"
-                )
+            for line in _table(await control.show()):
+                _out(line)
             return EXIT_OK
         await control.act(action, lock, value)
         _out(f"{action} {lock} {'' if value is None else value}".rstrip())
     return EXIT_OK
+
+
+def _table(view: StationView) -> list[str]:
+    """``ctl show``: the adapter, then one row per lock with what is unusual about it."""
+    adapter = (
+        f"adapter {view.adapter}: {view.links}/{view.connection_slots} links, "
+        f"discovering={view.discovering}, time_scale={view.time_scale}"
+    )
+    header = (
+        f"{'lock':<18} {'address':<17} {'profile':<7} {'bolt':<9} {'moving':<9} "
+        f"{'batt':>4} {'rssi':>4} {'range':<5} {'links':>5}  notes"
+    )
+    lines = [adapter, header]
+    for lock in view.locks:
+        notes = [
+            *([f"jam x{lock.jams_pending}"] if lock.jams_pending else []),
+            *([f"refuse x{lock.refuse_connects}"] if lock.refuse_connects else []),
+            *(["alarm"] if lock.alarm else []),
+            *(["bike moving"] if lock.bike_moving else []),
+            *(["sensor fault"] if lock.sensor_fault else []),
+        ]
+        row = (
+            f"{lock.name:<18} {lock.address:<17} {lock.profile:<7} "
+            f"{lock.bolt:<9} {lock.moving or '-':<9} {lock.battery:>4} "
+            f"{lock.rssi:>4} {'yes' if lock.in_range else 'no':<5} {lock.links:>5}  "
+        )
+        lines.append((row + ", ".join(notes)).rstrip())
+    return lines

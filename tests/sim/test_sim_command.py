@@ -138,6 +138,11 @@ async def test_ctl_acts_on_a_running_simulator_subprocess() -> None:
         assert "0..100" in err
         code, _, err = await _ctl(sim.bus_address, "jam")
         assert code == 2
+        code, _, _ = await _ctl(sim.bus_address, "jam", "ISHAREIT-2200540")
+        assert code == 0
+        code, out, _ = await _ctl(sim.bus_address, "show")
+        row = next(line for line in out.splitlines() if line.startswith("ISHAREIT-2200540"))
+        assert row.endswith("jam x1")
         code, _, _ = await _ctl(sim.bus_address, "rssi", "ILOCKIT-4500329", "-1")
         assert code == 0
         assert (await sim.control.lock("ILOCKIT-4500329")).rssi == -1
