@@ -1,0 +1,146 @@
+"""The simulated world as a TOML file describes it (spec/simulator.md, "Configuration").
+
+The edge of hw-sim: pydantic checks the file once, with every problem named, and builds the
+firmware models from it. Keys are parsed by the protocol core's credential parsers, so a world
+accepts exactly the key forms the daemon accepts (COPRI's ``"[122, -30, …]"`` strings, hex).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lockgate.model import Profile
+from lockgate.protocol.credentials import Credentials, NobondCredentials, ShareeCredentials
+from lockgate.protocol.errors import CredentialsError
+from lockgate.protocol.identity import NAME_PATTERNS, IdentityError, normalise_address
+from lockgate_sim.firmware import Bolt, Lock, RandomBytes
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdapterConfig(_Strict):
+    """The station's Bluetooth adapter."""
+
+    address: str = "00:1A:7D:DA:71:13"
+    name: str = "hci0"
+    connection_slots: Annotated[int, Field(ge=1, le=20)] = 5
+    time_scale: Annotated[float, Field(gt=0, le=100)] = 1.0
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return normalise_address(value)
+        except IdentityError as err:
+            raise ValueError(str(err)) from err
+
+
+class LockConfig(_Strict):
+    """One lock: identity, credentials, and how it starts."""
+
+    name: str
+    address: str
+    profile: Profile
+    k_seed: str | None = None
+    k_u: str | None = None
+    auth_id: Annotated[int, Field(ge=0, le=255)] | None = None
+    phone_id: str | None = None
+    ltk: str | None = None
+    state: Bolt = Bolt.CLOSED
+    battery: Annotated[int, Field(ge=0, le=100)] = 100
+    firmware: str = "2.18"
+    rssi: Annotated[int, Field(ge=-127, le=20)] = -60
+    motor_ms: Annotated[int, Field(ge=0, le=15000)] = 1000
+    connect_ms: Annotated[int, Field(ge=0, le=60000)] = 250
+    in_range: bool = True
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return normalise_address(value)
+        except IdentityError as err:
+            raise ValueError(str(err)) from err
+
+    @model_validator(mode="after")
+    def _identity(self) -> LockConfig:
+        if not NAME_PATTERNS[self.profile].match(self.name):
+            prefix = "ISHAREIT-" if self.profile is Profile.SHAREE else "ILOCKIT-"
+            raise ValueError(f"a {self.profile} lock's name must look like {prefix}<digits>")
+        try:
+            self.credentials()
+        except CredentialsError as err:
+            raise ValueError(str(err)) from err
+        return self
+
+    def credentials(self) -> Credentials:
+        """The lock's credentials from the keys of its profile (both profiles' keys never mix)."""
+        if self.profile is Profile.SHAREE:
+            if self.k_seed is None or self.k_u is None:
+                raise CredentialsError("a sharee lock needs k_seed and k_u")
+            if self.auth_id is not None or self.phone_id is not None or self.ltk is not None:
+                raise CredentialsError("a sharee lock takes k_seed and k_u, not nobond keys")
+            return ShareeCredentials.parse(self.k_seed, self.k_u)
+        if self.auth_id is None or self.phone_id is None or self.ltk is None:
+            raise CredentialsError("a nobond lock needs auth_id, phone_id and ltk")
+        if self.k_seed is not None or self.k_u is not None:
+            raise CredentialsError("a nobond lock takes auth_id, phone_id and ltk, not sharee keys")
+        return NobondCredentials.parse(self.auth_id, self.phone_id, self.ltk)
+
+    def build(self, random_bytes: RandomBytes = os.urandom) -> Lock:
+        return Lock(
+            name=self.name,
+            address=self.address,
+            credentials=self.credentials(),
+            random_bytes=random_bytes,
+            bolt=self.state,
+            battery=self.battery,
+            firmware=self.firmware,
+            rssi=self.rssi,
+            motor_ms=self.motor_ms,
+            connect_ms=self.connect_ms,
+            in_range=self.in_range,
+        )
+
+
+class WorldConfig(_Strict):
+    """A whole simulated station: one adapter and its locks."""
+
+    adapter: AdapterConfig = AdapterConfig()
+    locks: Annotated[list[LockConfig], Field(alias="lock")] = []
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> WorldConfig:
+        for key in ("name", "address"):
+            seen: set[str] = set()
+            for lock in self.locks:
+                value = getattr(lock, key)
+                if value in seen:
+                    raise ValueError(f"two locks share the {key} {value}")
+                seen.add(value)
+        return self
+
+    @classmethod
+    def load(cls, path: Path | str) -> WorldConfig:
+        """A world from its TOML file (or from JSON, as the test harness hands one over)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            return cls.model_validate_json(path.read_text())
+        with path.open("rb") as file:
+            return cls.model_validate(tomllib.load(file))
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def with_time_scale(self, time_scale: float) -> WorldConfig:
+        adapter = self.adapter.model_copy(update={"time_scale": time_scale})
+        return self.model_copy(update={"adapter": adapter})
