@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from simkit import world
 
 from lockgate_sim.testing import RunningSimulator, run_simulator
+from tests.sim.simkit import world
 
 
 @pytest.fixture

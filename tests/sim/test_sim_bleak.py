@@ -12,15 +12,6 @@ from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
-from simkit import (
-    NOBOND_NAME,
-    SECOND_SHAREE,
-    SHAREE_NAME,
-    Link,
-    nobond_credentials,
-    sharee_credentials,
-    world,
-)
 
 from lockgate.protocol import gatt
 from lockgate.protocol.credentials import ShareeCredentials
@@ -33,6 +24,15 @@ from lockgate.protocol.session import (
 )
 from lockgate.protocol.status import Status
 from lockgate_sim.testing import RunningSimulator, run_simulator
+from tests.sim.simkit import (
+    NOBOND_NAME,
+    SECOND_SHAREE,
+    SHAREE_NAME,
+    Link,
+    nobond_credentials,
+    sharee_credentials,
+    world,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from simkit import SECOND_SHAREE, SHAREE_NAME, eventually, world
 
 from lockgate_sim.control import Action
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import WorldConfig
+from tests.sim.simkit import SECOND_SHAREE, SHAREE_NAME, eventually, world
 
 pytestmark = [pytest.mark.integration]
 

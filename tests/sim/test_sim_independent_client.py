@@ -18,9 +18,9 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak_retry_connector import establish_connection
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from simkit import NOBOND_NAME, NOBOND_VECTOR, world
 
 from lockgate_sim.testing import run_simulator
+from tests.sim.simkit import NOBOND_NAME, NOBOND_VECTOR, world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
