@@ -606,6 +606,11 @@ class StationView:
     discovering: bool
     time_scale: float
     locks: tuple[LockView, ...]
+    most_links: int = 0
+    """The most links the adapter held at once since the simulator started."""
+    overlapping_connects: int = 0
+    """Connects answered InProgress because another one was running (refusals asked for by
+    ``refuse-connects`` not counted)."""
 
 
 class UnknownLockError(LookupError):
@@ -628,6 +633,8 @@ class Station:
         self._by_path = {device.path: device for device in self.devices}
         self._exported: set[str] = set()
         self._connecting: Device | None = None
+        self.most_links = 0
+        self.overlapping_connects = 0
         self._calls: set[asyncio.Task[object]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -665,6 +672,7 @@ class Station:
             return
         lock = device.lock
         if self._connecting is not None:
+            self.overlapping_connects += 1
             raise BluezError.IN_PROGRESS("In Progress")
         if lock.refuse_connects > 0:
             lock.refuse_connects -= 1
@@ -706,7 +714,9 @@ class Station:
     def _take_slot(self, lock: Lock) -> int:
         if self.links_in_use() >= self.connection_slots:
             raise NoFreeLink(f"the adapter holds {self.connection_slots} links")
-        return lock.connect()
+        link = lock.connect()
+        self.most_links = max(self.most_links, self.links_in_use() + 1)
+        return link
 
     async def _aborted(self, device: Device, seconds: float) -> bool:
         try:
@@ -895,4 +905,6 @@ class Station:
             discovering=self.adapter.discovering,
             time_scale=self.clock.time_scale,
             locks=tuple(device.lock.view() for device in self.devices),
+            most_links=self.most_links,
+            overlapping_connects=self.overlapping_connects,
         )

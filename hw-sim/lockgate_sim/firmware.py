@@ -163,6 +163,9 @@ class LockView:
     bike_moving: bool
     sensor_fault: bool
     firmware: str
+    motor_opened: int = 0
+    """Motions the motor completed to open the bolt (a test's "no unlock twice" counts these)."""
+    motor_closed: int = 0
 
 
 class Lock:
@@ -200,6 +203,7 @@ class Lock:
         self._battery = float(battery)
         self._motion: Motion | None = None
         self._jams = 0
+        self._motor_runs = {Bolt.OPEN: 0, Bolt.CLOSED: 0}
         self._links: dict[int, Link] = {}
         self._link_ids = itertools.count(1)
         self._timers: list[_Timer] = []
@@ -246,6 +250,8 @@ class Lock:
             sensor_fault=self.sensor_fault,
             refuse_connects=self.refuse_connects,
             firmware=self.firmware,
+            motor_opened=self._motor_runs[Bolt.OPEN],
+            motor_closed=self._motor_runs[Bolt.CLOSED],
         )
 
     # --- links --------------------------------------------------------------------------------
@@ -466,6 +472,8 @@ class Lock:
             )
             return self._broadcast(status) + effects
         self._bolt = motion.target
+        if not motion.by_hand:
+            self._motor_runs[motion.target] += 1
         effects = self._broadcast(self._final_status(motion.target)) + effects
         if not motion.by_hand and self.battery <= BATTERY_LOW_PERCENT:
             effects += self._broadcast(Status.BATTERY_LOW)
