@@ -74,6 +74,9 @@ class ErrorCode(StrEnum):
     NOT_BOOKED = "ERRORS.NOT_BOOKED"
     ALREADY_OCCUPIED = "ERRORS.ALREADY_OCCUPIED"
     CONFLICT = "ERRORS.CONFLICT"
+    # The gateway stopped while the command was at the lock, and the read after the restart does
+    # not show the command's end (an unlock that finds the lock closed): never retried blindly.
+    INTERRUPTED = "ERRORS.INTERRUPTED"
     INTERNAL = "ERRORS.INTERNAL"
 
 
@@ -178,3 +181,13 @@ class MessageKind(StrEnum):
     COMMAND = "command"  # a command document at a change of its state: never dropped
     REPLY = "reply"  # a stored command document published again for a repeated request
     ERROR = "error"  # an error document for a request with no usable id
+
+
+class Admission(StrEnum):
+    """What the engine did with one raw request."""
+
+    ACCEPTED = "accepted"  # a new command: its receipt is stored and it is queued
+    REPEATED = "repeated"  # a known id with the same content: its stored document again
+    CONFLICT = "conflict"  # a known id with other content: an error document
+    REJECTED = "rejected"  # a usable id, a broken rule: a command document in ERROR
+    UNUSABLE = "unusable"  # no usable id: an error document on ``errors``

@@ -130,6 +130,7 @@ class BookingEvent(_EventBase):
     booking_state: BookingChange
     user_id: str | None = None
     timeout_at: Timestamp | None = None
+    reason: str | None = None
 
 
 class HealthEvent(_EventBase):

@@ -60,7 +60,17 @@ class CommandRecord:
     events: tuple[CommandEvent, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)
     correlation: Correlation = field(default_factory=Correlation)
+    # Written before a radio operation starts and never published: a command that may have
+    # reached the lock is settled by reading after a restart, never run again (write-ahead).
+    dispatched_at: datetime | None = None
     ended_at: datetime | None = None
+
+    @property
+    def may_have_moved(self) -> bool:
+        return self.dispatched_at is not None or self.state in (
+            CommandState.SENT,
+            CommandState.RECEIVED,
+        )
 
     def document(self, station: str) -> CommandDocument:
         return CommandDocument(
@@ -175,3 +185,4 @@ class Change:
     replies: tuple[Reply, ...] = ()
     errors: tuple[ErrorDocument, ...] = ()
     provisioning: tuple[Provisioning, ...] = ()
+    dispatches: tuple[CommandRecord, ...] = ()  # marked dispatched, not published

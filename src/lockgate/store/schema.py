@@ -34,6 +34,7 @@ MIGRATIONS: tuple[str, ...] = (
         correlation_data BLOB,
         response_topic   TEXT,
         received_at      TEXT NOT NULL,
+        dispatched_at    TEXT,
         ended_at         TEXT
     );
     CREATE INDEX command_open ON command (state) WHERE ended_at IS NULL;

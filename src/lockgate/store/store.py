@@ -156,12 +156,18 @@ class Store:
     async def _run(self, job: Callable[[], _T]) -> _T:
         if self._executor is None:
             raise StoreError("the store is not open")
-        loop = asyncio.get_running_loop()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, job)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await loop.run_in_executor(self._executor, job)
-        except TimeoutError as err:
-            raise StoreError(f"the store did not answer within {self._timeout} s") from err
+            # asyncio.wait never cancels the job: a write that was asked for lands or fails
+            # whole, so the caller's memory of what it wrote never runs ahead of the disk.
+            done, _ = await asyncio.wait({future}, timeout=self._timeout)
+        except asyncio.CancelledError:
+            await asyncio.wait({future}, timeout=self._timeout)
+            raise
+        if not done:
+            raise StoreError(f"the store did not answer within {self._timeout} s")
+        try:
+            return future.result()
         except sqlite3.Error as err:
             raise StoreError(f"the store failed: {err}") from err
 
@@ -211,6 +217,11 @@ class Store:
                 command.document(self.station.id).to_bytes(),
                 command.correlation,
                 at,
+            )
+        for dispatched in change.dispatches:
+            self._db.execute(
+                "UPDATE command SET dispatched_at = ? WHERE id = ?",
+                (_time(dispatched.dispatched_at), dispatched.id),
             )
         for reply in change.replies:
             self._queue(
@@ -314,12 +325,13 @@ class Store:
         self._db.execute(
             "INSERT INTO command (id, arrival, fingerprint, name, bike, state, version, timeout_at,"
             " error_code, reason, events, parameters, correlation_data, response_topic,"
-            " received_at, ended_at)"
+            " received_at, dispatched_at, ended_at)"
             " VALUES (?, (SELECT COALESCE(MAX(arrival), 0) + 1 FROM command),"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,"
             " error_code = excluded.error_code, reason = excluded.reason,"
-            " events = excluded.events, ended_at = excluded.ended_at",
+            " events = excluded.events, dispatched_at = excluded.dispatched_at,"
+            " ended_at = excluded.ended_at",
             (
                 command.id,
                 command.fingerprint,
@@ -335,6 +347,7 @@ class Store:
                 command.correlation.correlation_data,
                 command.correlation.response_topic,
                 format_time(command.received_at),
+                _time(command.dispatched_at),
                 _time(command.ended_at),
             ),
         )
@@ -480,7 +493,8 @@ class Store:
 
 _SELECT_COMMAND = (
     "SELECT id, fingerprint, name, bike, state, version, received_at, timeout_at, error_code,"
-    " reason, events, parameters, correlation_data, response_topic, ended_at FROM command"
+    " reason, events, parameters, correlation_data, response_topic, dispatched_at, ended_at"
+    " FROM command"
 )
 _SELECT_LOCK = (
     "SELECT bike, lock_state, state_changed_at, hardware_state, health, last_seen, dead_since,"
@@ -511,7 +525,8 @@ def _command(row: Any) -> CommandRecord:
         events=tuple(CommandEvent.model_validate(event) for event in json.loads(row[10])),
         parameters=json.loads(row[11]),
         correlation=Correlation(row[12], row[13]),
-        ended_at=_parsed(row[14]),
+        dispatched_at=_parsed(row[14]),
+        ended_at=_parsed(row[15]),
     )
 
 
