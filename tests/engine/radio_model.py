@@ -52,17 +52,20 @@ class ModelLock:
     crash: deque[BaseException] = field(default_factory=deque)  # a driver bug: raises from perform
     hold: asyncio.Event | None = None  # when set, a motion waits here after SENT until it is set
     before_motion: Callable[[str, Operation], Awaitable[None]] | None = None
-    _motor: asyncio.TimerHandle | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def push(self, operation: Operation) -> None:
         """The motor runs to its end whatever happens to the link."""
         target = LockState.UNLOCKED if operation is Operation.UNLOCK else LockState.LOCKED
         self.state = LockState.UNLOCKING if operation is Operation.UNLOCK else LockState.LOCKING
 
+        arrived = self.arrived = asyncio.Event()
+
         def finish() -> None:
             self.state = target
+            arrived.set()
 
-        self._motor = asyncio.get_running_loop().call_later(self.motor_s, finish)
+        asyncio.get_running_loop().call_later(self.motor_s, finish)
 
 
 class ModelRadio:
@@ -147,8 +150,7 @@ class ModelRadio:
             await progress(StateSeen(lock.state, now()))
             if lock.hold is not None:
                 await lock.hold.wait()
-            while lock.state is not target:
-                await asyncio.sleep(lock.motor_s / 4)
+            await lock.arrived.wait()
         await progress(StateSeen(lock.state, now()))
         return Result(
             Outcome.OK,

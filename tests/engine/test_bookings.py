@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import SHAREE_JSON, Harness
 
-from lockgate.ble.operation import Operation
+from lockgate.ble.operation import Operation, Outcome
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
 
 BIKE = "FR1540"
@@ -307,8 +307,6 @@ async def test_rental_start_records_occupied_before_the_lock_moves(harness: Harn
 
 
 async def test_a_failed_unlock_keeps_the_recorded_rental_start(harness: Harness) -> None:
-    from lockgate.ble.operation import Outcome
-
     harness.radio.locks[BIKE].failures.append(Outcome.BLOCKED)
     record = await harness.run(command="unlock", bike=BIKE, user_id="V", credentials=SHAREE_JSON)
     assert record.error_code is ErrorCode.LOCK_BLOCKED
@@ -338,8 +336,6 @@ async def test_pause_resume_and_end_of_rental(harness: Harness) -> None:
 
 async def test_end_rental_waits_for_the_lock_to_close(harness: Harness) -> None:
     """A lock that does not close leaves the rental running."""
-    from lockgate.ble.operation import Outcome
-
     creds = {"bike": BIKE, "credentials": SHAREE_JSON}
     await harness.run(command="unlock", user_id="U", **creds)
     harness.radio.locks[BIKE].failures.append(Outcome.MOVED)
