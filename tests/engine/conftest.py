@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -136,6 +137,12 @@ class Harness:
                 loaded: dict[str, Any] = json.loads(row.payload)
                 return loaded
         raise AssertionError(f"no lock document for {bike}")
+
+    async def radio_moved(self, bike: str, count: int = 1) -> None:
+        """Until the modelled lock's motor has started ``count`` times."""
+        async with asyncio.timeout(5):
+            while sum(1 for m in self.radio.motions if m.bike == bike) < count:  # noqa: ASYNC110 - polls a record
+                await asyncio.sleep(0.005)
 
     def later(self, seconds: float) -> datetime:
         return self.clock() + timedelta(seconds=seconds)
