@@ -51,6 +51,7 @@ class ModelLock:
     failures: deque[Outcome] = field(default_factory=deque)
     crash: deque[BaseException] = field(default_factory=deque)  # a driver bug: raises from perform
     hold: asyncio.Event | None = None  # when set, a motion waits here after SENT until it is set
+    connecting: asyncio.Event | None = None  # when set, a session waits here before anything
     before_motion: Callable[[str, Operation], Awaitable[None]] | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -114,6 +115,8 @@ class ModelRadio:
         progress: ProgressSink,
     ) -> Result:
         await asyncio.sleep(0)  # a connection is never instantaneous
+        if lock.connecting is not None:
+            await lock.connecting.wait()
         if lock.crash:
             raise lock.crash.popleft()
         if lock.failures and lock.failures[0] in (Outcome.UNREACHABLE, Outcome.NO_SLOT):
