@@ -376,3 +376,10 @@ async def test_default_booking_lasts_an_hour(harness: Harness) -> None:
     assert lock.booking_timeout_at is not None
     remaining = (lock.booking_timeout_at - harness.clock()).total_seconds()
     assert 3590 < remaining <= 3600
+
+
+async def test_the_booking_table_answers_before_a_missing_key(harness: Harness) -> None:
+    await harness.run(command="book", bike=BIKE, user_id="U")
+    record = await harness.run(command="unlock", bike=BIKE, user_id="V")  # and no credentials
+    assert record.error_code is ErrorCode.BOOKED_BY_OTHER_USER
+    assert harness.radio.calls == []

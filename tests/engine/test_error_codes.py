@@ -255,3 +255,14 @@ async def test_timeout_defaults_to_a_minute(harness: Harness) -> None:
     assert record is not None
     assert record.timeout_at is not None
     assert timedelta(seconds=59) < record.timeout_at - record.received_at <= timedelta(seconds=60)
+
+
+async def test_a_refused_request_echoes_no_unknown_command_name(harness: Harness) -> None:
+    await harness.send(id="odd", command="x" * 500, bike="y" * 500)
+    document = (await harness.documents("odd"))[-1]
+    assert (document["name"], document["bike"]) == (None, None)
+    assert document["error_code"] == "ERRORS.BAD_REQUEST"
+    assert [event["name"] for event in document["events"]] == [
+        "REQUEST_COMMAND",
+        "RESPONSE_COMMAND",
+    ]

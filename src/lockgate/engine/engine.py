@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -88,15 +89,6 @@ Clock = Callable[[], datetime]
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
-_RADIO_COMMANDS = frozenset(
-    {
-        CommandName.LOCK,
-        CommandName.UNLOCK,
-        CommandName.FORCE_LOCK,
-        CommandName.FORCE_UNLOCK,
-        CommandName.SYNC_DEVICE,
-    }
-)
 _MOTION_ENDS = {Operation.UNLOCK: LockState.UNLOCKED, Operation.LOCK: LockState.LOCKED}
 
 
@@ -387,8 +379,15 @@ class Engine:
                 lock.running = job
                 lock.idle.clear()
                 await self._run(lock, job)
-            except Exception:  # noqa: BLE001 - one command's bug must not stop the lock's queue
-                self._log.exception("command failed inside the engine", command_id=job.id)
+            except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue
+                # The traceback as plain text: a renderer that shows frame locals could print a
+                # driver's key bytes, so no exc_info reaches the logger.
+                self._log.error(
+                    "command failed inside the engine",
+                    command_id=job.id,
+                    error=f"{type(err).__name__}: {err}",
+                    traceback="".join(traceback.format_exception(err)),
+                )
                 with contextlib.suppress(Exception):
                     await self._end(job, ErrorCode.INTERNAL, "the gateway failed inside")
             finally:
@@ -421,14 +420,6 @@ class Engine:
             await self._provision(lock, job)
             return
         credentials = self._secrets.get(job.id) or lock.standing
-        if request.name in _RADIO_COMMANDS and credentials is None:
-            await self._end(
-                job,
-                ErrorCode.MISSING_CREDENTIALS,
-                "no credentials: none in the command (a command's own are not kept across a "
-                "restart) and none provisioned for this lock",
-            )
-            return
         async with lock.mutex:
             booking = await self._expire_if_due(lock)
             decision = decide(
@@ -438,12 +429,21 @@ class Engine:
                 end_rental=request.end_rental,
                 timeout_at=request.timeout_at,
             )
+            # The booking table first: its answer needs no key and says more than a missing one.
             if decision.refusal is not None:
                 await self._end(job, decision.refusal, decision.reason or decision.refusal)
                 return
             if decision.operation is None:  # book, cancel-booking, force-cancel-booking
                 assert decision.before is not None
                 await self._finish_booking(lock, job, decision.before)
+                return
+            if credentials is None:
+                await self._end(
+                    job,
+                    ErrorCode.MISSING_CREDENTIALS,
+                    "no credentials: none in the command (a command's own are not kept across a "
+                    "restart) and none provisioned for this lock",
+                )
                 return
             if decision.operation is Operation.UNLOCK and self._clock() >= request.timeout_at:
                 await self._end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the unlock")
@@ -944,7 +944,15 @@ def _settled_state(name: CommandName) -> LockState | None:
 
 
 def _event_name(name: CommandName | str | None) -> str:
-    return str(name or "command").upper().replace("-", "_")
+    known = name if isinstance(name, CommandName) else _known_command(name)
+    return (known or "command").upper().replace("-", "_")
+
+
+def _known_command(name: str | None) -> CommandName | None:
+    try:
+        return CommandName(name or "")
+    except ValueError:
+        return None
 
 
 def _event(
@@ -965,8 +973,10 @@ def _rejected(verdict: RejectedRequest, now: datetime, correlation: Correlation)
     return CommandRecord(
         id=verdict.id,
         fingerprint=verdict.fingerprint,
-        name=verdict.name,
-        bike=verdict.bike,
+        # Echo only what is a known command and a plausible bike id: a refused request's
+        # strings are anyone's, and the document is kept and published.
+        name=_known_command(verdict.name),
+        bike=verdict.bike if verdict.bike is not None and len(verdict.bike) <= 64 else None,
         state=CommandState.ERROR,
         version=1,
         received_at=now,
