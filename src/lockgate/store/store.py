@@ -278,7 +278,9 @@ class Store:
         db = self._db
         # The id span bounds the depth from above and costs two index probes; only count the
         # rows (a scan) when the span says the bound may be passed.
-        span = db.execute("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM outbox").fetchone()[0]
+        span = db.execute(
+            "SELECT COALESCE((SELECT MAX(id) FROM outbox) - (SELECT MIN(id) FROM outbox) + 1, 0)"
+        ).fetchone()[0]
         if span <= self.max_outbox:
             return 0
         depth = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
