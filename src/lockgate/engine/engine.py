@@ -538,7 +538,7 @@ class Engine:
                     command_events.append(_booking_event(decision.on_success, now))
                 command_events.insert(0, _event("RESPONSE", request.name, now, "ok"))
                 command = job.record.advanced(
-                    CommandState.SUCCESS, now, events=tuple(command_events), reason="ok"
+                    CommandState.SUCCESS, now, events=tuple(command_events)
                 )
             job.ended = True
             await self._write(command, job=job, lock=lock, lock_record=record, events=events)
@@ -646,7 +646,6 @@ class Engine:
                 _event("RESPONSE", job.request.name, now, "ok"),
                 _booking_event(step, now),
             ),
-            reason="ok",
         )
         await self._write(command, job=job, lock=lock, lock_record=record, events=events)
         self._deadlines_changed.set()
