@@ -378,7 +378,12 @@ class Engine:
                 job.started = True
                 lock.running = job
                 lock.idle.clear()
-                await self._run(lock, job)
+                # Bound for the command's duration, so every log line under it (the driver's too)
+                # names the command and the bike (product.md, Logs).
+                with structlog.contextvars.bound_contextvars(
+                    command_id=job.id, bike=lock.registered.bike
+                ):
+                    await self._run(lock, job)
             except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue
                 # The traceback as plain text: a renderer that shows frame locals could print a
                 # driver's key bytes, so no exc_info reaches the logger.
