@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
+from lockgate.store import Correlation
 
 
 async def test_unlock_walks_the_lifecycle_and_publishes_each_change(harness: Harness) -> None:
@@ -49,3 +52,17 @@ async def test_receipt_is_stored_before_submit_returns(harness: Harness) -> None
     assert documents[0]["version"] == 1
     await harness.engine.wait_idle(5)
     assert harness.radio.calls[-1][:2] == ("FR1541", Operation.LOCK)
+
+
+async def test_mqtt5_correlation_is_echoed_on_every_document_of_the_command(
+    harness: Harness,
+) -> None:
+    correlation = Correlation(b"\x01corr", "backend/replies/7")
+    payload = json.dumps({"id": "m5", "command": "book", "bike": "FR1540", "user_id": "u"})
+    await harness.engine.submit(payload.encode(), correlation=correlation)
+    await harness.engine.wait_idle(5)
+    await harness.engine.submit(payload.encode())  # repeated without properties: none echoed
+    rows = [r for r in await harness.store.queued(after=0, limit=1000) if r.topic == "commands/m5"]
+    assert [r.correlation for r in rows] == [correlation, correlation, Correlation()]
+    messages = [m for m in await harness.engine.outbox.next_batch(1000) if m.topic == "commands/m5"]
+    assert [m.correlation for m in messages] == [correlation, correlation, Correlation()]
