@@ -44,7 +44,7 @@ def stream(deadline: datetime) -> list[str]:
         requests.append(
             {"id": f"{bike}-p", "command": "provision", "bike": bike, "credentials": SHAREE_JSON}
         )
-        for round_ in range(5):
+        for round_ in range(max(5, KILLS // 10)):  # a longer run gets a longer stream
             user = f"u{round_}"
             for step, fields in enumerate(
                 [
