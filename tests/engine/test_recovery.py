@@ -159,3 +159,19 @@ async def _read(path: Path, command_id: str) -> CommandRecord:
         record = await store.command(command_id)
     assert record is not None
     return record
+
+
+async def test_ids_are_forgotten_after_the_dedupe_window(harness: Harness) -> None:
+    await harness.run(id="old", command="book", bike=BIKE, user_id="U")
+    await harness.close()
+    later = harness.clock() + timedelta(days=8)
+    again = await restart(harness, clock=lambda: later)
+    try:
+        async with asyncio.timeout(2):
+            while await again.store.command("old") is not None:  # noqa: ASYNC110 - polls the disk
+                await asyncio.sleep(0.01)
+        assert (await again.send(id="old", command="sync-device", bike=BIKE)).admission.value == (
+            "accepted"
+        )
+    finally:
+        await again.close()

@@ -89,6 +89,7 @@ Clock = Callable[[], datetime]
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
+_PRUNE_INTERVAL = timedelta(hours=1)
 _MOTION_ENDS = {Operation.UNLOCK: LockState.UNLOCKED, Operation.LOCK: LockState.LOCKED}
 
 
@@ -240,7 +241,6 @@ class Engine:
         if self._recovered:
             return Recovery()
         now = self._clock()
-        await self._store.prune_commands(now - self._dedupe_window)
         settled: list[str] = []
         resumed: list[str] = []
         timed_out: list[str] = []
@@ -724,10 +724,16 @@ class Engine:
     # --- deadlines: queued commands and bookings -----------------------------------------------
 
     async def _watch_deadlines(self) -> None:
+        next_prune = self._clock()
         while True:
             self._deadlines_changed.clear()
             now = self._clock()
-            upcoming: list[datetime] = []
+            if now >= next_prune:
+                # The dedupe record of ids is kept for the window, then forgotten, so a station
+                # that runs for months does not grow its command table without end.
+                await self._store.prune_commands(now - self._dedupe_window)
+                next_prune = now + _PRUNE_INTERVAL
+            upcoming: list[datetime] = [next_prune]
             for lock in self._locks.values():
                 for job in list(lock.waiting):
                     if job.ended or job.started or job.settle:
@@ -744,9 +750,9 @@ class Engine:
                         await self._expire_if_due(lock)
                 elif booking.state is BookingState.BOOKED and booking.timeout_at is not None:
                     upcoming.append(booking.timeout_at)
-            delay = (min(upcoming) - self._clock()).total_seconds() if upcoming else None
+            delay = (min(upcoming) - self._clock()).total_seconds()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if delay is None else max(delay, 0.0) + 0.001):
+                async with asyncio.timeout(max(delay, 0.0) + 0.001):
                     await self._deadlines_changed.wait()
 
     async def _expire_if_due(self, lock: _Lock) -> Booking:
