@@ -110,6 +110,7 @@ class _EventBase(_Document):
     station: str
     boot_id: str
     seq: int
+    type: EventType  # each kind narrows it; declared here so it leads, as in the contract
     bike: str | None
     at: Timestamp
     cause: Cause | None = None
