@@ -48,6 +48,8 @@ def stream(deadline: datetime) -> list[str]:
             user = f"u{round_}"
             for step, fields in enumerate(
                 [
+                    # A round starts clean even after a rental's end was interrupted by a kill.
+                    {"command": "force-cancel-booking"},
                     {"command": "book", "user_id": user},
                     {"command": "unlock", "user_id": user, "credentials": SHAREE_JSON},
                     {"command": "lock", "user_id": user},
