@@ -175,3 +175,28 @@ async def test_ids_are_forgotten_after_the_dedupe_window(harness: Harness) -> No
         )
     finally:
         await again.close()
+
+
+async def test_an_end_of_rental_settled_after_a_restart_ends_the_rental(harness: Harness) -> None:
+    await harness.run(command="provision", bike=BIKE, credentials=SHAREE_JSON)
+    await harness.run(command="unlock", bike=BIKE, user_id="U")
+    harness.radio.locks[BIKE].hold = asyncio.Event()
+    await harness.send(id="end", command="lock", bike=BIKE, user_id="U", end_rental=True)
+    await harness.radio_moved(BIKE, count=2)
+    await harness.engine.stop(grace_s=0)
+    await harness.close()
+    await asyncio.sleep(0.2)  # the bolt went home while the gateway was down
+    harness.radio.locks[BIKE].hold = None
+    again = await restart(harness)
+    try:
+        await again.engine.wait_idle(5)
+        record = await again.store.command("end")
+        assert record is not None
+        assert record.state is CommandState.SUCCESS
+        lock = again.engine.lock_record(BIKE)
+        assert lock is not None
+        assert (lock.lock_state, lock.booking) == (LockState.LOCKED, BookingState.AVAILABLE)
+        assert (await again.events("booking"))[-1]["booking_state"] == "available"
+        assert len(harness.radio.motions) == 2
+    finally:
+        await again.close()
