@@ -160,10 +160,10 @@ def read_envelope(payload: bytes, *, fingerprint_key: bytes) -> Envelope | Error
         echo = raw_id if isinstance(raw_id, str) and len(raw_id) <= 256 else None
         return _error_document("id: must be 1 to 64 of A-Z a-z 0-9 _ -", echo)
     try:
-        print_ = fingerprint(document, fingerprint_key)
+        digest = fingerprint(document, fingerprint_key)
     except (ValueError, TypeError, RecursionError):
         return _error_document("payload is not valid JSON", raw_id)
-    return Envelope(raw_id, document, print_)
+    return Envelope(raw_id, document, digest)
 
 
 def validate(
