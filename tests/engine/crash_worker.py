@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.engine.* importable
 
 import structlog
-from conftest import STATION, STATION_KEY
+from tests.engine.harness import STATION, STATION_KEY
 
 from lockgate.ble.operation import (
     Operation,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import SHAREE_JSON, Harness
+from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Operation, Outcome
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState

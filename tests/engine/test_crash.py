@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHAREE_JSON, STATION, STATION_KEY, model_locks
-from radio_model import ModelRadio
+from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, model_locks
+from tests.engine.radio_model import ModelRadio
 
 from lockgate.ble.operation import Operation, Progress, StepReached
 from lockgate.contract.times import format_time

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from conftest import SHAREE_JSON, Harness
+from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Outcome
 from lockgate.model import Admission, CommandState, ErrorCode, HardwareState, LockState

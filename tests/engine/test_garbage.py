@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import SHAREE_JSON, Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.model import Admission
 

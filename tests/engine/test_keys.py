@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import (
+from structlog.testing import capture_logs
+from tests.engine.harness import (
     K_SEED,
     K_U,
     LTK,
@@ -20,8 +21,7 @@ from conftest import (
     Harness,
     model_locks,
 )
-from radio_model import ModelRadio
-from structlog.testing import capture_logs
+from tests.engine.radio_model import ModelRadio
 
 from lockgate.model import CommandState, ErrorCode
 from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string

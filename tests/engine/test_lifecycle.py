@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import SHAREE_JSON, Harness
+from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from conftest import SHAREE_JSON, Harness
+from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import HealthObserved, Reading, ReadingObserved, StateObserved
 from lockgate.model import Cause, CommandState, HardwareState, Health, LockState

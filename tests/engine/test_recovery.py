@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import SHAREE_JSON, STATION, STATION_KEY, Harness, model_locks
-from radio_model import ModelRadio
+from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, Harness, model_locks
+from tests.engine.radio_model import ModelRadio
 
 from lockgate.ble.operation import Operation
 from lockgate.engine import utc_now

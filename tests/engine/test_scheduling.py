@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conftest import NOBOND_JSON, SHAREE_JSON, Harness
+from tests.engine.harness import NOBOND_JSON, SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
