@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from tests.engine.harness import Harness, model_locks
 from tests.engine.radio_model import ModelRadio
 

@@ -26,7 +26,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.engine.* importable
 
 import structlog
-from tests.engine.harness import STATION, STATION_KEY
 
 from lockgate.ble.operation import (
     Operation,
@@ -43,6 +42,7 @@ from lockgate.engine import Engine
 from lockgate.model import HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.store import Store
+from tests.engine.harness import STATION, STATION_KEY
 
 
 class SocketRadio:

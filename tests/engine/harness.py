@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.engine.radio_model import ModelLock, ModelRadio
-
 from lockgate.ble.operation import StateObserved
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import format_time
@@ -26,6 +24,7 @@ from lockgate.protocol.credentials import (
     signed_byte_string,
 )
 from lockgate.store import CommandRecord, StationKey, Store
+from tests.engine.radio_model import ModelLock, ModelRadio
 
 K_SEED = bytes.fromhex("7ae255ebd1473619c4cb4e31b654483f")
 K_U = bytes.fromhex("e606f9b052b98b3918a520d45090a0becd96649d00000000")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Operation, Outcome
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
+from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
 

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, model_locks
-from tests.engine.radio_model import ModelRadio
 
 from lockgate.ble.operation import Operation, Progress, StepReached
 from lockgate.contract.times import format_time
 from lockgate.model import CommandState, MessageKind
 from lockgate.store import Store
+from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, model_locks
+from tests.engine.radio_model import ModelRadio
 
 KILLS = int(os.environ.get("LOCKGATE_CRASH_KILLS", "50"))
 WORKER = Path(__file__).parent / "crash_worker.py"

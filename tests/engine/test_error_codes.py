@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.ble.operation import Outcome
 from lockgate.model import Admission, CommandState, ErrorCode, HardwareState, LockState
 from lockgate.protocol.credentials import signed_byte_string
+from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
 WRONG = {"K_seed": signed_byte_string(bytes(16)), "K_u": signed_byte_string(bytes(24))}

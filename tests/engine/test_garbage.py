@@ -7,9 +7,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.engine.harness import SHAREE_JSON, Harness
 
 from lockgate.model import Admission
+from tests.engine.harness import SHAREE_JSON, Harness
 
 FIELDS = [
     "id",

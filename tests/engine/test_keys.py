@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+
+from lockgate.model import CommandState, ErrorCode
+from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string
+from lockgate.store import StationKey, Store, StoreKeyError
 from tests.engine.harness import (
     K_SEED,
     K_U,
@@ -22,10 +26,6 @@ from tests.engine.harness import (
     model_locks,
 )
 from tests.engine.radio_model import ModelRadio
-
-from lockgate.model import CommandState, ErrorCode
-from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string
-from lockgate.store import StationKey, Store, StoreKeyError
 
 # The command's own key pair for FR1541: different from the provisioned ones.
 CMD_SEED = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")

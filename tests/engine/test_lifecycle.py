@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.engine.harness import SHAREE_JSON, Harness
-
 from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
 from lockgate.store import Correlation
+from tests.engine.harness import SHAREE_JSON, Harness
 
 
 async def test_unlock_walks_the_lifecycle_and_publishes_each_change(harness: Harness) -> None:

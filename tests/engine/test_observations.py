@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tests.engine.harness import SHAREE_JSON, Harness
-
 from lockgate.ble.operation import HealthObserved, Reading, ReadingObserved, StateObserved
 from lockgate.model import Cause, CommandState, HardwareState, Health, LockState
+from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
 

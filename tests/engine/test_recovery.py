@@ -7,13 +7,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, Harness, model_locks
-from tests.engine.radio_model import ModelRadio
-
 from lockgate.ble.operation import Operation
 from lockgate.engine import utc_now
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
 from lockgate.store import CommandRecord, Store
+from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, Harness, model_locks
+from tests.engine.radio_model import ModelRadio
 
 BIKE = "FR1540"
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.engine.harness import NOBOND_JSON, SHAREE_JSON, Harness
-
 from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
+from tests.engine.harness import NOBOND_JSON, SHAREE_JSON, Harness
 
 
 async def test_commands_for_one_lock_run_one_at_a_time_in_arrival_order(harness: Harness) -> None:
