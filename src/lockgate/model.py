@@ -74,6 +74,9 @@ class ErrorCode(StrEnum):
     NOT_BOOKED = "ERRORS.NOT_BOOKED"
     ALREADY_OCCUPIED = "ERRORS.ALREADY_OCCUPIED"
     CONFLICT = "ERRORS.CONFLICT"
+    # The gateway stopped while the command was at the lock, and the read after the restart does
+    # not show the command's end (an unlock that finds the lock closed): never retried blindly.
+    INTERRUPTED = "ERRORS.INTERRUPTED"
     INTERNAL = "ERRORS.INTERNAL"
 
 
@@ -84,3 +87,107 @@ class Cause(StrEnum):
     MANUAL = "manual"
     SYNC = "sync"
     STARTUP = "startup"
+
+
+class CommandName(StrEnum):
+    """The ``command`` of a request (mqtt-contract.md, Commands)."""
+
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    BOOK = "book"
+    CANCEL_BOOKING = "cancel-booking"
+    FORCE_LOCK = "force-lock"
+    FORCE_UNLOCK = "force-unlock"
+    FORCE_CANCEL_BOOKING = "force-cancel-booking"
+    SYNC_DEVICE = "sync-device"
+    TAKE_PHOTO = "take-photo"
+    PROVISION = "provision"
+
+
+class CommandState(StrEnum):
+    """Bikeep's command ``state.value``; SUCCESS and ERROR are final."""
+
+    NOT_SENT = "NOT_SENT"
+    SENT = "SENT"
+    RECEIVED = "RECEIVED"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+
+    @property
+    def final(self) -> bool:
+        return self in (CommandState.SUCCESS, CommandState.ERROR)
+
+
+class ForceReason(StrEnum):
+    """Bikeep's reasons for a ``force-unlock``."""
+
+    STUCK_USER_RFID_ISSUE = "STUCK_USER_RFID_ISSUE"
+    STUCK_USER_APP_ISSUE = "STUCK_USER_APP_ISSUE"
+    STUCK_USER_USER_ERROR = "STUCK_USER_USER_ERROR"
+    STUCK_USER_OTHER_ISSUE = "STUCK_USER_OTHER_ISSUE"
+    LOCKED_EMPTY = "LOCKED_EMPTY"
+    MAINTENANCE = "MAINTENANCE"
+    TESTING = "TESTING"
+    RENTAL_VEHICLE_LOCKED = "RENTAL_VEHICLE_LOCKED"
+    FALSE_LOCK = "FALSE_LOCK"
+    OTHER = "OTHER"
+
+    @property
+    def needs_comment(self) -> bool:
+        return self in (ForceReason.STUCK_USER_OTHER_ISSUE, ForceReason.OTHER)
+
+
+class DeviceState(StrEnum):
+    """Bikeep's device ``state.value`` in a lock document, derived from lock and booking state."""
+
+    LOCKED = "LOCKED"
+    LOCKING = "LOCKING"
+    UNLOCKED = "UNLOCKED"
+    UNLOCKING = "UNLOCKING"
+    BOOKED = "BOOKED"
+    ALLOCATED = "ALLOCATED"
+
+
+class EventType(StrEnum):
+    """An event's ``type``."""
+
+    LOCK_STATE = "lock_state"
+    BOOKING = "booking"
+    HEALTH = "health"
+    BATTERY = "battery"
+    ALARM = "alarm"
+
+
+class BookingChange(StrEnum):
+    """A ``booking`` event's ``booking_state``: the booking states plus ``canceled``."""
+
+    BOOKED = "booked"
+    OCCUPIED = "occupied"
+    AVAILABLE = "available"
+    CANCELED = "canceled"
+
+
+class StationState(StrEnum):
+    """The station status document's ``state``."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class MessageKind(StrEnum):
+    """What an outbox message is, which decides whether the outbox may drop it when full."""
+
+    EVENT = "event"
+    COMMAND = "command"  # a command document at a change of its state: never dropped
+    REPLY = "reply"  # a stored command document published again for a repeated request
+    ERROR = "error"  # an error document for a request with no usable id
+
+
+class Admission(StrEnum):
+    """What the engine did with one raw request."""
+
+    ACCEPTED = "accepted"  # a new command: its receipt is stored and it is queued
+    REPEATED = "repeated"  # a known id with the same content: its stored document again
+    CONFLICT = "conflict"  # a known id with other content: an error document
+    REJECTED = "rejected"  # a usable id, a broken rule: a command document in ERROR
+    UNUSABLE = "unusable"  # no usable id: an error document on ``errors``

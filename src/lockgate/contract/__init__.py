@@ -1,0 +1,65 @@
+"""The MQTT contract's payloads (spec/mqtt-contract.md), as pydantic models at the gateway's edge.
+
+Requests are parsed and validated here (:mod:`lockgate.contract.request`); every document the
+gateway publishes is built from the models of :mod:`lockgate.contract.documents`. The layer is pure:
+it imports only the model and the protocol's credential parser, and does no I/O.
+"""
+
+from lockgate.contract.documents import (
+    AlarmEvent,
+    BatteryEvent,
+    BleStatus,
+    BookingEvent,
+    BookingStatus,
+    CommandDocument,
+    CommandEvent,
+    CommandStatus,
+    DeviceStatus,
+    ErrorDocument,
+    Event,
+    HealthEvent,
+    Heartbeat,
+    LockDocument,
+    LockStateEvent,
+    StationStatus,
+    device_state,
+)
+from lockgate.contract.request import (
+    CommandRequest,
+    Envelope,
+    RejectedRequest,
+    read_envelope,
+    validate,
+)
+from lockgate.contract.station import RegisteredLock, Station
+from lockgate.contract.times import Timestamp, format_time, parse_time
+
+__all__ = [
+    "AlarmEvent",
+    "BatteryEvent",
+    "BleStatus",
+    "BookingEvent",
+    "BookingStatus",
+    "CommandDocument",
+    "CommandEvent",
+    "CommandRequest",
+    "CommandStatus",
+    "DeviceStatus",
+    "Envelope",
+    "ErrorDocument",
+    "Event",
+    "HealthEvent",
+    "Heartbeat",
+    "LockDocument",
+    "LockStateEvent",
+    "RegisteredLock",
+    "RejectedRequest",
+    "Station",
+    "StationStatus",
+    "Timestamp",
+    "device_state",
+    "format_time",
+    "parse_time",
+    "read_envelope",
+    "validate",
+]

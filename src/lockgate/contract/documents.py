@@ -1,0 +1,217 @@
+"""The documents the gateway publishes, as pydantic models: what the backend reads.
+
+Command documents, lock documents, events, the station status and the error document of
+mqtt-contract.md, serialised to the contract's JSON (times in :mod:`lockgate.contract.times` form).
+None of them has a field that could carry key material: credentials live only in the parsed request
+(:mod:`lockgate.contract.request`), and no model here accepts them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from lockgate.contract.times import Timestamp
+from lockgate.model import (
+    BookingChange,
+    BookingState,
+    Cause,
+    CommandState,
+    DeviceState,
+    ErrorCode,
+    EventType,
+    HardwareState,
+    Health,
+    LockState,
+    StationState,
+)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- command document --------------------------------------------------------------------------
+
+
+class CommandEvent(_Document):
+    """Bikeep's command event: REQUEST_* (the gateway's), RESPONSE_* (the lock's), STATE_*."""
+
+    name: str
+    value: str | None = None
+    timestamp: Timestamp
+
+
+class CommandStatus(_Document):
+    value: CommandState
+    reason: str | None = None
+    timeout_at: Timestamp | None = None
+
+
+class CommandDocument(_Document):
+    id: str
+    name: str | None
+    station: str
+    bike: str | None
+    version: int
+    state: CommandStatus
+    error_code: ErrorCode | None = None
+    events: tuple[CommandEvent, ...] = ()
+
+
+# --- lock document -----------------------------------------------------------------------------
+
+
+class DeviceStatus(_Document):
+    value: DeviceState
+    changed_at: Timestamp | None = None
+    timeout_at: Timestamp | None = None
+
+
+class Heartbeat(_Document):
+    health: Health
+    dead_since: Timestamp | None = None
+    last_seen: Timestamp | None = None
+
+
+class BookingStatus(_Document):
+    state: BookingState
+    user_id: str | None = None
+    timeout_at: Timestamp | None = None
+
+
+class LockDocument(_Document):
+    bike: str
+    alias: str
+    guid: str
+    hardware_id: str
+    profile: str
+    lock_state: LockState
+    state: DeviceStatus
+    hardware_state: HardwareState
+    heartbeat_v2: Heartbeat
+    booking: BookingStatus
+    battery: int | None = None
+    firmware: str | None = None
+    rssi: int | None = None
+    seq: int
+    boot_id: str
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+class _EventBase(_Document):
+    event_id: str
+    station: str
+    boot_id: str
+    seq: int
+    type: EventType  # each kind narrows it; declared here so it leads, as in the contract
+    bike: str | None
+    at: Timestamp
+    cause: Cause | None = None
+    command_id: str | None = None
+    latitude: str
+    longitude: str
+    replayed: bool = False
+
+
+class LockStateEvent(_EventBase):
+    type: Literal[EventType.LOCK_STATE] = EventType.LOCK_STATE
+    lock_state: LockState
+    previous: LockState
+
+
+class BookingEvent(_EventBase):
+    type: Literal[EventType.BOOKING] = EventType.BOOKING
+    booking_state: BookingChange
+    user_id: str | None = None
+    timeout_at: Timestamp | None = None
+    reason: str | None = None
+
+
+class HealthEvent(_EventBase):
+    """heartbeat_v2 or hardware_state changed; or, with ``bike`` null, the outbox dropped events."""
+
+    type: Literal[EventType.HEALTH] = EventType.HEALTH
+    health: Health | None = None
+    hardware_state: HardwareState | None = None
+    dropped: int | None = None
+    dropped_total: int | None = None
+    reason: str | None = None
+
+
+class BatteryEvent(_EventBase):
+    type: Literal[EventType.BATTERY] = EventType.BATTERY
+    battery: int
+
+
+class AlarmEvent(_EventBase):
+    type: Literal[EventType.ALARM] = EventType.ALARM
+    alarm: bool
+
+
+Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent
+
+
+# --- station status and errors -----------------------------------------------------------------
+
+
+class BleStatus(_Document):
+    adapter: str
+    slots: int
+    in_use: int
+
+
+class StationStatus(_Document):
+    station: str
+    state: StationState
+    boot_id: str
+    version: str
+    since: Timestamp
+    locks: tuple[str, ...]
+    outbox_depth: int
+    ble: BleStatus
+
+
+class ErrorDocument(_Document):
+    """The answer to a request that cannot be tied to a command id (mqtt-contract.md, Errors)."""
+
+    error_message: str
+    status_code: int
+    correlation_id: str
+    error_code: ErrorCode
+
+
+def device_state(lock_state: LockState, booking: BookingState) -> DeviceState:
+    """Bikeep's device state: BOOKED while a booking or a paused rental holds a locked lock."""
+    if lock_state is LockState.UNKNOWN:
+        return DeviceState.ALLOCATED
+    if lock_state is LockState.LOCKED and booking is not BookingState.AVAILABLE:
+        return DeviceState.BOOKED
+    return DeviceState(lock_state.upper())
+
+
+__all__ = [
+    "AlarmEvent",
+    "BatteryEvent",
+    "BleStatus",
+    "BookingEvent",
+    "BookingStatus",
+    "CommandDocument",
+    "CommandEvent",
+    "CommandStatus",
+    "DeviceStatus",
+    "ErrorDocument",
+    "Event",
+    "HealthEvent",
+    "Heartbeat",
+    "LockDocument",
+    "LockStateEvent",
+    "StationStatus",
+    "device_state",
+]

@@ -1,0 +1,38 @@
+"""The station's durable memory (SQLite): commands, lock records, sealed credentials, the outbox.
+
+:class:`Store` writes every state change with the messages it causes in one transaction;
+:class:`Outbox` is what the MQTT link reads from it; :func:`load_station_key` finds the key that
+seals provisioned credentials. Below the engine, above the contract: it imports nothing higher.
+"""
+
+from lockgate.store.key import StationKey, StoreKeyError, load_station_key
+from lockgate.store.outbox import Outbox, OutboxMessage
+from lockgate.store.records import (
+    Change,
+    CommandRecord,
+    Correlation,
+    LockRecord,
+    Provisioning,
+    Reply,
+)
+from lockgate.store.schema import SCHEMA_VERSION, SchemaError
+from lockgate.store.store import Applied, Store, StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Applied",
+    "Change",
+    "CommandRecord",
+    "Correlation",
+    "LockRecord",
+    "Outbox",
+    "OutboxMessage",
+    "Provisioning",
+    "Reply",
+    "SchemaError",
+    "StationKey",
+    "Store",
+    "StoreError",
+    "StoreKeyError",
+    "load_station_key",
+]

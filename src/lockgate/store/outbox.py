@@ -1,0 +1,138 @@
+"""The outbox: what the MQTT link publishes, oldest first, removed only on the broker's PUBACK.
+
+Two kinds of message leave the station (mqtt-contract.md, Delivery guarantees):
+
+- **Queued** messages — events, command documents, error documents — are a FIFO in the store. The
+  link takes them oldest first and acknowledges each once the broker has; an unacknowledged one is
+  handed out again on the next connection (at least once).
+- **Retained** documents — one per lock (``locks/{bike}``) and the station ``status`` — are latest
+  state, not history: one row per topic, overwritten at every change and carrying a generation.
+  Only the newest generation is published; after every (re)connect all of them are published
+  again, whatever was acknowledged before, because a broker may have lost its retained store.
+
+The link's loop, per connection::
+
+    await outbox.connected()
+    async for message in outbox.pending():
+        await client.publish(prefix + message.topic, message.payload, qos=message.qos,
+                             retain=message.retain)   # returns on PUBACK
+        await outbox.acknowledge(message)
+
+An event that was already waiting when the connection came up is handed out with
+``"replayed": true`` (its stored bytes are not changed; the flag is set on the way out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from lockgate.model import MessageKind
+from lockgate.store.records import Correlation
+from lockgate.store.store import Store
+
+QOS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One message to publish under ``{root}/{station}/``; ``key`` is the row id or the topic."""
+
+    key: int | str
+    topic: str
+    payload: bytes
+    retain: bool
+    kind: MessageKind | None = None  # None for a retained document
+    generation: int = 0
+    correlation: Correlation = field(default_factory=Correlation)
+    qos: int = QOS
+
+
+class Outbox:
+    """The MQTT link's view of the store: pending messages in order, and their acknowledgement."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._changed = asyncio.Event()
+        self._replay_below = 0
+        store.add_listener(self._changed.set)
+
+    async def connected(self) -> None:
+        """Call at every (re)connect, before :meth:`pending`: re-arms every retained document and
+        marks what is already waiting as replayed."""
+        self._replay_below = await self._store.last_queued_id() + 1
+        await self._store.unacknowledge_retained()
+        self._changed.set()
+
+    async def next_batch(self, limit: int = 100, *, after: int = 0) -> list[OutboxMessage]:
+        """Retained documents not yet acknowledged at their newest generation, then up to
+        ``limit`` queued messages with an id above ``after``, oldest first."""
+        retained = [
+            OutboxMessage(row.topic, row.topic, row.payload, retain=True, generation=row.generation)
+            for row in await self._store.unacknowledged_retained()
+        ]
+        queued = [
+            OutboxMessage(
+                row.id,
+                row.topic,
+                self._replayed(row.payload) if self._is_replay(row.id, row.kind) else row.payload,
+                retain=False,
+                kind=row.kind,
+                correlation=row.correlation,
+            )
+            for row in await self._store.queued(after=after, limit=limit)
+        ]
+        return retained + queued
+
+    async def pending(self, batch: int = 100) -> AsyncIterator[OutboxMessage]:
+        """Every message to publish, in order, waiting for new ones; each once per iteration.
+
+        A retained document comes again only if a newer generation of it was written.
+        """
+        cursor = 0
+        handed: dict[str, int] = {}
+        while True:
+            self._changed.clear()
+            progressed = False
+            for message in await self.next_batch(batch, after=cursor):
+                if message.retain:
+                    if handed.get(message.topic, 0) >= message.generation:
+                        continue
+                    handed[message.topic] = message.generation
+                else:
+                    assert isinstance(message.key, int)
+                    cursor = message.key
+                progressed = True
+                yield message
+            if not progressed:
+                await self._changed.wait()
+
+    async def acknowledge(self, *messages: OutboxMessage) -> None:
+        """The broker acknowledged these: queued ones are removed, retained ones marked done."""
+        await self._store.acknowledge(
+            (message.key for message in messages if isinstance(message.key, int)),
+            _retained(messages),
+        )
+
+    async def set_retained(self, topic: str, payload: bytes) -> None:
+        """Writes a latest-state document such as ``status``, to be published once (and after
+        every reconnect)."""
+        await self._store.set_retained(topic, payload)
+
+    async def depth(self) -> int:
+        return await self._store.outbox_depth()
+
+    def _is_replay(self, message_id: int, kind: MessageKind) -> bool:
+        return kind is MessageKind.EVENT and message_id < self._replay_below
+
+    @staticmethod
+    def _replayed(payload: bytes) -> bytes:
+        document = json.loads(payload)
+        document["replayed"] = True
+        return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _retained(messages: Iterable[OutboxMessage]) -> list[tuple[str, int]]:
+    return [(message.topic, message.generation) for message in messages if message.retain]

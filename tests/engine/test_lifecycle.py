@@ -1,0 +1,67 @@
+"""The command lifecycle: receipt, SENT, RECEIVED, the end; versions, events, lock documents."""
+
+from __future__ import annotations
+
+import json
+
+from lockgate.ble.operation import Operation
+from lockgate.model import Admission, CommandState
+from lockgate.store import Correlation
+from tests.engine.harness import SHAREE_JSON, Harness
+
+
+async def test_unlock_walks_the_lifecycle_and_publishes_each_change(harness: Harness) -> None:
+    record = await harness.run(
+        id="c1",
+        command="unlock",
+        bike="FR1540",
+        credentials=SHAREE_JSON,
+        timeout_at=harness.later(5),
+    )
+    assert record.state is CommandState.SUCCESS
+    documents = await harness.documents("c1")
+    states = [doc["state"]["value"] for doc in documents]
+    assert states[0] == "NOT_SENT"
+    assert states[-1] == "SUCCESS"
+    assert "SENT" in states
+    assert "RECEIVED" in states
+    assert [doc["version"] for doc in documents] == list(range(1, len(documents) + 1))
+    names = [event["name"] for event in documents[-1]["events"]]
+    assert names[0] == "REQUEST_UNLOCK"
+    assert "STATE_UNLOCKING" in names
+    assert "STATE_UNLOCKED" in names
+    assert "RESPONSE_UNLOCK" in names
+    lock_events = await harness.events("lock_state")
+    assert [(e["previous"], e["lock_state"]) for e in lock_events[-2:]] == [
+        ("locked", "unlocking"),
+        ("unlocking", "unlocked"),
+    ]
+    assert all(e["cause"] == "command" and e["command_id"] == "c1" for e in lock_events[-2:])
+    assert (await harness.lock_document("FR1540"))["lock_state"] == "unlocked"
+    assert harness.radio.unlocks("FR1540") == 1
+
+
+async def test_receipt_is_stored_before_submit_returns(harness: Harness) -> None:
+    submission = await harness.send(id="c2", command="lock", bike="FR1541", credentials=SHAREE_JSON)
+    assert submission.admission is Admission.ACCEPTED
+    stored = await harness.store.command("c2")
+    assert stored is not None
+    documents = await harness.documents("c2")
+    assert documents[0]["state"]["value"] == "NOT_SENT"
+    assert documents[0]["version"] == 1
+    await harness.engine.wait_idle(5)
+    assert harness.radio.calls[-1][:2] == ("FR1541", Operation.LOCK)
+
+
+async def test_mqtt5_correlation_is_echoed_on_every_document_of_the_command(
+    harness: Harness,
+) -> None:
+    correlation = Correlation(b"\x01corr", "backend/replies/7")
+    payload = json.dumps({"id": "m5", "command": "book", "bike": "FR1540", "user_id": "u"})
+    await harness.engine.submit(payload.encode(), correlation=correlation)
+    await harness.engine.wait_idle(5)
+    await harness.engine.submit(payload.encode())  # repeated without properties: none echoed
+    rows = [r for r in await harness.store.queued(after=0, limit=1000) if r.topic == "commands/m5"]
+    assert [r.correlation for r in rows] == [correlation, correlation, Correlation()]
+    messages = [m for m in await harness.engine.outbox.next_batch(1000) if m.topic == "commands/m5"]
+    assert [m.correlation for m in messages] == [correlation, correlation, Correlation()]

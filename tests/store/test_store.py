@@ -1,0 +1,224 @@
+"""The store on a real SQLite file: migrations, seq, the outbox and its bound, retained docs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lockgate.contract.documents import ErrorDocument, LockStateEvent
+from lockgate.contract.station import RegisteredLock, Station
+from lockgate.model import CommandState, ErrorCode, LockState, MessageKind, Profile
+from lockgate.store import (
+    SCHEMA_VERSION,
+    Change,
+    CommandRecord,
+    LockRecord,
+    Outbox,
+    SchemaError,
+    StationKey,
+    Store,
+)
+
+STATION = Station(
+    "FR101",
+    "47.976634",
+    "7.825490",
+    (
+        RegisteredLock(
+            "FR1540", "ISHAREIT-2200540", "00000000-0000-0000-0000-fc3c002a2add", Profile.SHAREE
+        ),
+    ),
+    "boot-1",
+)
+KEY = StationKey.from_bytes(bytes(range(32)))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def event(state: LockState = LockState.LOCKED) -> LockStateEvent:
+    return LockStateEvent(
+        event_id=str(uuid.uuid4()),
+        station="FR101",
+        boot_id="boot-1",
+        seq=0,
+        bike="FR1540",
+        at=now(),
+        latitude="47.976634",
+        longitude="7.825490",
+        lock_state=state,
+        previous=LockState.UNKNOWN,
+    )
+
+
+def command(command_id: str, state: CommandState = CommandState.NOT_SENT) -> CommandRecord:
+    return CommandRecord(
+        id=command_id,
+        fingerprint="f",
+        name="unlock",
+        bike="FR1540",
+        state=state,
+        version=1,
+        received_at=now(),
+        timeout_at=now(),
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store(tmp_path / "s.db", station=STATION, key=KEY, max_outbox=50) as opened:
+        yield opened
+
+
+async def test_migrates_an_empty_database_and_reopens_it(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    async with Store(path, station=STATION, key=KEY) as store:
+        assert store.schema_found == 0
+        await store.apply(Change(commands=(command("a"),)), at=now())
+    async with Store(path, station=STATION, key=KEY) as store:
+        assert store.schema_found == SCHEMA_VERSION
+        assert (await store.command("a")) is not None
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version")]
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert mode == "wal"
+
+
+async def test_a_database_from_a_newer_lockgate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    async with Store(path, station=STATION, key=KEY):
+        pass
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    store = Store(path, station=STATION, key=KEY)
+    with pytest.raises(SchemaError):
+        await store.open()
+    await store.close()
+
+
+async def test_seq_rises_by_one_and_goes_on_across_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "seq.db"
+    seqs: list[int] = []
+    for _ in range(3):
+        async with Store(path, station=STATION, key=KEY) as store:
+            applied = await store.apply(Change(events=(event(), event())), at=now())
+            seqs += applied.seqs
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    async with Store(path, station=STATION, key=KEY) as store:
+        stored = [json.loads(m.payload)["seq"] for m in await store.queued(after=0, limit=100)]
+    assert stored == seqs
+
+
+async def test_a_change_is_one_transaction(store: Store) -> None:
+    """A change that fails midway leaves nothing: no record, no message, no seq used."""
+    broken = LockRecord("FR1540", battery="not a number")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="battery"):
+        await store.apply(
+            Change(commands=(command("t"),), events=(event(),), locks=(broken,)), at=now()
+        )
+    assert await store.command("t") is None
+    assert await store.outbox_depth() == 0
+    assert await store.seq() == 0
+    assert await store.locks() == {}
+
+
+async def test_the_outbox_bound_drops_the_oldest_events_and_says_how_many(store: Store) -> None:
+    await store.apply(Change(commands=(command("keep"),)), at=now())
+    for _ in range(80):
+        await store.apply(Change(events=(event(),)), at=now())
+    await store.apply(
+        Change(
+            errors=(
+                ErrorDocument(
+                    error_message="x",
+                    status_code=400,
+                    correlation_id="c",
+                    error_code=ErrorCode.BAD_REQUEST,
+                ),
+            )
+        ),
+        at=now(),
+    )
+    queued = await store.queued(after=0, limit=1000)
+    assert len(queued) <= store.max_outbox
+    assert queued[0].kind is MessageKind.COMMAND  # the command document is kept
+    events = [json.loads(m.payload) for m in queued if m.kind is MessageKind.EVENT]
+    health = [e for e in events if e["type"] == "health"]
+    assert health
+    assert all(e["bike"] is None and e["dropped"] > 0 for e in health)
+    total = health[-1]["dropped_total"]
+    # Earlier health events may be dropped in turn; the running total still counts every loss.
+    assert total >= sum(e["dropped"] for e in health)
+    # Every seq that is missing was announced as dropped: no silent loss.
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs))
+    missing = set(range(1, seqs[-1] + 1)) - set(seqs)
+    assert 0 < len(missing) <= total
+
+
+async def test_the_outbox_hands_out_oldest_first_and_forgets_only_on_ack(store: Store) -> None:
+    outbox = Outbox(store)
+    await store.apply(Change(commands=(command("a"),), events=(event(),)), at=now())
+    await store.apply(Change(events=(event(LockState.UNLOCKED),)), at=now())
+    batch = [m for m in await outbox.next_batch(10) if not m.retain]
+    assert [m.topic for m in batch] == ["commands/a", "events", "events"]
+    assert all(m.qos == 1 for m in batch)
+    await outbox.acknowledge(batch[0])
+    again = [m for m in await outbox.next_batch(10) if not m.retain]
+    assert [m.key for m in again] == [m.key for m in batch[1:]]
+
+
+async def test_events_waiting_at_a_reconnect_are_marked_replayed(store: Store) -> None:
+    outbox = Outbox(store)
+    await store.apply(Change(events=(event(),)), at=now())
+    await outbox.connected()
+    await store.apply(Change(events=(event(LockState.UNLOCKED),)), at=now())
+    flags = [json.loads(m.payload)["replayed"] for m in await outbox.next_batch(10)]
+    assert flags == [True, False]
+
+
+async def test_retained_documents_are_latest_state_and_come_again_after_reconnect(
+    store: Store,
+) -> None:
+    outbox = Outbox(store)
+    await store.apply(Change(locks=(LockRecord("FR1540", lock_state=LockState.LOCKED),)), at=now())
+    await store.apply(
+        Change(locks=(LockRecord("FR1540", lock_state=LockState.UNLOCKED),)), at=now()
+    )
+    await outbox.set_retained("status", b'{"state": "online"}')
+    retained = [m for m in await outbox.next_batch(10) if m.retain]
+    assert [m.topic for m in retained] == ["locks/FR1540", "status"]
+    assert json.loads(retained[0].payload)["lock_state"] == "unlocked"  # only the newest
+    await outbox.acknowledge(*retained)
+    assert [m for m in await outbox.next_batch(10) if m.retain] == []
+    await outbox.connected()
+    assert {m.topic for m in await outbox.next_batch(10) if m.retain} == {"locks/FR1540", "status"}
+
+
+async def test_pending_waits_for_new_messages(store: Store) -> None:
+    outbox = Outbox(store)
+    received: list[str] = []
+
+    async def link() -> None:
+        async for message in outbox.pending():
+            received.append(message.topic)
+            await outbox.acknowledge(message)
+            if len(received) == 2:
+                return
+
+    task = asyncio.create_task(link())
+    await asyncio.sleep(0.05)
+    assert received == []
+    await store.apply(Change(commands=(command("p"),), events=(event(),)), at=now())
+    await asyncio.wait_for(task, 2)
+    assert received == ["commands/p", "events"]
+    assert await outbox.depth() == 0
