@@ -164,8 +164,12 @@ class LockView:
     sensor_fault: bool
     firmware: str
     motor_opened: int = 0
-    """Motions the motor completed to open the bolt (a test's "no unlock twice" counts these)."""
+    """Motions the motor completed to open the bolt."""
     motor_closed: int = 0
+    commanded_open: int = 0
+    """Authorised open commands the lock accepted, whether the bolt had to move or not (a test's
+    "no unlock twice" counts these)."""
+    commanded_close: int = 0
 
 
 class Lock:
@@ -204,6 +208,7 @@ class Lock:
         self._motion: Motion | None = None
         self._jams = 0
         self._motor_runs = {Bolt.OPEN: 0, Bolt.CLOSED: 0}
+        self._commanded = {Bolt.OPEN: 0, Bolt.CLOSED: 0}
         self._links: dict[int, Link] = {}
         self._link_ids = itertools.count(1)
         self._timers: list[_Timer] = []
@@ -252,6 +257,8 @@ class Lock:
             firmware=self.firmware,
             motor_opened=self._motor_runs[Bolt.OPEN],
             motor_closed=self._motor_runs[Bolt.CLOSED],
+            commanded_open=self._commanded[Bolt.OPEN],
+            commanded_close=self._commanded[Bolt.CLOSED],
         )
 
     # --- links --------------------------------------------------------------------------------
@@ -363,6 +370,7 @@ class Lock:
             return self._status(link, Status.WRONG_COUNTER)
         link.counter = counter
         target = Bolt.OPEN if payload[2] == LockAction.OPEN else Bolt.CLOSED
+        self._commanded[target] += 1
         if self._motion is not None:
             return self._status(link, Status.GENERAL_ERROR)
         if target is Bolt.CLOSED and self.bike_moving:

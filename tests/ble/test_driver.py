@@ -68,6 +68,7 @@ async def test_unlock_then_lock(station: StationFactory, index: int) -> None:
     assert milestones(progress) == LOCK_PROGRESS
     after = await s.sim.control.lock(s.lock(index).name)
     assert (after.bolt, after.motor_opened, after.motor_closed) == ("locked", 1, 1)
+    assert (after.commanded_open, after.commanded_close) == (1, 1)
 
 
 async def test_read_with_and_without_credentials(station: StationFactory) -> None:
