@@ -17,6 +17,7 @@ import structlog
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from bleak_retry_connector import close_stale_connections_by_address, get_device
 
 from lockgate.ble.errors import OperationError
 from lockgate.ble.operation import Outcome
@@ -49,7 +50,9 @@ class Discovery:
     def __init__(
         self, locks: Iterable[LockIdentity], adapter: str, clock: Callable[[], datetime]
     ) -> None:
+        locks = list(locks)
         self._by_address = {lock.address.upper(): lock.bike for lock in locks}
+        self._address_of = {lock.bike: lock.address.upper() for lock in locks}
         self._by_name = {lock.name: lock.bike for lock in locks}
         self._adapter = adapter
         self._clock = clock
@@ -59,6 +62,9 @@ class Discovery:
         self._scanner: BleakScanner | None = None
 
     async def start(self) -> None:
+        # Links an earlier run left behind hold adapter slots and keep locks from advertising.
+        for address in self._address_of.values():
+            await close_stale_connections_by_address(address)
         self._scanner = BleakScanner(
             detection_callback=self._on_advertisement, bluez={"adapter": self._adapter}
         )
@@ -82,10 +88,17 @@ class Discovery:
         self._sightings.pop(bike, None)
 
     async def find(self, bike: str, timeout_s: float) -> BLEDevice:
-        """The lock's device as last seen, waiting up to ``timeout_s`` for a first sighting."""
+        """The lock's device as last seen, waiting up to ``timeout_s`` for a first sighting.
+
+        A lock BlueZ already knows needs no advertisement: one still connected (left by an
+        earlier run of the daemon, or by another program) does not advertise at all.
+        """
         sighting = self._sightings.get(bike)
         if sighting is not None:
             return sighting.device
+        address = self._address_of.get(bike)
+        if address is not None and (known := await get_device(address)) is not None:
+            return known
         arrived = self._arrived.setdefault(bike, asyncio.Event())
         arrived.clear()
         try:

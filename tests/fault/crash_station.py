@@ -1,0 +1,151 @@
+"""The gateway's engine with the real BLE driver, as a process to kill with SIGKILL.
+
+Run as ``python crash_station.py CONFIG``: a zygote that imports everything once, then obeys lines
+on stdin: ``run`` (or ``run final``) forks a worker and prints ``pid N``; ``wait N`` reaps it and
+prints ``exit CODE``. Forking a warm process makes a start cost milliseconds, so the test can kill
+the station at many instants.
+
+A worker is the daemon's core as the service wires it: the store, the BLE driver (bleak, against
+the simulator's bus) whose observations feed the engine, and the engine; it recovers, then, as a
+backend that re-sends until it sees a receipt, submits every request the stream has released so
+far (the test releases a few more before every start) again. Its
+"broker" is an append-only file: each outbox message is written and synced there, then
+acknowledged, so a kill between the two publishes it twice (at least once), never zero times.
+``run final`` waits for every command to end and the outbox to drain, then stops cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.* importable
+
+import structlog
+
+from lockgate.ble.conversation import StepTimeouts
+from lockgate.ble.discovery import LockIdentity
+from lockgate.ble.driver import Driver, RadioSettings
+from lockgate.ble.operation import Observation
+from lockgate.contract.station import RegisteredLock, Station
+from lockgate.engine import Engine
+from lockgate.model import Profile
+from lockgate.protocol.identity import address_to_guid
+from lockgate.store import StationKey, Store
+
+STATION_KEY = StationKey.from_bytes(bytes(range(32)))
+
+
+def station(config: dict[str, Any]) -> Station:
+    return Station(
+        id="FR101",
+        latitude="47.976634",
+        longitude="7.825490",
+        boot_id=uuid.uuid4().hex,
+        locks=tuple(
+            RegisteredLock(
+                lock["bike"],
+                lock["name"],
+                address_to_guid(lock["address"]),
+                Profile(lock["profile"]),
+            )
+            for lock in config["locks"]
+        ),
+    )
+
+
+class Broker:
+    """The outbox's far end: an append-only, synced file of every message published."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, kind: str | None) -> None:
+        line = {"topic": topic, "retain": retain, "kind": kind, "payload": payload.decode()}
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+
+async def publish_forever(engine: Engine, broker: Broker) -> None:
+    await engine.outbox.connected()
+    async for message in engine.outbox.pending():
+        broker.publish(
+            message.topic,
+            message.payload,
+            retain=message.retain,
+            kind=message.kind.value if message.kind else None,
+        )
+        await engine.outbox.acknowledge(message)
+
+
+async def work(config: dict[str, Any], *, released: int, final: bool) -> None:
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config["bus"]
+    here = station(config)
+    engine: Engine | None = None
+
+    async def observe(observation: Observation) -> None:
+        if engine is not None:
+            await engine.observe(observation)
+
+    identities = [
+        LockIdentity(lock["bike"], lock["name"], lock["address"], Profile(lock["profile"]))
+        for lock in config["locks"]
+    ]
+    settings = RadioSettings(
+        connection_slots=2,
+        connect_timeout_s=5.0,
+        find_timeout_s=5.0,
+        sync_interval_s=3600.0,
+        steps=StepTimeouts(gatt_s=3.0, answer_s=3.0, motion_s=5.0),
+    )
+    broker = Broker(Path(config["published"]))
+    store = Store(Path(config["db"]), station=here, key=STATION_KEY, max_outbox=1_000_000)
+    async with store, Driver(identities, settings, observe) as driver, asyncio.TaskGroup() as tasks:
+        engine = Engine(store=store, radio=driver, station=here)
+        async with engine:
+            publisher = tasks.create_task(publish_forever(engine, broker), name="publisher")
+            await engine.recover()
+            for request in config["requests"][:released]:
+                await engine.submit(request.encode())
+            await engine.wait_idle(300)
+            if not final:
+                await asyncio.sleep(3600)  # idle, as a daemon is, until killed
+            async with asyncio.timeout(60):
+                while await engine.outbox.depth() > 0:  # the publisher drains it
+                    await asyncio.sleep(0.05)
+            publisher.cancel()
+
+
+def main() -> None:
+    config = json.loads(Path(sys.argv[1]).read_text())
+    log = Path(config["log"]).open("a")  # noqa: SIM115 - open for the process's life
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log))
+    for line in sys.stdin:
+        word, *rest = line.split()
+        if word == "run":
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    released = int(Path(config["released"]).read_text())
+                    asyncio.run(work(config, released=released, final=rest == ["final"]))
+                except BaseException:
+                    traceback.print_exc(file=log)
+                    code = 1
+                log.flush()
+                os._exit(code)
+            print(f"pid {pid}", flush=True)
+        elif word == "wait":
+            _, status = os.waitpid(int(rest[0]), 0)
+            print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
