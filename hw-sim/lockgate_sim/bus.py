@@ -101,16 +101,8 @@ class PrivateBus:
     async def stop(self) -> None:
         """Stop the daemon (TERM, then KILL) and remove the socket's directory. Safe to repeat."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        if process is not None:
+            await stop_process(process, STOP_TIMEOUT_S)
         directory, self._dir = self._dir, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
@@ -128,3 +120,17 @@ def _address(line: bytes) -> str:
     if not address:
         raise BusError("dbus-daemon exited without printing its address")
     return address
+
+
+async def stop_process(process: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """SIGTERM, up to ``timeout_s`` to exit, then SIGKILL; reaped either way. Safe to repeat."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

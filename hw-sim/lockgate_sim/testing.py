@@ -18,7 +18,6 @@ on leaving stops everything it started and removes the socket's directory.
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockgate_sim.bluez import Station
-from lockgate_sim.bus import PrivateBus
+from lockgate_sim.bus import PrivateBus, stop_process
 from lockgate_sim.control import SimulatorControl
 from lockgate_sim.firmware import RandomBytes
 from lockgate_sim.scenario import Scenario
@@ -133,7 +132,7 @@ async def _subprocess(
             async with SimulatorControl.connect(address) as control:
                 yield RunningSimulator(address, control, config, pid=process.pid)
         finally:
-            await _stop(process)
+            await stop_process(process, STOP_TIMEOUT_S)
 
 
 async def _read_address(process: asyncio.subprocess.Process) -> str:
@@ -147,16 +146,3 @@ async def _read_address(process: asyncio.subprocess.Process) -> str:
     except TimeoutError as err:
         raise SimulatorStartError("lockgate-sim printed no bus address in time") from err
     raise SimulatorStartError(f"lockgate-sim exited ({await process.wait()}) before serving")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()

@@ -1,9 +1,7 @@
 """The engine as a separate process, to be killed with SIGKILL: a zygote that forks workers.
 
-Run as ``python crash_worker.py CONFIG``. The zygote imports everything once, then obeys lines on
-stdin: ``run`` (or ``run final``) forks a worker and prints ``pid N``; ``wait N`` reaps it and
-prints ``exit CODE``. Forking a warm process makes a start cost milliseconds, so a test can kill
-the engine at many instants in a few seconds.
+Run as ``python crash_worker.py CONFIG``: a zygote (tests/fault/zygote.py) that forks warm
+workers, so a test can kill the engine at many instants in a few seconds.
 
 A worker is the daemon's engine as the service runs it: it opens the store, enters the engine,
 recovers, then (as a backend that re-sends until it sees a receipt) submits every request of the
@@ -15,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import traceback
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +39,7 @@ from lockgate.model import HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.store import Store
 from tests.engine.harness import STATION, STATION_KEY
+from tests.fault.zygote import serve
 
 
 class SocketRadio:
@@ -127,25 +124,7 @@ async def work(config: dict[str, Any], *, final: bool) -> None:
 
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
-    log = Path(config["log"]).open("a")  # noqa: SIM115 - open for the process's life
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log))
-    for line in sys.stdin:
-        word, *rest = line.split()
-        if word == "run":
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    asyncio.run(work(config, final=rest == ["final"]))
-                except BaseException:
-                    traceback.print_exc(file=log)
-                    code = 1
-                log.flush()
-                os._exit(code)
-            print(f"pid {pid}", flush=True)
-        elif word == "wait":
-            _, status = os.waitpid(int(rest[0]), 0)
-            print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+    serve(config, lambda config, final: work(config, final=final))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from lockgate.model import CommandState, MessageKind
 from lockgate.store import Store
 from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, model_locks
 from tests.engine.radio_model import ModelRadio
+from tests.fault.zygote import Zygote
 
 KILLS = int(os.environ.get("LOCKGATE_CRASH_KILLS", "50"))
 WORKER = Path(__file__).parent / "crash_worker.py"
@@ -115,21 +116,6 @@ class Locks:
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
             writer.close()
-
-
-class Zygote:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, line: str, timeout_s: float = 10) -> int:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-        async with asyncio.timeout(timeout_s):
-            answer = (await self.process.stdout.readline()).decode().split()
-        assert len(answer) == 2, f"the zygote answered {answer!r} to {line!r}"
-        return int(answer[1])
 
 
 @pytest.mark.slow

@@ -1,9 +1,7 @@
 """The gateway's engine with the real BLE driver, as a process to kill with SIGKILL.
 
-Run as ``python crash_station.py CONFIG``: a zygote that imports everything once, then obeys lines
-on stdin: ``run`` (or ``run final``) forks a worker and prints ``pid N``; ``wait N`` reaps it and
-prints ``exit CODE``. Forking a warm process makes a start cost milliseconds, so the test can kill
-the station at many instants.
+Run as ``python crash_station.py CONFIG``: a zygote (tests/fault/zygote.py) that forks warm
+workers, so the test can kill the station at many instants.
 
 A worker is the daemon's core as the service wires it: the store, the BLE driver (bleak, against
 the simulator's bus) whose observations feed the engine, and the engine; it recovers, then, as a
@@ -20,14 +18,13 @@ import asyncio
 import json
 import os
 import sys
-import traceback
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.* importable
 
-import structlog
 
 from lockgate.ble.conversation import StepTimeouts
 from lockgate.ble.discovery import LockIdentity
@@ -38,6 +35,7 @@ from lockgate.engine import Engine
 from lockgate.model import Profile
 from lockgate.protocol.identity import address_to_guid
 from lockgate.store import StationKey, Store
+from tests.fault.zygote import serve
 
 STATION_KEY = StationKey.from_bytes(bytes(range(32)))
 
@@ -124,28 +122,13 @@ async def work(config: dict[str, Any], *, released: int, final: bool) -> None:
             publisher.cancel()
 
 
+def start(config: dict[str, Any], final: bool) -> Coroutine[Any, Any, None]:
+    released = int(Path(config["released"]).read_text())
+    return work(config, released=released, final=final)
+
+
 def main() -> None:
-    config = json.loads(Path(sys.argv[1]).read_text())
-    log = Path(config["log"]).open("a")  # noqa: SIM115 - open for the process's life
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log))
-    for line in sys.stdin:
-        word, *rest = line.split()
-        if word == "run":
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    released = int(Path(config["released"]).read_text())
-                    asyncio.run(work(config, released=released, final=rest == ["final"]))
-                except BaseException:
-                    traceback.print_exc(file=log)
-                    code = 1
-                log.flush()
-                os._exit(code)
-            print(f"pid {pid}", flush=True)
-        elif word == "wait":
-            _, status = os.waitpid(int(rest[0]), 0)
-            print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+    serve(json.loads(Path(sys.argv[1]).read_text()), start)
 
 
 if __name__ == "__main__":

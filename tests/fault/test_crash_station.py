@@ -38,6 +38,7 @@ from lockgate.store import Store
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 from tests.fault.crash_station import STATION_KEY, station
+from tests.fault.zygote import Zygote
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,21 +113,6 @@ def stream(deadline: datetime) -> list[dict[str, Any]]:
                     request.pop("credentials", None)
                 requests.append(request)
     return requests
-
-
-class Zygote:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, line: str, timeout_s: float = 10) -> int:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-        async with asyncio.timeout(timeout_s):
-            answer = (await self.process.stdout.readline()).decode().split()
-        assert len(answer) == 2, f"the zygote answered {answer!r} to {line!r}"
-        return int(answer[1])
 
 
 @pytest.mark.timeout(900)
