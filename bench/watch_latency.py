@@ -16,14 +16,13 @@ import os
 import statistics
 import time
 
-from lockgate_sim.testing import run_simulator
-from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
-
 from lockgate.ble.discovery import LockIdentity
 from lockgate.ble.driver import Driver, RadioSettings
 from lockgate.ble.operation import Observation, Operation, Progress, StateObserved
 from lockgate.model import Cause, LockState, Profile
 from lockgate.protocol.credentials import signed_byte_string
+from lockgate_sim.testing import run_simulator
+from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 
 LOCK = LockConfig(
     name="ISHAREIT-2200540",
@@ -66,7 +65,7 @@ async def trial_run(trials: int) -> tuple[list[float], list[float]]:
                     progress=_no_progress,
                 )
                 assert result.ok, result.reason
-                while "FR1540" not in driver.watched():
+                while "FR1540" not in driver.watched():  # noqa: ASYNC110 - polls the driver
                     await asyncio.sleep(0.01)
                 seen.clear()
                 pushed = time.perf_counter()
@@ -78,7 +77,7 @@ async def trial_run(trials: int) -> tuple[list[float], list[float]]:
                 assert states == [LockState.LOCKING, LockState.LOCKED], states
                 locking.append(seen[0][0] - pushed)
                 locked.append(seen[1][0] - pushed)
-                while driver.watched():
+                while driver.watched():  # noqa: ASYNC110 - polls the driver
                     await asyncio.sleep(0.01)
     return locking, locked
 
