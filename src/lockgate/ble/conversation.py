@@ -82,7 +82,7 @@ class Conversation:
         self._timeouts = timeouts
         self._clock = clock
         self._progress = progress
-        self._queue = link.listen()
+        self._queue = link.chunks
         self._awaiting_ack = False
         self.observed = Observed()
 

@@ -26,6 +26,9 @@ from lockgate.protocol.identity import profile_of_name
 
 log = structlog.get_logger(__name__)
 
+MAX_STRANGERS = 256
+"""Foreign locks remembered (and reported once each): bikes of other stations pass by for months."""
+
 
 @dataclass(frozen=True, slots=True)
 class LockIdentity:
@@ -114,7 +117,11 @@ class Discovery:
         name = advertisement.local_name or device.name or ""
         bike = self._by_address.get(device.address.upper()) or self._by_name.get(name)
         if bike is None:
-            if profile_of_name(name) is not None and name not in self._strangers:
+            if (
+                profile_of_name(name) is not None
+                and name not in self._strangers
+                and len(self._strangers) < MAX_STRANGERS
+            ):
                 self._strangers.add(name)
                 log.info("unknown lock in range", name=name, address=device.address)
             return

@@ -84,7 +84,12 @@ class RadioSettings:
 
 @dataclass(eq=False)
 class _Lock:
-    """The driver's state for one lock."""
+    """The driver's state for one lock.
+
+    ``mutex`` is the lock's turn: whoever holds it owns the link and reads its chunks. Operations
+    take it in the order they arrive (asyncio.Lock is first come, first served); the watch takes
+    it between operations and gives it up as soon as an operation waits (``waiting``).
+    """
 
     identity: LockIdentity
     health: HealthTracker
@@ -93,12 +98,16 @@ class _Lock:
     standing: Credentials | None = None
     link: Link | None = None
     slot: Slot | None = None
-    wanted: int = 0
-    """Operations waiting for the lock; a watch steps aside while any wait."""
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+    """Operations waiting for the lock's turn."""
+    operation_waits: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while ``waiting`` is above zero: the watch's cue to step aside."""
     watcher: asyncio.Task[None] | None = None
+    listening: bool = False
+    gdio: Reassembler = field(default_factory=lambda: Reassembler(GDIO_MIN_LENGTH))
     last_attempt: datetime | None = None
     last_view: HealthView | None = None
+    publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
     reading: Reading = field(default_factory=Reading)
 
     @property
@@ -108,6 +117,13 @@ class _Lock:
     @property
     def linked(self) -> bool:
         return self.link is not None and not self.link.lost.is_set()
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Whether an operation got as far as the radio: only then does its end count for health."""
+
+    started: bool = False
 
 
 class Driver:
@@ -141,7 +157,6 @@ class Driver:
         )
         self.slots = SlotPool(settings.connection_slots)
         self._connecting = asyncio.Lock()
-        self._syncing = asyncio.Semaphore(1)
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
@@ -209,7 +224,8 @@ class Driver:
         return self._locks[bike].health.view(self._clock())
 
     def watched(self) -> list[str]:
-        return [e.bike for e in self._locks.values() if e.linked and e.watcher is not None]
+        """The locks whose watch is listening right now."""
+        return [e.bike for e in self._locks.values() if e.listening]
 
     async def perform(
         self,
@@ -223,7 +239,7 @@ class Driver:
         entry = self._locks.get(bike)
         if entry is None:
             return Result(Outcome.UNREACHABLE, f"{bike} is not a lock of this station")
-        return await self._perform(
+        result, _ = await self._operate(
             entry,
             operation=operation,
             credentials=credentials,
@@ -231,10 +247,30 @@ class Driver:
             progress=progress,
             priority=Priority.COMMAND,
         )
+        return result
+
+    async def read(self, bike: str, cause: Cause, timeout_s: float) -> Result:
+        """Read a lock outside a command, reporting what changed with ``cause``."""
+        entry = self._locks[bike]
+        result, before = await self._operate(
+            entry,
+            operation=Operation.READ,
+            credentials=None,
+            timeout_s=timeout_s,
+            progress=_no_progress,
+            priority=Priority.SYNC if cause is Cause.SYNC else Priority.COMMAND,
+        )
+        now = self._clock()
+        seen = result.reading.lock_state
+        if seen is not None and before is not None and seen is not before:
+            await self._observe(StateObserved(bike, seen, cause, now))
+        if result.ok:
+            await self._observe(ReadingObserved(bike, result.reading, now))
+        return result
 
     # --- operations ----------------------------------------------------------------------
 
-    async def _perform(
+    async def _operate(
         self,
         entry: _Lock,
         *,
@@ -243,52 +279,84 @@ class Driver:
         timeout_s: float,
         progress: ProgressSink,
         priority: Priority,
-    ) -> Result:
+    ) -> tuple[Result, LockState | None]:
+        """Run one operation in the lock's turn; also the lock state just before it ran."""
         credentials = credentials or entry.standing
         if operation is not Operation.READ and credentials is None:
             return Result(
                 Outcome.MISSING_CREDENTIALS,
                 f"no credentials for {entry.bike}: send them with the command or provision them",
-            )
+            ), None
         if credentials is not None and credentials.profile is not entry.identity.profile:
             return Result(
                 Outcome.MISSING_CREDENTIALS,
                 f"{entry.bike} is a {entry.identity.profile} lock; the credentials are "
                 f"{credentials.profile}",
-            )
-        bound = log.bind(bike=entry.bike, operation=str(operation))
-        entry.wanted += 1
-        entry.wakeup.set()
+            ), None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        entry.waiting += 1
+        entry.operation_waits.set()
         try:
             async with asyncio.timeout(timeout_s):
-                async with entry.mutex:
-                    entry.wanted -= 1
-                    result = await self._run(entry, operation, credentials, progress, priority)
+                await entry.mutex.acquire()
         except TimeoutError:
-            result = Result(
-                Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
-            )
-            self._record(entry, result)
+            # Never tried: another operation had the lock all along. Nothing to say of health.
+            return Result(Outcome.TIMED_OUT, f"the lock was busy for all of {timeout_s:g} s"), None
         finally:
-            if entry.wanted and entry.mutex.locked() is False:
-                pass
-        bound.info("operation ended", outcome=str(result.outcome), reason=result.reason)
-        await self._after(entry)
-        return result
+            entry.waiting -= 1
+            if not entry.waiting:
+                entry.operation_waits.clear()
+        attempt = _Attempt()
+        try:
+            await self._drain(entry)
+            before = entry.lock_state
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    result = await self._run(
+                        entry,
+                        operation=operation,
+                        credentials=credentials,
+                        progress=progress,
+                        priority=priority,
+                        attempt=attempt,
+                    )
+            except TimeoutError:
+                result = Result(
+                    Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
+                )
+                if attempt.started:
+                    self._record(entry, result)
+            finally:
+                # Also when cancelled: the link is kept for a watch or let go, never left over.
+                await self._keep_or_drop(entry)
+        finally:
+            entry.mutex.release()
+        log.info(
+            "operation ended",
+            bike=entry.bike,
+            operation=str(operation),
+            outcome=str(result.outcome),
+            reason=result.reason,
+        )
+        await self._publish_health(entry)
+        return result, before
 
     async def _run(
         self,
         entry: _Lock,
+        *,
         operation: Operation,
         credentials: Credentials | None,
         progress: ProgressSink,
         priority: Priority,
+        attempt: _Attempt,
     ) -> Result:
         steps = self._settings.steps
         reading = Reading()
         hardware: HardwareState | None = None
         try:
-            link = await self._link(entry, priority)
+            link = await self._link(entry, priority, attempt)
             await progress(StepReached(Step.CONNECTED, self._clock()))
             sighting = self._discovery.sighting(entry.bike)
             reading = Reading(rssi=sighting.rssi if sighting else None)
@@ -308,8 +376,9 @@ class Driver:
                             if operation is Operation.UNLOCK
                             else LockState.LOCKED
                         )
-                        state = await conversation.move(target)
-                        reading = _merge(reading, Reading(lock_state=state))
+                        reading = _merge(
+                            reading, Reading(lock_state=await conversation.move(target))
+                        )
                 finally:
                     hardware = conversation.observed.hardware_state
                     if conversation.observed.alarm is not None:
@@ -328,10 +397,15 @@ class Driver:
         except OperationError as err:
             if err.outcome is Outcome.UNREACHABLE:
                 self._discovery.forget(entry.bike)
-            if err.outcome in (Outcome.BLOCKED,):
+            if err.outcome is Outcome.BLOCKED:
                 hardware = HardwareState.ERROR
             result = Result(err.outcome, err.reason, reading, hardware)
-        self._record(entry, result)
+        except Exception as err:  # perform never raises: the bug is logged whole, the link let go
+            log.exception("operation failed unexpectedly", bike=entry.bike)
+            result = Result(Outcome.UNREACHABLE, f"unexpected failure: {type(err).__name__}")
+            await self._drop_link(entry)
+        if attempt.started:
+            self._record(entry, result)
         return result
 
     def _record(self, entry: _Lock, result: Result) -> None:
@@ -345,14 +419,25 @@ class Driver:
             entry.lock_state = result.reading.lock_state
         entry.reading = _merge(entry.reading, result.reading)
 
-    async def _link(self, entry: _Lock, priority: Priority) -> Link:
-        """The lock's open link (a watch's, taken over) or a new one in a new slot."""
+    async def _link(self, entry: _Lock, priority: Priority, attempt: _Attempt) -> Link:
+        """The lock's open link (a watch's, taken over) or a new one in a new slot.
+
+        A sync takes a slot only if one is free: it never waits behind watches, and a read that
+        did not happen says nothing of the lock's health.
+        """
         if entry.linked and entry.slot is not None:
             self.slots.repurpose(entry.slot, priority)
+            attempt.started = True
             assert entry.link is not None
             return entry.link
         await self._drop_link(entry)
-        slot = await self.slots.acquire(entry.bike, priority)
+        if priority is Priority.SYNC:
+            slot = self.slots.try_acquire(entry.bike, priority)
+            if slot is None:
+                raise OperationError(Outcome.NO_SLOT, "every connection slot is taken")
+        else:
+            slot = await self.slots.acquire(entry.bike, priority)
+        attempt.started = True
         try:
             entry.link = await self._connect(entry)
         except BaseException:
@@ -383,23 +468,24 @@ class Driver:
     async def _drop_link(self, entry: _Lock) -> None:
         link, entry.link = entry.link, None
         slot, entry.slot = entry.slot, None
-        if link is not None:
-            await link.close(self._settings.steps.disconnect_s)
-        if slot is not None:
-            self.slots.release(slot)
+        entry.gdio.reset()
+        try:
+            if link is not None:
+                await link.close(self._settings.steps.disconnect_s)
+        finally:
+            if slot is not None:
+                self.slots.release(slot)
 
-    async def _after(self, entry: _Lock) -> None:
-        """After an operation: keep the link for a watch if the lock is open, else let it go."""
-        await self._publish_health(entry)
-        if self._should_watch(entry) and entry.linked and entry.slot is not None:
+    async def _keep_or_drop(self, entry: _Lock) -> None:
+        """In the lock's turn, after an operation: keep the link for a watch, or let it go."""
+        if not self._should_watch(entry):
+            await self._drop_link(entry)
+            return
+        if entry.linked and entry.slot is not None:
             self.slots.repurpose(entry.slot, Priority.WATCH)
-            self._ensure_watcher(entry)
-        elif entry.link is not None and not entry.mutex.locked():
-            async with entry.mutex:
-                if not self._should_watch(entry) or not entry.linked:
-                    await self._drop_link(entry)
-        elif self._should_watch(entry):
-            self._ensure_watcher(entry)
+        else:
+            await self._drop_link(entry)
+        self._ensure_watcher(entry)
 
     def _should_watch(self, entry: _Lock) -> bool:
         return (
@@ -410,94 +496,105 @@ class Driver:
 
     # --- watching ------------------------------------------------------------------------
 
-    @staticmethod
-    def _busy(entry: _Lock) -> bool:
-        """Operations wait for the lock, or its link is gone: a watch must not listen now."""
-        return bool(entry.wanted) or not entry.linked
-
     def _ensure_watcher(self, entry: _Lock) -> None:
-        if entry.watcher is None or entry.watcher.done():
-            assert self._tasks is not None
+        if (entry.watcher is None or entry.watcher.done()) and self._tasks is not None:
             entry.watcher = self._tasks.create_task(self._watch(entry), name=f"watch-{entry.bike}")
 
     async def _watch(self, entry: _Lock) -> None:
-        """Keep a link to an open lock and mirror what it indicates, until it is closed."""
-        bound = log.bind(bike=entry.bike)
-        try:
-            while self._should_watch(entry):
-                if entry.wanted:
-                    await self._step_aside(entry)
-                    continue
-                if not entry.linked:
-                    if not await self._rewatch(entry):
-                        await asyncio.sleep(self._settings.watch_retry_s)
-                    continue
+        """Keep a link to an open lock and mirror what it indicates, until it is closed.
+
+        The watch holds the lock's turn only while nobody else wants it: an operation that
+        arrives takes the turn (and the link) at once, and the watch queues behind it.
+        """
+        base = self._settings.watch_retry_s
+        backoff = base
+        while self._should_watch(entry):
+            pause = 0.0
+            try:
                 async with entry.mutex:
-                    link, slot = entry.link, entry.slot
-                    if self._busy(entry) or link is None or slot is None:
-                        continue
-                    await self._listen(entry, link, slot)
-                if entry.slot is not None and entry.slot.evicted.is_set() and not entry.wanted:
-                    bound.info("watch gives its slot to a command")
-                    async with entry.mutex:
-                        await self._drop_link(entry)
-        finally:
-            bound.debug("watch ends")
-            if not entry.mutex.locked() and not self._should_watch(entry):
+                    if entry.waiting or not self._should_watch(entry):
+                        continue  # the waiting operation goes first; this loop queues behind it
+                    if entry.linked:
+                        await self._listen(entry)
+                    elif await self._rewatch(entry):
+                        backoff = base
+                    else:
+                        pause, backoff = backoff, min(backoff * 2, self._settings.sync_interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watch failed", bike=entry.bike)
+                pause, backoff = backoff, min(backoff * 2, self._settings.sync_interval_s)
+            if pause:
+                await asyncio.sleep(pause)
+        async with entry.mutex:
+            if not self._should_watch(entry):
                 await self._drop_link(entry)
 
-    async def _step_aside(self, entry: _Lock) -> None:
-        """Let waiting operations have the lock (asyncio.Lock serves waiters in order)."""
-        async with entry.mutex:
-            pass
-        entry.wakeup.clear()
-        if entry.wanted:
-            await entry.wakeup.wait()
-
     async def _rewatch(self, entry: _Lock) -> bool:
-        """Connect again for a watch, with the lowest priority; False if it failed."""
-        slot = await self.slots.acquire(entry.bike, Priority.WATCH)
-        async with entry.mutex:
-            if entry.linked or not self._should_watch(entry):
-                self.slots.release(slot)
-                return True
-            await self._drop_link(entry)
-            try:
-                entry.link = await self._connect(entry)
-            except OperationError as err:
-                self.slots.release(slot)
-                self._record(entry, Result(err.outcome, err.reason))
-                await self._publish_health(entry)
-                log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
-                return False
-            entry.slot = slot
-            self._record(entry, Result(Outcome.OK, "watch connected"))
+        """Connect again for a watch, in the lock's turn; False if not now (no slot) or failed."""
+        if self._connecting.locked():
+            return False  # a command's connection attempt goes first
+        slot = self.slots.try_acquire(entry.bike, Priority.WATCH)
+        if slot is None:
+            return False
+        await self._drop_link(entry)
+        try:
+            entry.link = await self._connect(entry)
+        except OperationError as err:
+            self.slots.release(slot)
+            if err.outcome is Outcome.UNREACHABLE:
+                self._discovery.forget(entry.bike)
+            self._record(entry, Result(err.outcome, err.reason))
             await self._publish_health(entry)
-            return True
+            log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
+            return False
+        except BaseException:
+            self.slots.release(slot)
+            raise
+        entry.slot = slot
+        self._record(entry, Result(Outcome.OK, "watch connected"))
+        await self._publish_health(entry)
+        return True
 
-    async def _listen(self, entry: _Lock, link: Link, slot: Slot) -> None:
-        """Mirror the link's unprompted status indications until something needs attention."""
-        queue = link.listen()
-        reassembler = Reassembler(GDIO_MIN_LENGTH)
-        entry.wakeup.clear()
-        while self._should_watch(entry) and not entry.wanted and not slot.evicted.is_set():
-            chunk = await _first(queue, link.lost, slot.evicted, entry.wakeup)
-            if chunk is None:
+    async def _listen(self, entry: _Lock) -> None:
+        """In the lock's turn: mirror the link's unprompted statuses until something else is due."""
+        link, slot = entry.link, entry.slot
+        assert link is not None
+        assert slot is not None
+        entry.listening = True
+        try:
+            while self._should_watch(entry) and not entry.waiting:
+                chunk = await _first(link.chunks, link.lost, slot.evicted, entry.operation_waits)
+                if chunk is not None:
+                    await self._on_watched_chunk(entry, chunk)
+                    continue
                 if link.lost.is_set():
                     log.info("watched link dropped", bike=entry.bike)
                     self._record(entry, Result(Outcome.LINK_LOST, "watched link dropped"))
-                    await self._publish_health(entry)
                     await self._drop_link(entry)
-                entry.wakeup.clear()
+                    await self._publish_health(entry)
+                elif slot.evicted.is_set() and not entry.waiting:
+                    log.info("watch gives its slot to a command", bike=entry.bike)
+                    await self._drop_link(entry)
                 return
-            await self._on_watched_chunk(entry, reassembler, chunk)
+        finally:
+            entry.listening = False
 
-    async def _on_watched_chunk(self, entry: _Lock, reassembler: Reassembler, chunk: Chunk) -> None:
+    async def _drain(self, entry: _Lock) -> None:
+        """Mirror what the lock said since the watch last listened, before an operation talks."""
+        if entry.link is None:
+            return
+        chunks = entry.link.chunks
+        while not chunks.empty():
+            await self._on_watched_chunk(entry, chunks.get_nowait())
+
+    async def _on_watched_chunk(self, entry: _Lock, chunk: Chunk) -> None:
         channel, data = chunk
         if channel is not Channel.GDIO:
             return
         try:
-            frame = reassembler.feed(data)
+            frame = entry.gdio.feed(data)
             if frame is None:
                 return
             decoded = GdioFrame.decode(frame)
@@ -524,45 +621,30 @@ class Driver:
 
     # --- syncing and health --------------------------------------------------------------
 
-    async def read(self, bike: str, cause: Cause, timeout_s: float) -> Result:
-        """Read a lock outside a command, reporting what changed with ``cause``."""
-        entry = self._locks[bike]
-        before = entry.lock_state
-        result = await self._perform(
-            entry,
-            operation=Operation.READ,
-            credentials=None,
-            timeout_s=timeout_s,
-            progress=_no_progress,
-            priority=Priority.SYNC,
-        )
-        now = self._clock()
-        if result.reading.lock_state is not None and result.reading.lock_state is not before:
-            await self._observe(StateObserved(bike, result.reading.lock_state, cause, now))
-        if result.ok:
-            await self._observe(ReadingObserved(bike, result.reading, now))
-        return result
-
     async def _sync_loop(self) -> None:
-        """Read every lock that is not watched once per ``sync_interval_s``.
+        """Read every lock that is not watched once per ``sync_interval_s``, one at a time.
 
         The first read of each lock is the service's (cause ``startup``); this loop counts from
-        the driver's start for a lock not tried since.
+        the driver's start for a lock not tried since. A read that finds no free slot is tried
+        again at the next tick.
         """
         interval = self._settings.sync_interval_s
         tick = min(interval / 4, 5.0)
         started = self._clock()
+        timeout = self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
         while True:
             await asyncio.sleep(tick)
-            now = self._clock()
             for entry in self._locks.values():
+                now = self._clock()
                 due = (now - (entry.last_attempt or started)).total_seconds() >= interval
-                if due and not entry.linked and not entry.mutex.locked() and not entry.wanted:
-                    async with self._syncing:
-                        timeout = (
-                            self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
-                        )
-                        await self.read(entry.bike, Cause.SYNC, timeout)
+                if not due or entry.linked or entry.mutex.locked() or entry.waiting:
+                    continue
+                try:
+                    await self.read(entry.bike, Cause.SYNC, timeout)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sync failed", bike=entry.bike)
 
     async def _health_loop(self) -> None:
         while True:
@@ -573,24 +655,25 @@ class Driver:
     async def _publish_health(self, entry: _Lock) -> None:
         if not entry.health.known:
             return  # nothing to say of a lock not yet tried
-        view = entry.health.view(self._clock())
-        last = entry.last_view
-        if last is not None and (last.health, last.hardware_state) == (
-            view.health,
-            view.hardware_state,
-        ):
-            return
-        entry.last_view = view
-        await self._observe(
-            HealthObserved(
-                entry.bike,
+        async with entry.publishing:  # one at a time per lock, so they arrive in order
+            view = entry.health.view(self._clock())
+            last = entry.last_view
+            if last is not None and (last.health, last.hardware_state) == (
                 view.health,
                 view.hardware_state,
-                view.last_seen,
-                view.dead_since,
-                self._clock(),
+            ):
+                return
+            entry.last_view = view
+            await self._observe(
+                HealthObserved(
+                    entry.bike,
+                    view.health,
+                    view.hardware_state,
+                    view.last_seen,
+                    view.dead_since,
+                    self._clock(),
+                )
             )
-        )
 
     async def _observe(self, observation: Observation) -> None:
         try:

@@ -2,8 +2,8 @@
 
 A :class:`Link` connects with ``establish_connection`` under a safety timeout, subscribes to the
 lock's GDIO and USDIO indications, writes frames in 20-byte chunks with response, and reads the
-standard battery and firmware characteristics. Indicated chunks go to one listener at a time (an
-operation while it runs, the watch between operations), as an :class:`asyncio.Queue`. Every bleak
+standard battery and firmware characteristics. Indicated chunks wait in one queue for whoever holds
+the lock's turn (an operation while it runs, the watch between operations). Every bleak
 failure leaves this module as an :class:`~lockgate.ble.errors.OperationError`.
 """
 
@@ -139,12 +139,13 @@ class Link:
 
     # --- listening -------------------------------------------------------------------------
 
-    def listen(self) -> asyncio.Queue[Chunk]:
-        """Route every chunk from now on to a fresh queue, and return it.
+    @property
+    def chunks(self) -> asyncio.Queue[Chunk]:
+        """Every chunk the lock indicated, in order, until read: one queue for the link's life.
 
-        The previous listener's queue gets nothing more: chunks belong to whoever listens last.
+        Whoever holds the lock's turn reads it (an operation, or the watch between operations),
+        so nothing the lock says between two of them is lost.
         """
-        self._queue = asyncio.Queue()
         return self._queue
 
     async def next_chunk(self, queue: asyncio.Queue[Chunk], timeout_s: float, doing: str) -> Chunk:
