@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,27 +140,12 @@ async def test_sigkill_at_random_instants_loses_nothing_and_repeats_nothing(
             }
         )
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        str(config),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    zygote = Zygote(process)
     try:
-        for _ in range(KILLS):
-            pid = await zygote.ask("run")
-            await asyncio.sleep(rng.uniform(0.005, 0.4))
-            os.kill(pid, signal.SIGKILL)
-            code = await zygote.ask(f"wait {pid}")
-            assert code == -signal.SIGKILL, f"the worker ended by itself ({code}): see {log}"
-        pid = await zygote.ask("run final")
-        assert await zygote.ask(f"wait {pid}", timeout_s=120) == 0, f"see {log}"
+        async with Zygote.started(WORKER, config, log) as zygote:
+            for _ in range(KILLS):
+                await zygote.run_and_kill(rng.uniform(0.005, 0.4))
+            await zygote.run_to_the_end(timeout_s=120)
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
         server.close()
         await server.wait_closed()
 

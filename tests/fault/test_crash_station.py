@@ -18,13 +18,10 @@ run's instants.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
-import signal
-import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,13 +29,13 @@ from typing import Any
 import pytest
 
 from lockgate.contract.times import format_time
-from lockgate.model import CommandState, Profile
+from lockgate.model import Profile
 from lockgate.protocol.credentials import signed_byte_string
 from lockgate.store import Store
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 from tests.fault.crash_station import STATION_KEY, station
-from tests.fault.zygote import Zygote
+from tests.fault.zygote import Zygote, check_each_command_ended_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -153,29 +150,12 @@ async def test_sigkill_against_the_simulator_loses_nothing_and_repeats_nothing(
                 }
             )
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(WORKER),
-            str(config),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        zygote = Zygote(process)
-        try:
+        async with Zygote.started(WORKER, config, log) as zygote:
             for run in range(KILLS):
                 released.write_text(str(min(len(requests), (run + 1) * per_run)))
-                pid = await zygote.ask("run")
-                await asyncio.sleep(rng.uniform(0.05, 1.0))
-                os.kill(pid, signal.SIGKILL)
-                code = await zygote.ask(f"wait {pid}")
-                assert code == -signal.SIGKILL, f"the station ended by itself ({code}): see {log}"
+                await zygote.run_and_kill(rng.uniform(0.05, 1.0))
             released.write_text(str(len(requests)))
-            pid = await zygote.ask("run final")
-            assert await zygote.ask(f"wait {pid}", timeout_s=300) == 0, f"see {log}"
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+            await zygote.run_to_the_end(timeout_s=300)
         bolts = {view.name: view for view in (await sim.control.show()).locks}
 
     config_locks = json.loads(config.read_text())
@@ -189,22 +169,9 @@ async def test_sigkill_against_the_simulator_loses_nothing_and_repeats_nothing(
 
     # Every command ended, once: one final document (published again after a kill, never a
     # different one), versions 1..n without gaps.
-    documents: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for message in messages:
-        if message["kind"] == "command":
-            document = json.loads(message["payload"])
-            documents[document["id"]].append(document)
-    for command_id, record in records.items():
-        assert record is not None, command_id
-        assert record.state.final, (command_id, record.state)
-        versions = sorted({document["version"] for document in documents[command_id]})
-        assert versions == list(range(1, record.version + 1)), (command_id, versions)
-        finals = {
-            json.dumps(d, sort_keys=True)
-            for d in documents[command_id]
-            if CommandState(d["state"]["value"]).final
-        }
-        assert len(finals) == 1, (command_id, finals)
+    check_each_command_ended_once(
+        records, (json.loads(m["payload"]) for m in messages if m["kind"] == "command")
+    )
 
     # No lock was told to open more often than it was asked to.
     opens = Counter(r["bike"] for r in requests if r["command"] in ("unlock", "force-unlock"))

@@ -9,14 +9,21 @@ side talks to it through :class:`Zygote`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from lockgate.model import CommandState
+from lockgate.store import CommandRecord
 
 Work = Callable[[dict[str, Any], bool], Coroutine[Any, Any, None]]
 """Builds a worker's coroutine from the config and whether this is the final run."""
@@ -48,8 +55,40 @@ def serve(config: dict[str, Any], work: Work) -> None:
 class Zygote:
     """The test's end of a zygote process."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
         self.process = process
+        self.log = log
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def started(cls, worker: Path, config: Path, log: Path) -> AsyncIterator[Zygote]:
+        """Start ``worker`` (a script that calls :func:`serve`) as a zygote; stop it after."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(worker),
+            str(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            yield cls(process, log)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+    async def run_and_kill(self, after_s: float) -> None:
+        """Start a worker, SIGKILL it ``after_s`` later; it must not have ended by itself."""
+        pid = await self.ask("run")
+        await asyncio.sleep(after_s)
+        os.kill(pid, signal.SIGKILL)
+        code = await self.ask(f"wait {pid}")
+        assert code == -signal.SIGKILL, f"the worker ended by itself ({code}): see {self.log}"
+
+    async def run_to_the_end(self, timeout_s: float) -> None:
+        """Start the final worker and wait for it to finish cleanly."""
+        pid = await self.ask("run final")
+        assert await self.ask(f"wait {pid}", timeout_s=timeout_s) == 0, f"see {self.log}"
 
     async def ask(self, line: str, timeout_s: float = 10) -> int:
         assert self.process.stdin is not None
@@ -60,3 +99,24 @@ class Zygote:
             answer = (await self.process.stdout.readline()).decode().split()
         assert len(answer) == 2, f"the zygote answered {answer!r} to {line!r}"
         return int(answer[1])
+
+
+def check_each_command_ended_once(
+    records: Mapping[str, CommandRecord | None], documents: Iterable[dict[str, Any]]
+) -> None:
+    """Every command is final in the store, and its published documents (a message may come
+    twice, at least once) are versions 1..n without a gap with exactly one final document."""
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for document in documents:
+        by_id[document["id"]].append(document)
+    for command_id, record in records.items():
+        assert record is not None, command_id
+        assert record.state.final, (command_id, record.state)
+        versions = sorted({document["version"] for document in by_id[command_id]})
+        assert versions == list(range(1, record.version + 1)), (command_id, versions)
+        finals = {
+            json.dumps(document, sort_keys=True)
+            for document in by_id[command_id]
+            if CommandState(document["state"]["value"]).final
+        }
+        assert len(finals) == 1, (command_id, finals)
