@@ -108,7 +108,6 @@ class _Lock:
     last_attempt: datetime | None = None
     last_view: HealthView | None = None
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    reading: Reading = field(default_factory=Reading)
 
     @property
     def bike(self) -> str:
@@ -207,21 +206,6 @@ class Driver:
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         self._locks[bike].standing = credentials
-
-    def seed(self, bike: str, lock_state: LockState, last_seen: datetime | None) -> None:
-        """What the store remembers of a lock, before the first read."""
-        entry = self._locks[bike]
-        entry.lock_state = lock_state
-        if last_seen is not None:
-            entry.health = HealthTracker(
-                self._clock(),
-                dead_after=timedelta(seconds=self._settings.dead_after_s),
-                long_dead_after=timedelta(seconds=self._settings.long_dead_after_s),
-                last_seen=last_seen,
-            )
-
-    def health(self, bike: str) -> HealthView:
-        return self._locks[bike].health.view(self._clock())
 
     def watched(self) -> list[str]:
         """The locks whose watch is listening right now."""
@@ -417,7 +401,6 @@ class Driver:
             entry.health.reached(now, result.hardware_state)
         if result.reading.lock_state is not None:
             entry.lock_state = result.reading.lock_state
-        entry.reading = _merge(entry.reading, result.reading)
 
     async def _link(self, entry: _Lock, priority: Priority, attempt: _Attempt) -> Link:
         """The lock's open link (a watch's, taken over) or a new one in a new slot.
@@ -612,7 +595,6 @@ class Driver:
         entry.health.reached(now, meaning.hardware_state)
         if status in (Status.ALARM_ON, Status.ALARM_OFF):
             reading = Reading(alarm=status is Status.ALARM_ON)
-            entry.reading = _merge(entry.reading, reading)
             await self._observe(ReadingObserved(entry.bike, reading, now))
         if meaning.lock_state is not None and meaning.lock_state is not entry.lock_state:
             entry.lock_state = meaning.lock_state

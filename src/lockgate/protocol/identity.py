@@ -55,7 +55,3 @@ def profile_of_name(name: str) -> Profile | None:
         if pattern.match(name):
             return profile
     return None
-
-
-def is_lock_name(name: str) -> bool:
-    return profile_of_name(name) is not None

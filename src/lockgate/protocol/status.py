@@ -54,13 +54,6 @@ class Meaning:
     notice: Notice | None = None
     authorised: bool = False
 
-    @property
-    def final(self) -> bool:
-        """The status ends a motion: the lock reached a position, or could not."""
-        return self.lock_state in (LockState.LOCKED, LockState.UNLOCKED, LockState.UNKNOWN) or (
-            self.error is not None
-        )
-
 
 _NORMAL = HardwareState.NORMAL
 MEANINGS: dict[Status, Meaning] = {
