@@ -143,3 +143,26 @@ async def test_an_operation_cancelled_mid_motion_leaves_nothing_held(
         bike, Operation.READ, s.credentials(0), timeout_s=30, progress=ProgressLog()
     )
     assert after.ok, after.reason
+
+
+async def test_a_lock_left_in_doubt_is_read_again_soon(station: StationFactory) -> None:
+    s = await station(time_scale=0.2, watch=True, sync_interval_s=3600.0)
+    bike = s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    await s.sim.control.set_motor_ms(s.lock(0).name, 5000)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.3):  # the engine gives up; the motor goes on
+            await s.driver.perform(
+                bike, Operation.UNLOCK, None, timeout_s=30, progress=ProgressLog()
+            )
+
+    def synced() -> list[LockState]:
+        return [
+            o.lock_state
+            for o in s.observations
+            if isinstance(o, StateObserved) and o.bike == bike and o.cause is Cause.SYNC
+        ]
+
+    # Not after sync_interval_s (an hour): at the sync loop's next tick.
+    await s.wait_for(lambda: LockState.UNLOCKED in synced(), timeout_s=20)
+    await manual_close_is_mirrored(s, 0)

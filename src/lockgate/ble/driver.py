@@ -106,6 +106,9 @@ class _Lock:
     listening: bool = False
     gdio: Reassembler = field(default_factory=lambda: Reassembler(GDIO_MIN_LENGTH))
     last_attempt: datetime | None = None
+    recheck: bool = False
+    """An operation ended without knowing where the bolt is (cancelled, timed out, link lost
+    mid-motion): the sync loop reads the lock at its next tick instead of waiting an interval."""
     last_view: HealthView | None = None
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -292,6 +295,7 @@ class Driver:
             if not entry.waiting:
                 entry.operation_waits.clear()
         attempt = _Attempt()
+        entry.recheck = entry.recheck or operation is not Operation.READ
         try:
             await self._drain(entry)
             before = entry.lock_state
@@ -395,6 +399,8 @@ class Driver:
     def _record(self, entry: _Lock, result: Result) -> None:
         now = self._clock()
         entry.last_attempt = now
+        if result.reading.lock_state is not None:
+            entry.recheck = False
         if result.outcome in _MISSES:
             entry.health.missed(now)
         else:
@@ -607,8 +613,9 @@ class Driver:
         """Read every lock that is not watched once per ``sync_interval_s``, one at a time.
 
         The first read of each lock is the service's (cause ``startup``); this loop counts from
-        the driver's start for a lock not tried since. A read that finds no free slot is tried
-        again at the next tick.
+        the driver's start for a lock not tried since. A lock an operation left in doubt
+        (``recheck``) is read at the next tick. A read that finds no free slot is tried again at
+        the next tick.
         """
         interval = self._settings.sync_interval_s
         tick = min(interval / 4, 5.0)
@@ -618,9 +625,11 @@ class Driver:
             await asyncio.sleep(tick)
             for entry in self._locks.values():
                 now = self._clock()
-                due = (now - (entry.last_attempt or started)).total_seconds() >= interval
+                since = now - (entry.last_attempt or started)
+                due = entry.recheck or since.total_seconds() >= interval
                 if not due or entry.linked or entry.mutex.locked() or entry.waiting:
                     continue
+                entry.recheck = False  # one read settles the doubt, whatever it can read
                 try:
                     await self.read(entry.bike, Cause.SYNC, timeout)
                 except asyncio.CancelledError:
