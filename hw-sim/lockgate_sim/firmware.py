@@ -24,6 +24,7 @@ from enum import Enum, StrEnum
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ChecksumError, FrameError
 from lockgate.protocol.frames import (
+    USDIO_MIN_LENGTH,
     GdioCommand,
     GdioItem,
     GdioRequest,
@@ -56,7 +57,6 @@ BATTERY_LOW_PERCENT = 15
 CONFIG_OPEN = 0x0B
 CONFIG_CLOSED = 0x02
 CONFIG_UNKNOWN = 0x0F
-USDIO_MIN_LENGTH = 2 + 16
 
 
 class Bolt(StrEnum):

@@ -22,6 +22,7 @@ from lockgate.contract import (
     read_envelope,
     validate,
 )
+from lockgate.contract.request import FIELDS
 from lockgate.model import CommandName, ErrorCode, ForceReason, Profile
 from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string
 
@@ -284,20 +285,7 @@ JSON = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(
-            [
-                "command",
-                "bike",
-                "timeout_at",
-                "user_id",
-                "credentials",
-                "end_rental",
-                "reason",
-                "comment",
-                "power_cycle",
-                "x",
-            ]
-        ),
+        st.sampled_from([*(field for field in FIELDS if field != "id"), "x"]),
         JSON
         | st.sampled_from(
             [

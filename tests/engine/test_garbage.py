@@ -8,22 +8,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lockgate.contract.request import FIELDS as REQUEST_FIELDS
 from lockgate.model import Admission
 from tests.engine.harness import SHAREE_JSON, Harness
 
-FIELDS = [
-    "id",
-    "command",
-    "bike",
-    "timeout_at",
-    "user_id",
-    "credentials",
-    "end_rental",
-    "reason",
-    "comment",
-    "power_cycle",
-    "extra",
-]
+FIELDS = [*REQUEST_FIELDS, "extra"]
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: (

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -46,6 +46,7 @@ from lockgate.ble.operation import (
     StepReached,
 )
 from lockgate.ble.slots import Priority, Slot, SlotPool
+from lockgate.clock import utc_now
 from lockgate.model import Cause, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ProtocolError
@@ -59,10 +60,6 @@ log = structlog.get_logger(__name__)
 _MISSES = frozenset(
     {Outcome.UNREACHABLE, Outcome.BUSY, Outcome.NO_SLOT, Outcome.LINK_LOST, Outcome.TIMED_OUT}
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ _ONLY_FOR: dict[str, frozenset[CommandName]] = {
 }
 _NEEDS_USER = frozenset({CommandName.BOOK, CommandName.CANCEL_BOOKING})
 # Reported first when several fields are wrong, so the answer names the most basic problem.
-_FIELD_ORDER = (
+FIELDS = (
     "id",
     "command",
     "bike",
@@ -274,7 +274,7 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
 
     def rank(error: Any) -> int:
         location = error["loc"][0] if error["loc"] else ""
-        return _FIELD_ORDER.index(location) if location in _FIELD_ORDER else len(_FIELD_ORDER)
+        return FIELDS.index(location) if location in FIELDS else len(FIELDS)
 
     error = min(err.errors(include_input=False, include_url=False), key=rank)
     location = str(error["loc"][0]) if error["loc"] else "request"

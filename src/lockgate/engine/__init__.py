@@ -7,6 +7,7 @@ observes (:meth:`Engine.observe`), and writes every change with its messages to 
 :func:`~lockgate.engine.booking.decide`.
 """
 
+from lockgate.clock import utc_now
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
 from lockgate.engine.engine import (
     Clock,
@@ -14,7 +15,6 @@ from lockgate.engine.engine import (
     EngineStateError,
     Recovery,
     Submission,
-    utc_now,
 )
 
 __all__ = [

@@ -20,7 +20,7 @@ import contextlib
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self, TypedDict
 from uuid import uuid4
 
@@ -40,6 +40,7 @@ from lockgate.ble.operation import (
     Step,
     StepReached,
 )
+from lockgate.clock import utc_now
 from lockgate.contract.documents import (
     AlarmEvent,
     BatteryEvent,
@@ -91,10 +92,6 @@ DEFAULT_SETTLE_TIMEOUT_S = 30.0
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
 _PRUNE_INTERVAL = timedelta(hours=1)
 _MOTION_ENDS = {Operation.UNLOCK: LockState.UNLOCKED, Operation.LOCK: LockState.LOCKED}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class EngineStateError(RuntimeError):

@@ -25,6 +25,8 @@ CHUNK_SIZE = 20
 
 GDIO_REQUEST_LENGTH = 6
 GDIO_MIN_LENGTH = 4
+USDIO_MIN_LENGTH = 2 + BLOCK
+"""A USDIO wire frame: auth id, length, and at least one AES block."""
 USDIO_INNER_MIN_LENGTH = 6
 USDIO_MAX_CIPHERTEXT = 240
 """Longest ciphertext accepted (15 blocks): well above the longest frame of the protocol (64)."""
@@ -175,7 +177,7 @@ class UsdioMessage:
 
 def wire_auth_id(frame: bytes) -> int:
     """Check a USDIO wire frame's outer layout and return the auth id that picks its key."""
-    if len(frame) < 2 + BLOCK:
+    if len(frame) < USDIO_MIN_LENGTH:
         raise FrameError(f"USDIO frame of {len(frame)} bytes is shorter than one block")
     if frame[1] != len(frame):
         raise FrameError(f"USDIO frame says {frame[1]} bytes but has {len(frame)}")

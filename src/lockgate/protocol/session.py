@@ -20,6 +20,7 @@ from lockgate.protocol.errors import FrameError, SessionStateError, UnexpectedFr
 from lockgate.protocol.frames import (
     GDIO_MIN_LENGTH,
     REQUEST_IV,
+    USDIO_MIN_LENGTH,
     GdioFrame,
     GdioType,
     LockAction,
@@ -138,7 +139,7 @@ class Session:
         self._iv: bytes | None = None
         self._counter = 0
         self._gdio = Reassembler(GDIO_MIN_LENGTH)
-        self._usdio = Reassembler(2 + 16)
+        self._usdio = Reassembler(USDIO_MIN_LENGTH)
 
     def __repr__(self) -> str:
         return f"Session(state={self._state.value}, auth_id={self._credentials.auth_id})"
