@@ -208,20 +208,26 @@ def _open_signed(
         # A base64url string whose unused low bits are set decodes to the same bytes: refused,
         # so that any change to a token's characters is a refused token.
         return Refused(ErrorCode.BAD_SIGNATURE, "the token is not canonical base64url")
+    # An id read before the signature is checked may only be echoed in an error document.
+    unverified = _usable_id(_json_object(_canonical(payload_segment)))
+
+    def untrusted(code: ErrorCode, reason: str) -> Refused:
+        return Refused(code, reason, correlation_id=unverified)
+
     header = _json_object(_canonical(header_segment))
     if header is None:
-        return Refused(ErrorCode.BAD_SIGNATURE, "the token's header is not base64url JSON")
+        return untrusted(ErrorCode.BAD_SIGNATURE, "the token's header is not base64url JSON")
     if header.get("alg") != SIGNING_ALGORITHM:
-        return Refused(ErrorCode.BAD_SIGNATURE, f"alg: must be {SIGNING_ALGORITHM}")
+        return untrusted(ErrorCode.BAD_SIGNATURE, f"alg: must be {SIGNING_ALGORITHM}")
     if not header.keys() <= _SIGNED_HEADER:
         allowed = ", ".join(sorted(_SIGNED_HEADER))
-        return Refused(ErrorCode.BAD_SIGNATURE, f"the token's header may hold only {allowed}")
+        return untrusted(ErrorCode.BAD_SIGNATURE, f"the token's header may hold only {allowed}")
     kid = header.get("kid")
     if not isinstance(kid, str):
-        return Refused(ErrorCode.UNKNOWN_KEY, "kid: required, naming the backend key that signed")
+        return untrusted(ErrorCode.UNKNOWN_KEY, "kid: required, naming the backend key that signed")
     key = backend_keys.get(kid)
     if key is None:
-        return Refused(
+        return untrusted(
             ErrorCode.UNKNOWN_KEY, f"kid: {_show(kid)} is not a backend key of this station"
         )
     try:
@@ -229,7 +235,7 @@ def _open_signed(
     except (JoseError, ValueError, TypeError):
         verified = None
     if verified is None:
-        return Refused(
+        return untrusted(
             ErrorCode.BAD_SIGNATURE, f"the signature does not verify with key {_show(kid)}"
         )
 
