@@ -117,6 +117,29 @@ class StoreSection(_Section):
     key_file: Path = Path("/var/lib/lockgate/store.key")
 
 
+class CommandsSection(_Section):
+    """Signed and sealed commands (docs/mqtt-contract.md). ``require_signed = false`` is for the
+    demo only: the station then accepts unsigned requests too, and says at start that it is open."""
+
+    require_signed: bool = False
+    backend_keys: list[Path] = Field(default_factory=list)  # Ed25519 public keys: JWK or PEM
+    station_key_file: Path = Path("/var/lib/lockgate/station.jwk")
+
+    @field_validator("backend_keys")
+    @classmethod
+    def _absolute(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not path.is_absolute():
+                raise ValueError(f"{path} must be an absolute path")
+        return paths
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Self:
+        if self.require_signed and not self.backend_keys:
+            raise ValueError("require_signed needs at least one file in backend_keys")
+        return self
+
+
 class LockSection(_Section):
     bike: Annotated[str, Field(pattern=_ID)]
     name: str
@@ -154,6 +177,7 @@ class Config(BaseSettings):
     mqtt: MqttSection = MqttSection()
     ble: BleSection = BleSection()
     store: StoreSection = StoreSection()
+    commands: CommandsSection = CommandsSection()
     locks: list[LockSection] = Field(default_factory=list)
 
     @model_validator(mode="after")

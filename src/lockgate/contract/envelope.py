@@ -148,9 +148,8 @@ def key_id(key: OKPKey) -> str:
 
 def public_jwk(key: OKPKey) -> dict[str, str]:
     """The public half of a key as a JWK, with its RFC 7638 thumbprint as ``kid``."""
-    public = {name: str(value) for name, value in key.as_dict(private=False).items()}
-    public["kid"] = key.thumbprint()
-    return public
+    public = key.as_dict(private=False)
+    return {"kty": "OKP", "crv": str(public["crv"]), "x": str(public["x"]), "kid": key.thumbprint()}
 
 
 def open_request(
