@@ -27,6 +27,7 @@ from lockgate.contract import (
     read_envelope,
     validate,
 )
+from lockgate.contract.documents import BleStatus, SealingKey, StationStatus
 from lockgate.contract.envelope import (
     MAX_LIFETIME,
     BackendKeys,
@@ -226,6 +227,26 @@ def test_the_public_jwk_has_the_thumbprint_as_kid_and_no_private_part() -> None:
     assert set(jwk) == {"kty", "crv", "x", "kid"}
     assert jwk["kid"] == STATION_KEY.thumbprint()
     assert jwk["crv"] == "X25519"
+
+
+def test_a_backend_seals_to_the_key_the_retained_status_publishes() -> None:
+    status = StationStatus(
+        station="FR101",
+        state="online",
+        boot_id="b",
+        version="0.3.0",
+        since=NOW,
+        locks=("FR1540",),
+        outbox_depth=0,
+        ble=BleStatus(adapter="hci0", slots=3, in_use=0),
+        sealing_key=SealingKey(**public_jwk(STATION_KEY)),
+    )
+    published = json.loads(status.to_bytes())
+    assert published["sealing_key"]["kid"] == STATION_KEY.thumbprint()
+    assert str(STATION_KEY.as_dict(private=True)["d"]) not in status.to_bytes().decode()
+    sealed = seal_credentials(CREDENTIALS, published["sealing_key"])
+    request = command(open_(signed({**REQUEST, "credentials": sealed})))
+    assert request.credentials == ShareeCredentials(K_SEED, K_U)
 
 
 # --- every refusal ----------------------------------------------------------------------------
