@@ -38,7 +38,7 @@ from lockgate.contract.envelope import (
 )
 from lockgate.contract.signing import seal_credentials, sign_request
 from lockgate.model import ErrorCode, Profile
-from lockgate.protocol.credentials import ShareeCredentials
+from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string
 
 NOW = datetime(2026, 11, 22, 10, 15, 3, 123000, tzinfo=UTC)
 FINGERPRINT_KEY = b"f" * 32
@@ -247,6 +247,18 @@ def test_a_backend_seals_to_the_key_the_retained_status_publishes() -> None:
     sealed = seal_credentials(CREDENTIALS, published["sealing_key"])
     request = command(open_(signed({**REQUEST, "credentials": sealed})))
     assert request.credentials == ShareeCredentials(K_SEED, K_U)
+
+
+def test_a_signed_and_sealed_request_shows_no_key_byte_to_a_reader_of_the_broker() -> None:
+    token = signed(sealed_request())
+    sealed = json.loads(jws.extract_compact(token).payload)["credentials"].encode()
+    segments = [*token.split(b"."), *sealed.split(b".")]
+    readable = [token, *(base64.urlsafe_b64decode(s + b"=" * (-len(s) % 4)) for s in segments)]
+    forms = [K_SEED, K_U, K_U[:8], *(secret.encode() for secret in SECRETS)]
+    forms.append(signed_byte_string(K_U).encode()[:40])
+    for text in readable:
+        for form in forms:
+            assert form not in text
 
 
 # --- every refusal ----------------------------------------------------------------------------
