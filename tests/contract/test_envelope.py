@@ -465,3 +465,12 @@ def test_any_signed_claims_give_an_answer_never_an_exception(claims: dict[str, A
     envelope = read_envelope(result.payload, fingerprint_key=FINGERPRINT_KEY)
     if isinstance(envelope, Envelope):
         validate(envelope, station=STATION, now=NOW)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jwk", "crit", "b64"]), JSON))
+def test_any_header_gives_a_refusal_never_an_exception(header: dict[str, Any]) -> None:
+    result = open_(with_header(header))
+    assert isinstance(result, Refused)
+    assert result.command_id is None
+    assert result.error_code in (ErrorCode.BAD_SIGNATURE, ErrorCode.UNKNOWN_KEY)
