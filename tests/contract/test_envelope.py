@@ -30,6 +30,7 @@ from lockgate.contract import (
 from lockgate.contract.documents import BleStatus, SealingKey, StationStatus
 from lockgate.contract.envelope import (
     MAX_LIFETIME,
+    REFUSAL_CODES,
     BackendKeys,
     Opened,
     Refused,
@@ -383,6 +384,21 @@ def test_sealed_credentials_that_do_not_open_are_refused() -> None:
     tampered = json.dumps({**sealed, "credentials": ".".join(parts)}).encode()
     refusal = refused(open_(tampered, require_signed=False), ErrorCode.SEALED_UNREADABLE)
     assert refusal.command_id == "c1"  # as any unsigned request's, where those are accepted
+
+
+def test_every_refusal_code_is_reachable() -> None:
+    payloads = {
+        ErrorCode.UNSIGNED: json.dumps(REQUEST).encode(),
+        ErrorCode.BAD_SIGNATURE: sign_raw(jws.extract_compact(signed()).payload, key=OTHER_BACKEND),
+        ErrorCode.UNKNOWN_KEY: sign_request(REQUEST, key=OTHER_BACKEND, station="FR101", now=NOW),
+        ErrorCode.WRONG_AUDIENCE: signed(aud="FR102"),
+        ErrorCode.EXPIRED: signed(exp=NOW.timestamp() - 1),
+        ErrorCode.ID_MISMATCH: signed(jti="c2"),
+        ErrorCode.SEALED_UNREADABLE: signed({**REQUEST, "credentials": "a.b.c.d.e"}),
+    }
+    assert set(payloads) == REFUSAL_CODES
+    for code, payload in payloads.items():
+        refused(open_(payload), code)
 
 
 def test_a_signed_payload_that_is_not_an_object_is_a_bad_request() -> None:

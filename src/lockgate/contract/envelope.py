@@ -50,6 +50,18 @@ _COMPACT_JWE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+){3}
 # refused: each would let the sender steer how the station verifies or decompresses.
 _SIGNED_HEADER = frozenset({"alg", "kid", "typ"})
 _SEALED_HEADER = frozenset({"alg", "enc", "kid", "epk", "apu", "apv", "typ", "cty"})
+# The codes only :func:`open_request` gives: one per check of a signed or sealed request.
+REFUSAL_CODES = frozenset(
+    {
+        ErrorCode.UNSIGNED,
+        ErrorCode.BAD_SIGNATURE,
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.WRONG_AUDIENCE,
+        ErrorCode.EXPIRED,
+        ErrorCode.ID_MISMATCH,
+        ErrorCode.SEALED_UNREADABLE,
+    }
+)
 _STATUS = {
     ErrorCode.UNSIGNED: 401,
     ErrorCode.BAD_SIGNATURE: 401,
