@@ -1,9 +1,9 @@
 """The ``lockgate`` command line: one argparse subcommand per module, listed once below.
 
 Top of the layers: it may import anything. A subcommand module exposes ``add_parser(subparsers)``,
-which adds its parser and returns it, and ``run(args)``, which does the work and returns an exit
-code (:class:`lockgate.service.exits.Exit`); :func:`main` wires the two together, so adding a
-command is writing its module and naming it in :data:`SUBCOMMANDS`.
+which adds its parser and sets its ``func`` default to the function that does the work: that one
+takes the parsed arguments and returns an exit code (:class:`lockgate.service.exits.Exit`). Adding
+a command is writing its module and naming it in :data:`SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ Subparsers = argparse._SubParsersAction
 class Subcommand(Protocol):
     """What a subcommand module provides (a module satisfies this protocol)."""
 
-    def add_parser(
-        self, subparsers: Subparsers[argparse.ArgumentParser]
-    ) -> argparse.ArgumentParser:
-        """Add this command's parser (name, help, arguments) and return it."""
-        ...
-
-    def run(self, args: argparse.Namespace) -> int:
-        """Do the command with the parsed arguments; return the exit code."""
+    def add_parser(self, subparsers: Subparsers[argparse.ArgumentParser]) -> object:
+        """Add this command's parser and ``set_defaults(func=f)``, ``f(args) -> exit code``."""
         ...
 
 
@@ -42,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     )
     subparsers = top.add_subparsers(title="commands", metavar="COMMAND")
     for command in SUBCOMMANDS:
-        command.add_parser(subparsers).set_defaults(run=command.run)
+        command.add_parser(subparsers)
     return top
 
 
@@ -55,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         # argparse exits by itself on --help (0) and on a usage error (2); return it instead, so
         # that main stays callable from tests and from other Python code.
         return exit_.code if isinstance(exit_.code, int) else Exit.USAGE
-    run = getattr(args, "run", None)
-    if run is None:
+    func = getattr(args, "func", None)
+    if func is None:
         top.print_usage()
         return Exit.USAGE
-    code: int = run(args)
+    code: int = func(args)
     return code

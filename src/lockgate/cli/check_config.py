@@ -28,6 +28,7 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.Argu
         "exit 0, or 1 with every problem named.",
     )
     command.add_argument("--config", type=Path, required=True, metavar="FILE")
+    command.set_defaults(func=run)
     return command
 
 
