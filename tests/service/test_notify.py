@@ -68,6 +68,17 @@ def test_a_failed_send_is_logged_not_raised(tmp_path: Path) -> None:
     ]
 
 
+def test_odd_text_and_odd_sockets_never_raise(receiver: socket.socket, tmp_path: Path) -> None:
+    notifier = Notifier.from_environment({"NOTIFY_SOCKET": receiver.getsockname()})
+    assert notifier.status("lock \udcff said ISHAREIT")
+    assert _read(receiver) == ["STATUS=lock ? said ISHAREIT"]
+    with capture_logs() as logs:
+        assert not Notifier.from_environment({"NOTIFY_SOCKET": "/tmp/a\0b"}).watchdog()
+        assert not Notifier.from_environment({"NOTIFY_SOCKET": str(tmp_path)}).watchdog()
+        assert not notifier.status("x" * 1_000_000)  # larger than a datagram may be
+    assert [log["event"] for log in logs] == ["notify_failed"] * 3
+
+
 def test_the_watchdog_interval_is_for_this_process_only() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}, pid=7) == 30.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=7) == 30.0

@@ -46,13 +46,14 @@ class Notifier:
         """Send ``KEY=value`` fields as one datagram; True if sent, or if there is no socket."""
         if self.address is None:
             return True
-        message = "\n".join(fields).encode()
+        # "replace": a status built from a device's text must not fail to encode.
+        message = "\n".join(fields).encode("utf-8", "replace")
         try:
             # Never block the event loop: a full socket buffer is a failed send, logged.
             kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
             with socket.socket(socket.AF_UNIX, kind) as sock:
                 sock.sendto(message, self.address)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a NUL inside the socket's path
             log.warning(
                 "notify_failed", fields=[f.split("=", 1)[0] for f in fields], error=str(err)
             )
