@@ -376,3 +376,14 @@ def test_documents_the_generator_makes_are_toml() -> None:
     # The property test is only as strong as its documents: they parse, nested tables included.
     text = _toml_value({"a b": [1, 2.5, float("inf"), "x\n"], "t": datetime.date(2024, 1, 2)})
     assert tomllib.loads(f"v = {text}")["v"]["a b"][3] == "x\n"
+
+
+def test_deep_or_huge_documents_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    for depth in (50, 400, 900, 5000):
+        path.write_text("x = " + "[" * depth + "]" * depth + "\n")
+        assert _problems(path)
+    path.write_text("x = " + "9" * 5000 + "\n")
+    assert _problems(path)[0].startswith(f"{path}: not valid TOML")
+    path.write_bytes(b'[station]\nid = "\xff"\n')
+    assert _problems(path) == [f"{path}: not UTF-8 text (invalid start byte)"]

@@ -266,7 +266,10 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         # TOMLDecodeError is a ValueError; so is an integer too long to convert, and arrays
         # nested too deep exhaust tomllib's recursion: all of them a file that is not a config.
         raise ConfigError([f"{path}: not valid TOML ({err})"]) from err
-    problems = _dates(data, ())
+    try:
+        problems = _dates(data, ())
+    except RecursionError as err:  # arrays nested nearly as deep as tomllib could follow
+        raise ConfigError([f"{path}: nested too deep to be a configuration"]) from err
     _fill_defaults(data)
     overridden, env_problems = _apply_environment(data, environ)
     problems += env_problems
