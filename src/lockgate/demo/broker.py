@@ -6,21 +6,29 @@ station holding its events through an outage. :class:`DemoBroker` serves amqtt (
 :meth:`DemoBroker.start` serves again on the same port, so the station and the backend reconnect
 to the address they already know. A restarted broker holds no sessions and no retained messages,
 as a real broker restarted without persistence: the station publishes its retained documents
-again after every reconnect.
+again after every reconnect. So that the demo's backend sees the events the station delivers
+after an outage, a (re)started broker holds every other client's CONNECT until the backend has
+subscribed again (:meth:`DemoBroker.open_to_all`), as a backend with a persistent session would
+have them kept for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from types import TracebackType
 
 from amqtt.broker import Broker
+from amqtt.contexts import ListenerConfig
+from amqtt.session import Session
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+# A backend that never subscribes must not keep the station out for ever.
+HOLD_TIMEOUT_S = 10.0
 
 # amqtt logs every connection and packet at INFO; the demo's own view says what happens.
 logging.getLogger("amqtt").setLevel(logging.ERROR)
@@ -35,11 +43,34 @@ def free_port() -> int:
         return port
 
 
-class DemoBroker:
-    """``async with DemoBroker() as broker:`` serves MQTT on ``broker.url`` until the block ends."""
+class _HoldingBroker(Broker):
+    """amqtt's broker, holding every client but ``first`` at CONNECT until ``open`` is set."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, config: dict[str, object], first: str | None, open_: asyncio.Event) -> None:
+        super().__init__(config)
+        self._first = first
+        self._open = open_
+
+    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
+        if self._first is not None and session.client_id != self._first:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HOLD_TIMEOUT_S):
+                    await self._open.wait()
+        admitted: bool = await super()._authenticate(session, listener)
+        return admitted
+
+
+class DemoBroker:
+    """``async with DemoBroker() as broker:`` serves MQTT on ``broker.url`` until the block ends.
+
+    ``first``: the client id let in at once after every start; the others wait for
+    :meth:`open_to_all` (or :data:`HOLD_TIMEOUT_S`). ``None``: everyone at once.
+    """
+
+    def __init__(self, port: int | None = None, *, first: str | None = None) -> None:
         self.port = port if port is not None else free_port()
+        self._first = first
+        self._open = asyncio.Event()
         self._broker: Broker | None = None
 
     @property
@@ -54,18 +85,25 @@ class DemoBroker:
         """Serve on the port (again); does nothing while already serving."""
         if self._broker is not None:
             return
-        broker = Broker(
+        self._open.clear()
+        broker = _HoldingBroker(
             {
                 "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{self.port}"}},
                 # Anonymous access only: no $SYS topics and no packet logging in the view.
                 "plugins": {
                     "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
                 },
-            }
+            },
+            self._first,
+            self._open,
         )
         async with asyncio.timeout(START_TIMEOUT_S):
             await broker.start()
         self._broker = broker
+
+    def open_to_all(self) -> None:
+        """Let in the clients held since the last start (the backend has subscribed)."""
+        self._open.set()
 
     async def stop(self) -> None:
         """Close the listener and drop every client; does nothing while stopped."""

@@ -1,0 +1,265 @@
+"""The demo's scripted tour: what a station does in a day, step by step, each checked.
+
+Every :class:`Step` has a caption (what the viewer is about to see), an action on the running
+:class:`~lockgate.demo.session.Demo`, and the outcome it should have, judged only from what the
+backend received over MQTT and from where the simulated bolts really are, as a backend integrator
+or a field engineer would judge it. :func:`run_tour` runs the steps in order and reports each
+one's :class:`Outcome` as it ends; the headless runner prints them, the view shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from lockgate.contract import CommandDocument, LockStateEvent
+from lockgate.demo.backend import StationPicture
+from lockgate.demo.session import DEMO_USER, Demo
+from lockgate.model import (
+    BookingState,
+    Cause,
+    CommandState,
+    ErrorCode,
+    HardwareState,
+    LockState,
+    StationState,
+)
+
+# Generous: two cores shared by everything, and a lock's motor takes its time.
+STEP_TIMEOUT_S = 60.0
+FINAL = (CommandState.SUCCESS, CommandState.ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a step ended: ``ok`` when it had the outcome it should; ``detail`` says what was seen."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    caption: str
+    run: Callable[[Demo], Awaitable[Outcome]]
+
+
+# --- what the backend sees ---------------------------------------------------------------------
+
+
+def _document(picture: StationPicture, command_id: str) -> CommandDocument | None:
+    return picture.commands.get(command_id)
+
+
+async def _ended(demo: Demo, command_id: str) -> CommandDocument | None:
+    """The command's final document, or None if it did not end in time."""
+    ended = await demo.backend.wait_for(
+        lambda p: (d := _document(p, command_id)) is not None and d.state.value in FINAL,
+        STEP_TIMEOUT_S,
+    )
+    return demo.backend.picture.commands[command_id] if ended else None
+
+
+def _said(document: CommandDocument | None) -> str:
+    if document is None:
+        return "no final command document"
+    if document.error_code is None:
+        return f"{document.name} {document.state.value}"
+    return f"{document.name} {document.state.value} {document.error_code}: {document.state.reason}"
+
+
+async def _lock_shows(demo: Demo, bike: str, state: LockState) -> bool:
+    return await demo.backend.wait_for(
+        lambda p: (lock := p.locks.get(bike)) is not None and lock.lock_state is state,
+        STEP_TIMEOUT_S,
+    )
+
+
+async def _succeeds(demo: Demo, command_id: str) -> tuple[bool, str]:
+    document = await _ended(demo, command_id)
+    return document is not None and document.state.value is CommandState.SUCCESS, _said(document)
+
+
+# --- the steps ---------------------------------------------------------------------------------
+
+
+async def _online(demo: Demo) -> Outcome:
+    online = await demo.backend.wait_for(
+        lambda p: p.status is not None and p.status.state is StationState.ONLINE, STEP_TIMEOUT_S
+    )
+    status = demo.backend.picture.status
+    if not online or status is None:
+        return Outcome(ok=False, detail="no online status from the station")
+    return Outcome(ok=True, detail=f"station {status.station} online, {len(status.locks)} locks")
+
+
+async def _provision(demo: Demo) -> Outcome:
+    ids = [await demo.command("provision", b.bike) for b in demo.bikes]
+    results = [await _succeeds(demo, command_id) for command_id in ids]
+    reads = [await demo.command("sync-device", b.bike) for b in demo.bikes]
+    results += [await _succeeds(demo, command_id) for command_id in reads]
+    truths = {b.bike: await demo.bolt(b.bike) for b in demo.bikes}
+    agree = all([await _lock_shows(demo, bike, LockState(bolt)) for bike, bolt in truths.items()])
+    ok = all(ok for ok, _ in results) and agree
+    shown = ", ".join(f"{bike} {bolt}" for bike, bolt in truths.items())
+    failed = "; ".join(said for ok, said in results if not ok)
+    return Outcome(ok, f"read: {shown}" + (f"; failed: {failed}" if failed else ""))
+
+
+async def _book(demo: Demo) -> Outcome:
+    ok, said = await _succeeds(demo, await demo.command("book", "FR1540", user_id=DEMO_USER))
+    booked = await demo.backend.wait_for(
+        lambda p: (
+            (lock := p.locks.get("FR1540")) is not None
+            and lock.booking.state is BookingState.BOOKED
+        ),
+        STEP_TIMEOUT_S,
+    )
+    return Outcome(ok and booked, f"{said}; FR1540 booking {'booked' if booked else 'unchanged'}")
+
+
+async def _unlock(demo: Demo) -> Outcome:
+    ok, said = await _succeeds(demo, await demo.unlock("FR1540"))
+    shown = await _lock_shows(demo, "FR1540", LockState.UNLOCKED)
+    bolt = await demo.bolt("FR1540")
+    return Outcome(ok and shown and bolt == "unlocked", f"{said}; the bolt is {bolt}")
+
+
+async def _close_by_hand(demo: Demo) -> Outcome:
+    before = len(demo.backend.picture.history)
+    await demo.close_by_hand("FR1540")
+    seen = await demo.backend.wait_for(
+        lambda p: any(
+            isinstance(e, LockStateEvent)
+            and e.bike == "FR1540"
+            and e.lock_state is LockState.LOCKED
+            and e.cause in (Cause.MANUAL, Cause.SYNC)
+            for e in p.history[before:]
+        ),
+        STEP_TIMEOUT_S,
+    )
+    return Outcome(seen, "event: FR1540 locked by hand" if seen else "no locked event for FR1540")
+
+
+async def _jam(demo: Demo) -> Outcome:
+    await demo.jam("FR1542")
+    document = await _ended(demo, await demo.unlock("FR1542", user_id=None))
+    blocked = document is not None and document.error_code is ErrorCode.LOCK_BLOCKED
+    marked = await demo.backend.wait_for(
+        lambda p: (
+            (lock := p.locks.get("FR1542")) is not None
+            and lock.hardware_state is HardwareState.ERROR
+        ),
+        STEP_TIMEOUT_S,
+    )
+    return Outcome(blocked and marked, f"{_said(document)}; hardware_state ERROR: {marked}")
+
+
+async def _broker_away(demo: Demo) -> Outcome:
+    await demo.broker_away()
+    offline = await demo.backend.wait_for(lambda p: not p.connected, STEP_TIMEOUT_S)
+    await demo.close_by_hand("FR1541")
+    # The station sees the bolt move while nobody can hear it: its events wait in the outbox.
+    await asyncio.sleep(2.0)
+    bolt = await demo.bolt("FR1541")
+    return Outcome(offline and bolt == "locked", f"broker stopped; FR1541's bolt is {bolt}")
+
+
+async def _broker_back(demo: Demo) -> Outcome:
+    await demo.broker_back()
+    delivered = await demo.backend.wait_for(
+        lambda p: any(
+            isinstance(e, LockStateEvent)
+            and e.bike == "FR1541"
+            and e.lock_state is LockState.LOCKED
+            and e.replayed
+            for e in p.history
+        ),
+        STEP_TIMEOUT_S,
+    )
+    drained = await demo.backend.wait_for(
+        lambda p: p.status is not None and p.status.outbox_depth == 0, STEP_TIMEOUT_S
+    )
+    return Outcome(
+        delivered and drained,
+        "FR1541's locked event delivered after the outage (replayed)"
+        if delivered
+        else "FR1541's locked event never arrived",
+    )
+
+
+async def _power_cut(demo: Demo) -> Outcome:
+    boot_before = demo.backend.picture.status.boot_id if demo.backend.picture.status else ""
+    command_id = await demo.unlock("FR1541", user_id=None)
+    at_lock = await demo.backend.wait_for(
+        lambda p: (
+            (d := _document(p, command_id)) is not None
+            and d.state.value in (CommandState.RECEIVED, *FINAL)
+        ),
+        STEP_TIMEOUT_S,
+    )
+    await demo.power_cut()
+    restarted = await demo.backend.wait_for(
+        lambda p: (
+            p.status is not None
+            and p.status.boot_id != boot_before
+            and p.status.state is StationState.ONLINE
+        ),
+        STEP_TIMEOUT_S,
+    )
+    document = await _ended(demo, command_id)
+    bolt = await demo.bolt("FR1541")
+    # Settled by reading the lock after the restart: SUCCESS exactly when the bolt is open.
+    agrees = document is not None and (
+        (document.state.value is CommandState.SUCCESS) == (bolt == "unlocked")
+    )
+    return Outcome(
+        at_lock and restarted and agrees,
+        f"killed at the lock, restarted: {_said(document)}; the bolt is {bolt}",
+    )
+
+
+async def _end_rental(demo: Demo) -> Outcome:
+    ok, said = await _succeeds(demo, await demo.lock("FR1540", end_rental=True))
+    available = await demo.backend.wait_for(
+        lambda p: (
+            (lock := p.locks.get("FR1540")) is not None
+            and lock.booking.state is BookingState.AVAILABLE
+        ),
+        STEP_TIMEOUT_S,
+    )
+    return Outcome(ok and available, f"{said}; FR1540 available: {available}")
+
+
+TOUR: tuple[Step, ...] = (
+    Step("The station starts, connects to the broker and publishes its status", _online),
+    Step("The backend provisions each lock's keys; the station reads every lock", _provision),
+    Step("Rider u-demo books bike FR1540", _book),
+    Step("Rider u-demo unlocks FR1540: the rental starts, the bolt opens", _unlock),
+    Step("The rider pushes FR1540's bolt shut by hand: the station sees it", _close_by_hand),
+    Step("FR1542's motor jams on unlock: the command fails, the lock is marked", _jam),
+    Step("The broker goes away; meanwhile a rider closes FR1541 by hand", _broker_away),
+    Step("The broker comes back: the events held meanwhile are delivered", _broker_back),
+    Step("Power cut while FR1541 unlocks: after the restart the command is settled", _power_cut),
+    Step("Rider u-demo returns FR1540: lock and end the rental", _end_rental),
+)
+
+
+async def run_tour(
+    demo: Demo,
+    report: Callable[[int, Step, Outcome | None], None],
+    steps: tuple[Step, ...] = TOUR,
+) -> bool:
+    """Run ``steps`` in order; ``report(index, step, None)`` as each starts and
+    ``report(index, step, outcome)`` as it ends. True when every step had its outcome."""
+    every = True
+    for index, step in enumerate(steps):
+        report(index, step, None)
+        try:
+            outcome = await step.run(demo)
+        except Exception as err:  # noqa: BLE001 - a failed step is reported, the tour goes on
+            outcome = Outcome(ok=False, detail=f"{type(err).__name__}: {err}")
+        report(index, step, outcome)
+        every = every and outcome.ok
+    return every
