@@ -1,4 +1,4 @@
-"""``lockgate demo``: the whole product in one process tree, for people seeing it for the first time.
+"""``lockgate demo``: the whole product in one process tree, for people seeing it first.
 
 An MQTT broker in this process (:mod:`~lockgate.demo.broker`), simulated locks on a private bus
 (:mod:`~lockgate.demo.world`), the real daemon as a child process (:mod:`~lockgate.demo.station`),
