@@ -1,7 +1,7 @@
 """The command engine: the contract's command lifecycle, bookings, recovery and lock state events.
 
 :class:`Engine` ingests raw requests (:meth:`Engine.submit`), runs them per lock in arrival order
-through the radio port (:class:`~lockgate.ble.operation.LockRadio`), mirrors what the radio
+through the radio port (:class:`~lockgate.radio.LockRadio`), mirrors what the radio
 observes (:meth:`Engine.observe`), and writes every change with its messages to the store, whose
 :class:`~lockgate.store.Outbox` the MQTT link reads. The booking table is the pure
 :func:`~lockgate.engine.booking.decide`.

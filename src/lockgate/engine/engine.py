@@ -1,7 +1,7 @@
 """The command engine: from a raw request on ``commands`` to a lock moved and the change published.
 
-It sits between the MQTT link (which hands it requests and reads its outbox), the radio
-(:class:`~lockgate.ble.operation.LockRadio`, which it drives and whose observations it is fed) and
+It sits between the MQTT link (which hands it requests and reads the store's outbox), the radio
+(:class:`~lockgate.radio.LockRadio`, which it drives and whose observations it is fed) and
 the store (where every change and the messages announcing it are written in one transaction before
 anything is published). One worker task per lock runs that lock's commands one at a time in arrival
 order; locks run in parallel. A deadline task ends queued commands whose ``timeout_at`` passed and
@@ -21,25 +21,10 @@ import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Self, TypedDict
-from uuid import uuid4
+from typing import Any, Self
 
 import structlog
 
-from lockgate.ble.operation import (
-    HealthObserved,
-    LockRadio,
-    Observation,
-    Operation,
-    Outcome,
-    Progress,
-    Reading,
-    ReadingObserved,
-    Result,
-    StateObserved,
-    Step,
-    StepReached,
-)
 from lockgate.clock import utc_now
 from lockgate.contract.documents import (
     AlarmEvent,
@@ -58,6 +43,7 @@ from lockgate.contract.request import (
     read_envelope,
     validate,
 )
+from lockgate.contract.stamps import EventStamp, stamp
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
 from lockgate.model import (
@@ -72,8 +58,21 @@ from lockgate.model import (
     LockState,
 )
 from lockgate.protocol.credentials import Credentials
+from lockgate.radio import (
+    HealthObserved,
+    LockRadio,
+    Observation,
+    Operation,
+    Outcome,
+    Progress,
+    Reading,
+    ReadingObserved,
+    Result,
+    StateObserved,
+    Step,
+    StepReached,
+)
 from lockgate.store.key import StationKey
-from lockgate.store.outbox import Outbox
 from lockgate.store.records import (
     Change,
     CommandRecord,
@@ -114,19 +113,6 @@ class Recovery:
     settled: tuple[str, ...] = ()
     resumed: tuple[str, ...] = ()
     timed_out: tuple[str, ...] = ()
-
-
-class _Stamp(TypedDict):
-    event_id: str
-    station: str
-    boot_id: str
-    seq: int
-    bike: str | None
-    at: datetime
-    cause: Cause | None
-    command_id: str | None
-    latitude: str
-    longitude: str
 
 
 @dataclass(slots=True, eq=False)
@@ -186,7 +172,6 @@ class Engine:
         self._stop_grace_s = stop_grace_s
         self._settle_timeout_s = settle_timeout_s
         self._dedupe_window = dedupe_window
-        self.outbox = Outbox(store)
         self._locks: dict[str, _Lock] = {}
         self._secrets: dict[str, Credentials] = {}  # a command's own credentials, memory only
         self._admission = asyncio.Lock()
@@ -910,20 +895,10 @@ class Engine:
 
     def _stamp(
         self, lock: _Lock, at: datetime, cause: Cause | None, command_id: str | None
-    ) -> _Stamp:
-        """The fields every event shares; ``seq`` is given by the store in the transaction."""
-        return {
-            "event_id": str(uuid4()),
-            "station": self._station.id,
-            "boot_id": self._station.boot_id,
-            "seq": 0,
-            "bike": lock.registered.bike,
-            "at": at,
-            "cause": cause,
-            "command_id": command_id,
-            "latitude": self._station.latitude,
-            "longitude": self._station.longitude,
-        }
+    ) -> EventStamp:
+        return stamp(
+            self._station, at, bike=lock.registered.bike, cause=cause, command_id=command_id
+        )
 
 
 async def _ignore_progress(_: Progress) -> None:

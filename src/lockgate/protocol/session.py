@@ -109,7 +109,7 @@ class ConfigRead:
     raw_state: int
 
 
-Event = (
+SessionEvent = (
     Authorised
     | AuthorisationFailed
     | StatusReported
@@ -123,7 +123,7 @@ Event = (
 class Output:
     """What one received chunk leads to: events to act on, frames to write next."""
 
-    events: tuple[Event, ...] = ()
+    events: tuple[SessionEvent, ...] = ()
     writes: tuple[Write, ...] = ()
 
 
@@ -228,7 +228,7 @@ class Session:
             return Output(events=(UnrecognisedStatus(status),))
         return Output(events=(self._on_status(status),))
 
-    def _on_status(self, status: Status) -> Event:
+    def _on_status(self, status: Status) -> SessionEvent:
         waiting = self._state in (
             SessionState.AWAITING_CHALLENGE,
             SessionState.AWAITING_AUTHORISATION,

@@ -16,9 +16,10 @@ from lockgate.store.records import (
     Reply,
 )
 from lockgate.store.schema import SCHEMA_VERSION, SchemaError
-from lockgate.store.store import Applied, Store, StoreError
+from lockgate.store.store import DEFAULT_MAX_OUTBOX, Applied, Store, StoreError
 
 __all__ = [
+    "DEFAULT_MAX_OUTBOX",
     "SCHEMA_VERSION",
     "Applied",
     "Change",

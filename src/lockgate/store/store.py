@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from uuid import uuid4
 
 import structlog
 
+from lockgate.contract import topics
 from lockgate.contract.documents import CommandEvent, Event, HealthEvent
+from lockgate.contract.stamps import stamp
 from lockgate.contract.station import Station
 from lockgate.contract.times import format_time, parse_time
 from lockgate.model import (
@@ -213,7 +214,7 @@ class Store:
             self._put_command(command)
             self._queue(
                 MessageKind.COMMAND,
-                f"commands/{command.id}",
+                topics.command(command.id),
                 command.document(self.station.id).to_bytes(),
                 command.correlation,
                 at,
@@ -226,13 +227,13 @@ class Store:
         for reply in change.replies:
             self._queue(
                 MessageKind.REPLY,
-                f"commands/{reply.document.id}",
+                topics.command(reply.document.id),
                 reply.document.to_bytes(),
                 reply.correlation,
                 at,
             )
         for error in change.errors:
-            self._queue(MessageKind.ERROR, "errors", error.to_bytes(), Correlation(), at)
+            self._queue(MessageKind.ERROR, topics.ERRORS, error.to_bytes(), Correlation(), at)
         seqs = [self._queue_event(event, at) for event in change.events]
         dropped = self._bound(at)
         seq = self._counter("seq")
@@ -241,7 +242,7 @@ class Store:
             registered = self.station.lock(lock.bike)
             if registered is not None:
                 document = lock.document(registered, seq=seq, boot_id=self.station.boot_id)
-                self._put_retained(f"locks/{lock.bike}", document.to_bytes())
+                self._put_retained(topics.lock(lock.bike), document.to_bytes())
         return Applied(tuple(seqs), dropped)
 
     def _queue(
@@ -270,7 +271,7 @@ class Store:
         seq = self._counter("seq") + 1
         self._db.execute("UPDATE counter SET value = ? WHERE name = 'seq'", (seq,))
         stamped = event.model_copy(update={"seq": seq})
-        self._queue(MessageKind.EVENT, "events", stamped.to_bytes(), Correlation(), at)
+        self._queue(MessageKind.EVENT, topics.EVENTS, stamped.to_bytes(), Correlation(), at)
         return seq
 
     def _bound(self, at: datetime) -> int:
@@ -302,14 +303,7 @@ class Store:
         _log.warning("outbox full: dropped the oldest messages", dropped=dropped, total=total)
         self._queue_event(
             HealthEvent(
-                event_id=str(uuid4()),
-                station=self.station.id,
-                boot_id=self.station.boot_id,
-                seq=0,
-                bike=None,
-                at=at,
-                latitude=self.station.latitude,
-                longitude=self.station.longitude,
+                **stamp(self.station, at, bike=None),
                 dropped=dropped,
                 dropped_total=total,
                 reason=f"outbox full ({self.max_outbox}): the oldest {dropped} messages dropped",
