@@ -46,9 +46,9 @@ from lockgate.clock import utc_now
 from lockgate.model import Cause, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ProtocolError
-from lockgate.protocol.frames import GDIO_MIN_LENGTH, GdioFrame, GdioType, Reassembler
 from lockgate.protocol.gatt import Channel
-from lockgate.protocol.status import Status, meaning_of, parse_status
+from lockgate.protocol.indications import GdioReader, StatusIndicated
+from lockgate.protocol.status import Status, meaning_of
 from lockgate.radio import (
     HealthObserved,
     Observation,
@@ -93,7 +93,7 @@ class _RadioLock:
     """Set while ``waiting`` is above zero: the watch's cue to step aside."""
     watcher: asyncio.Task[None] | None = None
     listening: bool = False
-    gdio: Reassembler = field(default_factory=lambda: Reassembler(GDIO_MIN_LENGTH))
+    gdio: GdioReader = field(default_factory=GdioReader)
     last_attempt: datetime | None = None
     recheck: bool = False
     """An operation ended without knowing where the bolt is (cancelled, timed out, link lost
@@ -580,16 +580,13 @@ class Driver:
         if channel is not Channel.GDIO:
             return
         try:
-            frame = entry.gdio.feed(data)
-            if frame is None:
-                return
-            decoded = GdioFrame.decode(frame)
+            indication = entry.gdio.feed(data)
         except ProtocolError as err:
             log.warning("bad frame from watched lock", bike=entry.bike, error=str(err))
             return
-        if decoded.type != GdioType.STATUS or len(decoded.payload) != 1:
-            return
-        status = parse_status(decoded.payload[0])
+        if not isinstance(indication, StatusIndicated):
+            return  # nothing complete yet, or an IV no session asked for
+        status = indication.status
         if not isinstance(status, Status):
             log.info("unrecognised status from lock", bike=entry.bike, status=status)
             return
