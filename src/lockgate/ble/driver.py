@@ -21,6 +21,12 @@ sees a few changes a second at most. An operation waits, before it talks to the 
 consumer has taken every observation made so far, so that what the engine applies for a lock stays
 in the order the lock showed it: a rider's close seen by the watch comes before the next command's
 ``unlocking``.
+
+Why one module of about 700 lines: operations, the watch and the sync loop all change one lock's
+link, slot, turn and health together, and each hand-over between them (a command taking a watch's
+link, a watch queueing behind an operation, a sync skipping a watched lock) is one invariant
+that reads best in one place. What does not need that state lives beside it: the session over a
+link (conversation.py), the link itself (link.py), slots, discovery, health and errors.
 """
 
 from __future__ import annotations
@@ -203,7 +209,9 @@ class Driver:
 
         One consumer only (each observation is handed out once). Nothing is lost between the
         driver and it: the queue is unbounded, and an operation waits for the consumer to take
-        what came before it (see the module's doc).
+        what came before it (see the module's doc), so start consuming before the first
+        operation (the service's startup reads included): without a consumer, the second
+        operation would wait out its timeout.
         """
         while True:
             observation = await self._observed.get()
