@@ -34,8 +34,10 @@ from pydantic import (
     model_validator,
 )
 
+from lockgate.ble.settings import DEFAULT_RADIO
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
+from lockgate.store import DEFAULT_MAX_OUTBOX
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_PREFIX = "LOCKGATE_"
@@ -170,15 +172,15 @@ class MqttSection(_Section):
 
 
 class BleSection(_Section):
-    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] = "hci0"
+    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] = DEFAULT_RADIO.adapter
     dbus_address: str = ""
-    connection_slots: Annotated[int, Field(ge=1, le=10)] = 3
-    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
-    connect_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    sync_interval_s: Annotated[float, Field(gt=0)] = 600.0
-    watch: bool = True
-    dead_after_s: Annotated[float, Field(gt=0)] = 900.0
-    long_dead_after_s: Annotated[float, Field(gt=0)] = 86400.0
+    connection_slots: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connection_slots
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = DEFAULT_RADIO.connect_timeout_s
+    connect_attempts: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connect_attempts
+    sync_interval_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.sync_interval_s
+    watch: bool = DEFAULT_RADIO.watch
+    dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.dead_after_s
+    long_dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.long_dead_after_s
 
     @model_validator(mode="after")
     def _dead_before_long_dead(self) -> Self:
@@ -189,7 +191,7 @@ class BleSection(_Section):
 
 class StoreSection(_Section):
     path: StorePath = Path("/var/lib/lockgate/lockgate.db")
-    max_outbox: Annotated[int, Field(ge=100)] = 100000
+    max_outbox: Annotated[int, Field(ge=100)] = DEFAULT_MAX_OUTBOX
     key_file: KeyFile = Path("/var/lib/lockgate/store.key")
 
 

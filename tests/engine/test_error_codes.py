@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from lockgate.ble.operation import Outcome
 from lockgate.contract.envelope import REFUSAL_CODES
 from lockgate.model import Admission, CommandState, ErrorCode, HardwareState, LockState
 from lockgate.protocol.credentials import signed_byte_string
+from lockgate.radio import Outcome
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
