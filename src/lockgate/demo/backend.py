@@ -30,6 +30,7 @@ from lockgate.contract import (
     LockDocument,
     StationStatus,
     format_time,
+    topics,
 )
 
 BACKEND_CLIENT_ID = "lockgate-demo-backend"
@@ -62,22 +63,22 @@ class StationPicture:
     def apply(self, kind: str, rest: str, payload: bytes) -> None:
         """Take one message: ``kind`` is the topic's first level below the station."""
         try:
-            if kind == "status":
+            if kind == topics.STATUS:
                 self.status = StationStatus.model_validate_json(payload)
-            elif kind == "locks" and rest:
+            elif kind == topics.LOCKS and rest:
                 self.locks[rest] = LockDocument.model_validate_json(payload)
-            elif kind == "events":
+            elif kind == topics.EVENTS:
                 event = _EVENT.validate_json(payload)
                 self.events.append(event)
                 self.history.append(event)
                 self.events_total += 1
-            elif kind == "commands" and rest:
+            elif kind == topics.COMMANDS and rest:
                 document = CommandDocument.model_validate_json(payload)
                 known = self.commands.get(document.id)
                 # Delivery is at least once: an older version arriving late changes nothing.
                 if known is None or known.version <= document.version:
                     self.commands[document.id] = document
-            elif kind == "errors":
+            elif kind == topics.ERRORS:
                 self.errors.append(ErrorDocument.model_validate_json(payload))
         except ValidationError as err:
             self.unreadable.append(f"{kind}/{rest}: {err.error_count()} problem(s)")
@@ -188,7 +189,9 @@ class Backend:
             request["timeout_at"] = format_time(datetime.now(UTC) + timedelta(seconds=timeout_s))
         try:
             async with asyncio.timeout(SOCKET_TIMEOUT_S):
-                await client.publish(self._prefix + "commands", json.dumps(request).encode(), qos=1)
+                await client.publish(
+                    self._prefix + topics.COMMANDS, json.dumps(request).encode(), qos=1
+                )
         except (aiomqtt.MqttError, TimeoutError) as err:
             raise BackendOfflineError(f"the request did not reach the broker: {err}") from err
         return command_id
