@@ -252,14 +252,17 @@ async def run_tour(
     steps: tuple[Step, ...] = TOUR,
 ) -> bool:
     """Run ``steps`` in order; ``report(index, step, None)`` as each starts and
-    ``report(index, step, outcome)`` as it ends. True when every step had its outcome."""
-    every = True
+    ``report(index, step, outcome)`` as it ends. True when every step had its outcome. The tour
+    stops at the first step that did not: each step builds on the state the last one left."""
     for index, step in enumerate(steps):
         report(index, step, None)
         try:
             outcome = await step.run(demo)
-        except Exception as err:  # noqa: BLE001 - a failed step is reported, the tour goes on
+        except Exception as err:  # noqa: BLE001 - a failed step is reported, not raised
             outcome = Outcome(ok=False, detail=f"{type(err).__name__}: {err}")
+        if outcome.ok and not demo.station.running:
+            outcome = Outcome(ok=False, detail=f"{outcome.detail}; but the station exited")
         report(index, step, outcome)
-        every = every and outcome.ok
-    return every
+        if not outcome.ok:
+            return False
+    return True
