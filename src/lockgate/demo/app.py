@@ -242,4 +242,5 @@ async def run_app(options: DemoOptions, *, tour: bool = True) -> int:
     print("lockgate demo: starting the broker, the simulated locks and the station…")  # noqa: T201
     async with running_demo(options) as demo:
         await DemoApp(demo, tour=tour).run_async()
+        print("lockgate demo: stopping the station, the simulated locks and the broker…")  # noqa: T201
     return 0

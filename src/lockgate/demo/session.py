@@ -90,6 +90,10 @@ class Demo:
     async def jam(self, bike_id: str, runs: int = 1) -> None:
         await self.sim.control.jam(bike(bike_id).name, runs)
 
+    async def links(self, bike_id: str) -> int:
+        """How many links the simulated lock holds now (the station watches an open lock)."""
+        return (await self.sim.control.lock(bike(bike_id).name)).links
+
     async def bolt(self, bike_id: str) -> str:
         """Where the simulated lock's bolt really is: ``locked`` or ``unlocked``."""
         return str((await self.sim.control.lock(bike(bike_id).name)).bolt)

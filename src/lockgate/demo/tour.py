@@ -81,6 +81,18 @@ async def _succeeds(demo: Demo, command_id: str) -> tuple[bool, str]:
     return document is not None and document.state.value is CommandState.SUCCESS, _said(document)
 
 
+async def _watched(demo: Demo, bike: str) -> bool:
+    """Wait until the station holds a link to ``bike`` (it watches open locks), as the simulator
+    shows it: a bolt moved by hand is seen at once only then."""
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while await demo.links(bike) == 0:  # noqa: ASYNC110 - the lock is across the bus
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        return False
+    return True
+
+
 # --- the steps ---------------------------------------------------------------------------------
 
 
@@ -128,6 +140,8 @@ async def _unlock(demo: Demo) -> Outcome:
 
 async def _close_by_hand(demo: Demo) -> Outcome:
     before = len(demo.backend.picture.history)
+    if not await _watched(demo, "FR1540"):
+        return Outcome(ok=False, detail="the station holds no link to the open FR1540")
     await demo.close_by_hand("FR1540")
     seen = await demo.backend.wait_for(
         lambda p: any(
@@ -157,6 +171,8 @@ async def _jam(demo: Demo) -> Outcome:
 
 
 async def _broker_away(demo: Demo) -> Outcome:
+    if not await _watched(demo, "FR1541"):
+        return Outcome(ok=False, detail="the station holds no link to the open FR1541")
     await demo.broker_away()
     offline = await demo.backend.wait_for(lambda p: not p.connected, STEP_TIMEOUT_S)
     await demo.close_by_hand("FR1541")
