@@ -53,6 +53,7 @@ class Device(ServiceInterface):
         self.wake = asyncio.Event()
         self.abort_connect = asyncio.Event()
         self._gatt_objects: list[tuple[str, ServiceInterface]] = []
+        self._tree: list[tuple[str, ServiceInterface]] = []
 
     def __repr__(self) -> str:
         return f"Device({self.lock.name}, connected={self.connected})"
@@ -148,21 +149,32 @@ class Device(ServiceInterface):
         """The link is up: Connected, and the GATT tree exported (before ServicesResolved)."""
         self.link = link
         self.set_connected(True)
+        for path, interface in self._gatt_tree():
+            if isinstance(interface, GattCharacteristic):
+                interface.reset()
+                self.characteristics[interface.layout.role] = interface
+            self.station.objects.export(path, interface)
+            self._gatt_objects.append((path, interface))
+
+    def _gatt_tree(self) -> list[tuple[str, ServiceInterface]]:
+        """The lock's GATT objects, parents first; built once and exported anew for each link.
+
+        Building a dbus-fast interface inspects its class, which costs more than the export
+        itself: the objects are kept between links and only their state is reset.
+        """
+        if self._tree:
+            return self._tree
         for service in LAYOUT:
             service_path = f"{self.path}/service{service.handle:04x}"
-            self._export(service_path, GattService(self.path, service.uuid, service.handle))
+            self._tree.append((service_path, GattService(self.path, service.uuid, service.handle)))
             for layout in service.characteristics:
                 char_path = f"{service_path}/char{layout.handle:04x}"
                 characteristic = GattCharacteristic(self, service_path, layout)
-                self.characteristics[layout.role] = characteristic
-                self._export(char_path, characteristic)
+                self._tree.append((char_path, characteristic))
                 if layout.notifies:
                     descriptor = GattDescriptor(char_path, characteristic)
-                    self._export(f"{char_path}/desc{layout.handle + 2:04x}", descriptor)
-
-    def _export(self, path: str, interface: ServiceInterface) -> None:
-        self.station.objects.export(path, interface)
-        self._gatt_objects.append((path, interface))
+                    self._tree.append((f"{char_path}/desc{layout.handle + 2:04x}", descriptor))
+        return self._tree
 
     def detach(self, reason: str) -> None:
         """The link is gone: services unresolved, GATT tree removed, Connected false."""
@@ -197,10 +209,14 @@ class Device(ServiceInterface):
     def write(self, role: Role, value: bytes) -> None:
         link = self._require_link()
         channel = Channel.GDIO if role is Role.GDIO else Channel.USDIO
+        deadline = self.lock.next_deadline()
         effects = self.lock.write(link, channel, value, self.station.clock.now())
         # The write's reply goes out first, its indications after: as on the air.
         asyncio.get_running_loop().call_soon(self.apply, effects)
-        self.wake.set()
+        # Most chunks only fill the lock's buffer: the timers need waking only when a write set
+        # a new deadline (a motion started, a link to drop), not once per chunk.
+        if self.lock.next_deadline() != deadline:
+            self.wake.set()
 
     def subscribe(self, role: Role, *, on: bool) -> None:
         link = self._require_link()

@@ -58,6 +58,11 @@ class GattCharacteristic(ServiceInterface):
         self.value = b""
         self.notifying = False
 
+    def reset(self) -> None:
+        """As a new link finds it: no value cached, notifications off (off the bus: no signal)."""
+        self.value = b""
+        self.notifying = False
+
     def set_value(self, value: bytes) -> None:
         """A new value; with notifications on, this PropertiesChanged is the indication."""
         self.value = value

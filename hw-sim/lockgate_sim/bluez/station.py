@@ -9,7 +9,6 @@ locks' firmware, and it is the one place the control interface and scenarios act
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Coroutine
@@ -45,6 +44,10 @@ class Clock:
 
     def real(self, seconds: float) -> float:
         return seconds * self.time_scale
+
+    def loop_time(self, lock_seconds: float) -> float:
+        """The event loop's time at which the lock's clock reads ``lock_seconds``."""
+        return self._origin + lock_seconds * self.time_scale
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(self.real(seconds))
@@ -122,8 +125,11 @@ class Station:
 
     async def _connect(self, device: Device) -> None:
         lock = device.lock
+        # Both halves end at times fixed from the start: the second does not inherit the first
+        # one's lateness (the event loop wakes a timer a millisecond or two late).
+        started = self.clock.now()
         half = lock.connect_ms / 2000
-        if await self._aborted(device, half):
+        if await self._aborted(device, started + half):
             raise BluezError.FAILED("Operation aborted")
         if not lock.in_range or not device.exported:
             raise BluezError.FAILED(CONNECTION_ABORTED)
@@ -137,7 +143,7 @@ class Station:
             raise BluezError.FAILED(CONNECTION_ABORTED) from err
         device.attach(link)
         log.info("%s: link %s up", lock.name, link)
-        if await self._aborted(device, half):
+        if await self._aborted(device, started + 2 * half):
             device.detach("connect cancelled")
             raise BluezError.FAILED("Operation aborted")
         device.set_services_resolved(True)
@@ -149,9 +155,10 @@ class Station:
         self.most_links = max(self.most_links, self.links_in_use() + 1)
         return link
 
-    async def _aborted(self, device: Device, seconds: float) -> bool:
+    async def _aborted(self, device: Device, until: float) -> bool:
+        """Whether the connect was aborted before the lock's clock reads ``until``."""
         try:
-            async with asyncio.timeout(self.clock.real(seconds)):
+            async with asyncio.timeout_at(self.clock.loop_time(until)):
                 await device.abort_connect.wait()
         except TimeoutError:
             return False
@@ -196,23 +203,43 @@ class Station:
                 device.emit_properties_changed({"RSSI": device.lock.rssi})
 
     async def _advertiser(self) -> None:
+        """A round of advertisements every interval, on a fixed schedule that does not drift.
+
+        A round the loop could not run in time is dropped, not run in a burst to catch up.
+        """
+        loop = asyncio.get_running_loop()
         interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
+        next_round = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
             self.advertise()
+            next_round += interval
+            if next_round <= loop.time():
+                next_round = loop.time() + interval
 
     async def _run_timers(self, device: Device) -> None:
-        """Wake the lock when its next deadline (motor, dropped link) comes."""
+        """Wake the lock when its next deadline (motor, dropped link) comes, or when told to.
+
+        The deadline is an absolute time on the loop's clock (no drift from re-computing a
+        delay), and a deadline that fired is run as due even if the loop's clock stands a hair
+        before it, so that it is never slept on twice.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             device.wake.clear()
             deadline = device.lock.next_deadline()
-            timeout = (
-                None if deadline is None else max(0.0, self.clock.real(deadline - self.clock.now()))
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+            when = None if deadline is None else self.clock.loop_time(deadline)
+            try:
+                async with asyncio.timeout_at(when):
                     await device.wake.wait()
-            device.apply(device.lock.advance(self.clock.now()))
+                now = self.clock.now()
+            except TimeoutError:
+                assert deadline is not None
+                assert when is not None
+                late_ms = (loop.time() - when) * 1e3
+                log.debug("%s: timer ran %.2f ms late", device.lock.name, late_ms)
+                now = max(self.clock.now(), deadline)
+            device.apply(device.lock.advance(now))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
