@@ -48,13 +48,29 @@ class Step:
 # --- what the backend sees ---------------------------------------------------------------------
 
 
+async def _until(
+    demo: Demo, predicate: Callable[[StationPicture], bool], timeout_s: float = STEP_TIMEOUT_S
+) -> bool:
+    """Wait until the backend's picture satisfies ``predicate``; False after ``timeout_s``, or at
+    once when the station's process has exited (nothing more will come)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if await demo.backend.wait_for(predicate, min(1.0, deadline - loop.time())):
+            return True
+        if not demo.station.running:
+            return predicate(demo.backend.picture)
+    return False
+
+
 def _document(picture: StationPicture, command_id: str) -> CommandDocument | None:
     return picture.commands.get(command_id)
 
 
 async def _ended(demo: Demo, command_id: str) -> CommandDocument | None:
     """The command's final document, or None if it did not end in time."""
-    ended = await demo.backend.wait_for(
+    ended = await _until(
+        demo,
         lambda p: (d := _document(p, command_id)) is not None and d.state.value in FINAL,
         STEP_TIMEOUT_S,
     )
@@ -70,7 +86,8 @@ def _said(document: CommandDocument | None) -> str:
 
 
 async def _lock_shows(demo: Demo, bike: str, state: LockState) -> bool:
-    return await demo.backend.wait_for(
+    return await _until(
+        demo,
         lambda p: (lock := p.locks.get(bike)) is not None and lock.lock_state is state,
         STEP_TIMEOUT_S,
     )
@@ -97,8 +114,10 @@ async def _watched(demo: Demo, bike: str) -> bool:
 
 
 async def _online(demo: Demo) -> Outcome:
-    online = await demo.backend.wait_for(
-        lambda p: p.status is not None and p.status.state is StationState.ONLINE, STEP_TIMEOUT_S
+    online = await _until(
+        demo,
+        lambda p: p.status is not None and p.status.state is StationState.ONLINE,
+        STEP_TIMEOUT_S,
     )
     status = demo.backend.picture.status
     if not online or status is None:
@@ -121,7 +140,8 @@ async def _provision(demo: Demo) -> Outcome:
 
 async def _book(demo: Demo) -> Outcome:
     ok, said = await _succeeds(demo, await demo.command("book", "FR1540", user_id=DEMO_USER))
-    booked = await demo.backend.wait_for(
+    booked = await _until(
+        demo,
         lambda p: (
             (lock := p.locks.get("FR1540")) is not None
             and lock.booking.state is BookingState.BOOKED
@@ -143,7 +163,8 @@ async def _close_by_hand(demo: Demo) -> Outcome:
     if not await _watched(demo, "FR1540"):
         return Outcome(ok=False, detail="the station holds no link to the open FR1540")
     await demo.close_by_hand("FR1540")
-    seen = await demo.backend.wait_for(
+    seen = await _until(
+        demo,
         lambda p: any(
             isinstance(e, LockStateEvent)
             and e.bike == "FR1540"
@@ -160,7 +181,8 @@ async def _jam(demo: Demo) -> Outcome:
     await demo.jam("FR1542")
     document = await _ended(demo, await demo.unlock("FR1542", user_id=None))
     blocked = document is not None and document.error_code is ErrorCode.LOCK_BLOCKED
-    marked = await demo.backend.wait_for(
+    marked = await _until(
+        demo,
         lambda p: (
             (lock := p.locks.get("FR1542")) is not None
             and lock.hardware_state is HardwareState.ERROR
@@ -174,7 +196,7 @@ async def _broker_away(demo: Demo) -> Outcome:
     if not await _watched(demo, "FR1541"):
         return Outcome(ok=False, detail="the station holds no link to the open FR1541")
     await demo.broker_away()
-    offline = await demo.backend.wait_for(lambda p: not p.connected, STEP_TIMEOUT_S)
+    offline = await _until(demo, lambda p: not p.connected, STEP_TIMEOUT_S)
     await demo.close_by_hand("FR1541")
     # The station sees the bolt move while nobody can hear it: its events wait in the outbox.
     await asyncio.sleep(2.0)
@@ -184,7 +206,8 @@ async def _broker_away(demo: Demo) -> Outcome:
 
 async def _broker_back(demo: Demo) -> Outcome:
     await demo.broker_back()
-    delivered = await demo.backend.wait_for(
+    delivered = await _until(
+        demo,
         lambda p: any(
             isinstance(e, LockStateEvent)
             and e.bike == "FR1541"
@@ -194,8 +217,8 @@ async def _broker_back(demo: Demo) -> Outcome:
         ),
         STEP_TIMEOUT_S,
     )
-    drained = await demo.backend.wait_for(
-        lambda p: p.status is not None and p.status.outbox_depth == 0, STEP_TIMEOUT_S
+    drained = await _until(
+        demo, lambda p: p.status is not None and p.status.outbox_depth == 0, STEP_TIMEOUT_S
     )
     return Outcome(
         delivered and drained,
@@ -208,7 +231,8 @@ async def _broker_back(demo: Demo) -> Outcome:
 async def _power_cut(demo: Demo) -> Outcome:
     boot_before = demo.backend.picture.status.boot_id if demo.backend.picture.status else ""
     command_id = await demo.unlock("FR1541", user_id=None)
-    at_lock = await demo.backend.wait_for(
+    at_lock = await _until(
+        demo,
         lambda p: (
             (d := _document(p, command_id)) is not None
             and d.state.value in (CommandState.RECEIVED, *FINAL)
@@ -216,7 +240,8 @@ async def _power_cut(demo: Demo) -> Outcome:
         STEP_TIMEOUT_S,
     )
     await demo.power_cut()
-    restarted = await demo.backend.wait_for(
+    restarted = await _until(
+        demo,
         lambda p: (
             p.status is not None
             and p.status.boot_id != boot_before
@@ -238,7 +263,8 @@ async def _power_cut(demo: Demo) -> Outcome:
 
 async def _end_rental(demo: Demo) -> Outcome:
     ok, said = await _succeeds(demo, await demo.lock("FR1540", end_rental=True))
-    available = await demo.backend.wait_for(
+    available = await _until(
+        demo,
         lambda p: (
             (lock := p.locks.get("FR1540")) is not None
             and lock.booking.state is BookingState.AVAILABLE
