@@ -125,7 +125,7 @@ class DemoApp(App[None]):
 
     def _caption(self, line: str) -> None:
         self.captions.append(line)
-        self.query_one("#caption", Static).update("\n".join(self.captions[-3:]))
+        self.query_one("#caption", Static).update("\n".join(self.captions[-4:]))
 
     def refresh_view(self) -> None:
         picture = self.demo.backend.picture
@@ -143,7 +143,7 @@ class DemoApp(App[None]):
                 "battery": battery,
             }
             for column, value in values.items():
-                locks.update_cell(bike.bike, column, value)
+                locks.update_cell(bike.bike, column, value, update_width=True)
 
         commands = self.query_one("#commands", DataTable)
         commands.clear()
