@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,6 +120,53 @@ def test_interrupted_headless_it_stops_everything_it_started(tmp_path: Path) -> 
     assert process.returncode == 130
     assert not [pid for pid in started if alive(pid)]
     assert list(tmp_path.iterdir()) == []  # no directory, no socket left in TMPDIR
+
+
+def test_ctrl_c_on_a_terminal_stops_the_view_and_everything_behind_it(tmp_path: Path) -> None:
+    """The real command in a real terminal (a pty): the view takes Ctrl-C as a key and quits."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TERM": "xterm-256color"}
+    command = [str(ROOT / ".venv" / "bin" / "lockgate"), "demo", "--no-tour", "--time-scale", "0.1"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: become the demo, or end at once
+        try:
+            os.execve(command[0], command, env)
+        finally:
+            os._exit(127)
+    screen = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(terminal, 65536)
+                except OSError:
+                    return
+
+    try:
+        deadline = time.monotonic() + 60
+        while b"station pid" not in screen and time.monotonic() < deadline:
+            read_for(0.5)
+        assert b"station pid" in screen, "the view shows the running station"
+        started = children_of(pid)
+        assert len(started) >= 2, "the daemon and the simulator's bus run as children"
+        os.write(terminal, b"\x03")  # Ctrl-C, as the keyboard sends it
+        deadline = time.monotonic() + 60
+        status = None
+        while status is None and time.monotonic() < deadline:
+            read_for(0.2)
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = code if done else None
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not [child for child in started if alive(child)]
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_the_view_unlocks_a_bike_by_its_keys_and_ctrl_c_leaves_nothing(
