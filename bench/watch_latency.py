@@ -17,10 +17,11 @@ import statistics
 import time
 
 from lockgate.ble.discovery import LockIdentity
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation, Operation, Progress, StateObserved
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings
 from lockgate.model import Cause, LockState, Profile
 from lockgate.protocol.credentials import signed_byte_string
+from lockgate.radio import Operation, Progress, StateObserved
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 
@@ -44,18 +45,21 @@ async def trial_run(trials: int) -> tuple[list[float], list[float]]:
     seen: list[tuple[float, StateObserved]] = []
     arrived = asyncio.Event()
 
-    async def observe(observation: Observation) -> None:
-        if isinstance(observation, StateObserved) and observation.cause is Cause.MANUAL:
-            seen.append((time.perf_counter(), observation))
-            arrived.set()
-
     locking: list[float] = []
     locked: list[float] = []
     async with run_simulator(world, time_scale=1.0) as sim:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sim.bus_address
         identity = LockIdentity("FR1540", LOCK.name, LOCK.address, LOCK.profile)
         settings = RadioSettings(sync_interval_s=3600.0)
-        async with Driver([identity], settings, observe) as driver:
+        async with asyncio.TaskGroup() as tasks, Driver([identity], settings) as driver:
+
+            async def observe() -> None:
+                async for observation in driver.observations():
+                    if isinstance(observation, StateObserved) and observation.cause is Cause.MANUAL:
+                        seen.append((time.perf_counter(), observation))
+                        arrived.set()
+
+            tasks.create_task(observe(), name="observations")
             for _ in range(trials):
                 result = await driver.perform(
                     "FR1540",

@@ -1,30 +1,46 @@
 """The station's configuration: one TOML file, every key overridable by the environment.
 
-``LOCKGATE_SECTION__KEY`` overrides ``[section] key`` (``LOCKGATE_BLE__CONNECTION_SLOTS=2``).
-Secrets may come from files (``mqtt.password_file``). :func:`load` validates everything at once
-and raises :class:`ConfigError` naming every problem, so an invalid file stops the daemon at start,
-never later. Only the service and the command line read this module; the layers below take plain
-values.
+``LOCKGATE_SECTION__KEY`` overrides ``[section] key`` (``LOCKGATE_BLE__CONNECTION_SLOTS=2``); the
+variable's text is read as the key's type (an integer, a finite number, ``true``/``false``, or
+text), and an empty value unsets an optional key. Types are strict: ``"60"`` is not a number,
+``1`` is not ``true``, and ``inf`` and ``nan`` are no numbers at all. Secrets come from files
+(``mqtt.password_file``); every file the configuration names is checked when it is loaded (absolute,
+a readable regular file, not empty). :func:`load` validates everything at once and raises
+:class:`ConfigError` naming every problem, so an invalid file stops the daemon at start, never
+later. Only the service and the command line read this module; the layers below take plain values.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
+import os
+import re
 import tomllib
+import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
 
+from lockgate.ble.settings import DEFAULT_RADIO
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
+from lockgate.store import DEFAULT_MAX_OUTBOX
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
+ENV_PREFIX = "LOCKGATE_"
 
 
 class ConfigError(Exception):
@@ -35,8 +51,70 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError(f"{str(path)!r} must be an absolute path")
+    return path
+
+
+def _readable_file(path: Path) -> Path:
+    """A file the daemon reads at start: there, a regular file, readable, not empty."""
+    _absolute(path)
+    try:
+        info = path.stat()
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the name
+        raise ValueError(f"{path} cannot be read ({getattr(err, 'strerror', err)})") from err
+    if not _is_regular(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path} is not readable by this user")
+    if info.st_size == 0:
+        raise ValueError(f"{path} is empty")
+    return path
+
+
+def _store_file(path: Path) -> Path:
+    """The database: absolute, not a directory, in a directory that is there or can be made."""
+    _absolute(path)
+    try:
+        return _creatable(path)
+    except OSError as err:  # a name too long, a loop of links: not a usable place either
+        raise ValueError(f"{path} cannot be used ({err.strerror})") from err
+
+
+def _creatable(path: Path) -> Path:
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{ancestor} is not a directory, so {path.parent} cannot be made")
+    if ancestor != path.parent and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{path.parent} does not exist and cannot be made in {ancestor}")
+    return path
+
+
+def _key_file(path: Path) -> Path:
+    """The station key's file: made at first start if missing; if there, a non-empty file."""
+    _store_file(path)
+    if path.exists():  # _store_file has shown that asking does not fail
+        _readable_file(path)
+    return path
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+StorePath = Annotated[Path, AfterValidator(_store_file)]
+KeyFile = Annotated[Path, AfterValidator(_key_file)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict, and validated from JSON (see :func:`load`): no "60" for 60, no 1 for true.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StationSection(_Section):
@@ -49,10 +127,10 @@ class MqttSection(_Section):
     url: str = "mqtts://localhost:8883"
     client_id: str = ""
     username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    password_file: ReadableFile | None = None
+    ca_file: ReadableFile | None = None
+    cert_file: ReadableFile | None = None
+    key_file: ReadableFile | None = None
     topic_root: Annotated[str, Field(pattern=r"^[^#+\s]+$")] = "lockgate/v1"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
 
@@ -94,15 +172,15 @@ class MqttSection(_Section):
 
 
 class BleSection(_Section):
-    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] = "hci0"
+    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] = DEFAULT_RADIO.adapter
     dbus_address: str = ""
-    connection_slots: Annotated[int, Field(ge=1, le=10)] = 3
-    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
-    connect_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    sync_interval_s: Annotated[float, Field(gt=0)] = 600.0
-    watch: bool = True
-    dead_after_s: Annotated[float, Field(gt=0)] = 900.0
-    long_dead_after_s: Annotated[float, Field(gt=0)] = 86400.0
+    connection_slots: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connection_slots
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = DEFAULT_RADIO.connect_timeout_s
+    connect_attempts: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connect_attempts
+    sync_interval_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.sync_interval_s
+    watch: bool = DEFAULT_RADIO.watch
+    dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.dead_after_s
+    long_dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.long_dead_after_s
 
     @model_validator(mode="after")
     def _dead_before_long_dead(self) -> Self:
@@ -112,9 +190,24 @@ class BleSection(_Section):
 
 
 class StoreSection(_Section):
-    path: Path = Path("/var/lib/lockgate/lockgate.db")
-    max_outbox: Annotated[int, Field(ge=100)] = 100000
-    key_file: Path = Path("/var/lib/lockgate/store.key")
+    path: StorePath = Path("/var/lib/lockgate/lockgate.db")
+    max_outbox: Annotated[int, Field(ge=100)] = DEFAULT_MAX_OUTBOX
+    key_file: KeyFile = Path("/var/lib/lockgate/store.key")
+
+
+class CommandsSection(_Section):
+    """Signed and sealed commands (docs/mqtt-contract.md). ``require_signed = false`` is for the
+    demo only: the station then accepts unsigned requests too, and says at start that it is open."""
+
+    require_signed: bool = False
+    backend_keys: list[ReadableFile] = Field(default_factory=list)  # Ed25519 public: JWK or PEM
+    station_key_file: KeyFile = Path("/var/lib/lockgate/station.jwk")
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Self:
+        if self.require_signed and not self.backend_keys:
+            raise ValueError("require_signed needs at least one file in backend_keys")
+        return self
 
 
 class LockSection(_Section):
@@ -143,17 +236,21 @@ class LockSection(_Section):
         return guid_to_address(self.guid)
 
 
-class Config(BaseSettings):
-    """The whole station configuration."""
+class Config(BaseModel):
+    """The whole station configuration.
 
-    model_config = SettingsConfigDict(
-        env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    A plain model rather than pydantic-settings' ``BaseSettings``: that one validates through its
+    own ``__init__`` (Python mode, where strict mode refuses ``"/etc/x"`` as a path), and
+    :func:`load` reads the environment itself to name the variable behind each problem.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     station: StationSection
     mqtt: MqttSection = MqttSection()
     ble: BleSection = BleSection()
     store: StoreSection = StoreSection()
+    commands: CommandsSection = CommandsSection()
     locks: list[LockSection] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -170,36 +267,174 @@ class Config(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file, which :func:`load` passes as init values; no
-        # dotenv and no secrets directory: secrets come from the files the config names.
-        del settings_cls, dotenv_settings, file_secret_settings
-        return (env_settings, init_settings)
 
-
-def load(path: Path) -> Config:
-    """Read and validate the file at ``path``; :class:`ConfigError` names every problem."""
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the file at ``path`` with the overrides in ``environ`` (default: the
+    process's environment); :class:`ConfigError` names every problem."""
+    environ = os.environ if environ is None else environ
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([f"{path}: cannot be read ({err.strerror})"]) from err
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8 text ({err.reason})"]) from err
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except (ValueError, RecursionError) as err:
+        # TOMLDecodeError is a ValueError; so is an integer too long to convert, and arrays
+        # nested too deep exhaust tomllib's recursion: all of them a file that is not a config.
         raise ConfigError([f"{path}: not valid TOML ({err})"]) from err
     try:
-        return Config(**data)
-    except ValidationError as err:
-        raise ConfigError([_describe(e) for e in err.errors()]) from err
+        problems = _dates(data, ())
+    except RecursionError as err:  # arrays nested nearly as deep as tomllib could follow
+        raise ConfigError([f"{path}: nested too deep to be a configuration"]) from err
+    _fill_defaults(data)
+    overridden, env_problems = _apply_environment(data, environ)
+    problems += env_problems
+    try:
+        # Through JSON, so that strict mode still takes "/etc/x" as a path and "sharee" as a
+        # profile, the way the file spells them, while refusing every other coercion.
+        config = Config.model_validate_json(json.dumps(data))
+    except ValidationError as err:  # before ValueError, which it is
+        problems += [_describe(error, overridden) for error in err.errors()]
+    except (ValueError, RecursionError) as err:
+        raise ConfigError([*problems, f"{path}: cannot be checked ({err})"]) from err
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
-def _describe(error: Any) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(file)"
+def _dates(value: Any, location: tuple[str, ...]) -> list[str]:
+    """Name every TOML date or time (no key takes one) and drop it, so JSON can carry the rest."""
+    problems = []
+    items: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return []
+    for key, item in items:
+        here = (*location, str(key))
+        if isinstance(item, datetime.date | datetime.time):
+            problems.append(f"{'.'.join(here)}: a date or time is not a valid value here")
+            if isinstance(value, dict):
+                del value[key]  # named once here; its default stands in for the rest of the check
+            else:
+                value[key] = None
+        else:
+            problems += _dates(item, here)
+    return problems
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "station": StationSection,
+    "mqtt": MqttSection,
+    "ble": BleSection,
+    "store": StoreSection,
+    "commands": CommandsSection,
+}
+
+
+def _apply_environment(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Put every ``LOCKGATE_SECTION__KEY`` into ``data``, read as the key's type.
+
+    Returns which (section, key) came from which variable, and the variables that are wrong.
+    """
+    overridden: dict[tuple[str, str], str] = {}
+    problems: list[str] = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX) or "__" not in variable:
+            continue  # LOCKGATE_SOMETHING without a section is not a configuration override
+        section, _, key = variable[len(ENV_PREFIX) :].lower().partition("__")
+        model = _SECTIONS.get(section)
+        if model is None:
+            known = ", ".join(_SECTIONS)
+            if section == "locks":
+                problems.append(f"{variable}: locks are set in the file only")
+            else:
+                problems.append(f"{variable}: no section {section!r} (there are {known})")
+            continue
+        field = model.model_fields.get(key)
+        if field is None:
+            problems.append(f"{variable}: [{section}] has no key {key!r}")
+            continue
+        try:
+            value = _from_text(environ[variable], field.annotation)
+        except ValueError as err:
+            problems.append(f"{variable}: {err}")
+            continue
+        if value == "" and str not in _kinds(field.annotation):
+            problems.append(f"{variable}: empty, and [{section}] {key} cannot be unset")
+            continue
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            problems.append(f"{variable}: {section} in the file is not a table")
+            continue
+        target[key] = value
+        overridden[(section, key)] = variable
+    return overridden, problems
+
+
+def _fill_defaults(data: dict[str, Any]) -> None:
+    """Write every default the file leaves out into ``data``, so it is validated like the file.
+
+    A default names files as much as the file does (the store's paths), and is held to the same
+    strict types.
+    """
+    for name, model in _SECTIONS.items():
+        section = data.setdefault(name, {})
+        if not isinstance(section, dict):
+            continue  # named as not a table by the validation
+        for key, field in model.model_fields.items():
+            if not field.is_required() and key not in section:
+                default = field.get_default(call_default_factory=True)
+                section[key] = str(default) if isinstance(default, Path) else default
+
+
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _from_text(text: str, annotation: Any) -> Any:
+    """An environment variable's text as the value of a key of type ``annotation``."""
+    kinds = _kinds(annotation)
+    if text == "" and type(None) in kinds:
+        return None
+    if bool in kinds:
+        if text not in ("true", "false"):
+            raise ValueError(f"{text!r} is not true or false")
+        return text == "true"
+    if int in kinds:
+        if not _INTEGER.match(text.strip()):
+            raise ValueError(f"{text!r} is not an integer")
+        return int(text)
+    if float in kinds:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a finite number")
+        return number
+    return text
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation allows: ``Annotated[int, ...] | None`` → {int, NoneType}."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set().union(*(_kinds(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def _describe(error: Any, overridden: Mapping[tuple[str, str], str]) -> str:
+    parts = tuple(str(part) for part in error["loc"])
+    location = ".".join(parts) or "(file)"
+    variable = overridden.get((parts[0], parts[1])) if len(parts) >= 2 else None
+    if variable is not None:
+        location = f"{location} (from {variable})"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{location}: {message}"

@@ -78,6 +78,14 @@ class ErrorCode(StrEnum):
     # not show the command's end (an unlock that finds the lock closed): never retried blindly.
     INTERRUPTED = "ERRORS.INTERRUPTED"
     INTERNAL = "ERRORS.INTERNAL"
+    # Signed and sealed requests (contract/envelope.py): one code per check that can fail.
+    UNSIGNED = "ERRORS.UNSIGNED"  # an unsigned request where only signed ones are accepted
+    BAD_SIGNATURE = "ERRORS.BAD_SIGNATURE"  # not a well-formed JWS, or its signature fails
+    UNKNOWN_KEY = "ERRORS.UNKNOWN_KEY"  # the header's kid names no backend key the station holds
+    WRONG_AUDIENCE = "ERRORS.WRONG_AUDIENCE"  # aud is not this station
+    EXPIRED = "ERRORS.EXPIRED"  # exp missing, passed, too far ahead, or not the timeout_at
+    ID_MISMATCH = "ERRORS.ID_MISMATCH"  # jti is not the request's id
+    SEALED_UNREADABLE = "ERRORS.SEALED_UNREADABLE"  # sealed credentials that do not open
 
 
 class Cause(StrEnum):

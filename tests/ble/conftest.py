@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from lockgate.ble.conversation import StepTimeouts
 from lockgate.ble.discovery import LockIdentity
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation, Progress
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.model import Profile
 from lockgate.protocol.credentials import Credentials, signed_byte_string
+from lockgate.radio import Observation, Progress
 from lockgate_sim.testing import RunningSimulator, run_simulator
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 
@@ -70,7 +70,7 @@ def identities(world: WorldConfig) -> list[LockIdentity]:
 
 
 @dataclass
-class Station:
+class SimulatedStation:
     """A simulator and a driver over it, and everything the driver reported."""
 
     sim: RunningSimulator
@@ -106,7 +106,7 @@ class ProgressLog:
         self.items.append(progress)
 
 
-StationFactory = Callable[..., Awaitable[Station]]
+StationFactory = Callable[..., Awaitable[SimulatedStation]]
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def station(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StationFacto
             world_config: WorldConfig | None = None,
             configured: int | None = None,
             **settings: Any,
-        ) -> Station:
+        ) -> SimulatedStation:
             config = world_config or world()
             sim = await stack.enter_async_context(run_simulator(config, time_scale=time_scale))
             monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
@@ -136,14 +136,18 @@ async def station(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StationFacto
             options.update(settings)
             observations: list[Observation] = []
             changed = asyncio.Event()
-
-            async def observe(observation: Observation) -> None:
-                observations.append(observation)
-                changed.set()
-
+            # Entered before the driver, so left after it: the driver's end ends the iteration.
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
             driver = await stack.enter_async_context(
-                Driver(identities(sim.world)[:configured], RadioSettings(**options), observe)
+                Driver(identities(sim.world)[:configured], RadioSettings(**options))
             )
-            return Station(sim, driver, sim.world, observations, changed)
+
+            async def record() -> None:
+                async for observation in driver.observations():
+                    observations.append(observation)
+                    changed.set()
+
+            tasks.create_task(record(), name="observations")
+            return SimulatedStation(sim, driver, sim.world, observations, changed)
 
         yield start

@@ -13,8 +13,9 @@ import contextlib
 
 import pytest
 
-from lockgate.ble.conversation import StepTimeouts
-from lockgate.ble.operation import (
+from lockgate.ble.settings import StepTimeouts
+from lockgate.model import Cause, Health, LockState
+from lockgate.radio import (
     HealthObserved,
     Operation,
     Outcome,
@@ -23,13 +24,12 @@ from lockgate.ble.operation import (
     Step,
     StepReached,
 )
-from lockgate.model import Cause, Health, LockState
-from tests.ble.conftest import ProgressLog, Station, StationFactory
+from tests.ble.conftest import ProgressLog, SimulatedStation, StationFactory
 
 pytestmark = pytest.mark.integration
 
 
-async def manual_close_is_mirrored(s: Station, index: int) -> None:
+async def manual_close_is_mirrored(s: SimulatedStation, index: int) -> None:
     """The lock is watched: a rider closing it reaches the driver's observations."""
     bike = s.bike(index)
     await s.wait_for(lambda: bike in s.driver.watched())
@@ -48,7 +48,7 @@ async def manual_close_is_mirrored(s: Station, index: int) -> None:
     await s.wait_for(lambda: s.driver.slots.in_use == 0)
 
 
-def healths(s: Station, bike: str) -> list[Health]:
+def healths(s: SimulatedStation, bike: str) -> list[Health]:
     return [o.health for o in s.observations if isinstance(o, HealthObserved) and o.bike == bike]
 
 

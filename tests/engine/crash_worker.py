@@ -23,7 +23,11 @@ sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.engine
 
 import structlog
 
-from lockgate.ble.operation import (
+from lockgate.contract.station import Station
+from lockgate.engine import Engine
+from lockgate.model import HardwareState, LockState
+from lockgate.protocol.credentials import Credentials
+from lockgate.radio import (
     Operation,
     Outcome,
     ProgressSink,
@@ -33,10 +37,6 @@ from lockgate.ble.operation import (
     Step,
     StepReached,
 )
-from lockgate.contract.station import Station
-from lockgate.engine import Engine
-from lockgate.model import HardwareState, LockState
-from lockgate.protocol.credentials import Credentials
 from lockgate.store import Store
 from tests.engine.harness import STATION, STATION_KEY
 from tests.fault.zygote import serve

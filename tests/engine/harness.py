@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lockgate.ble.operation import StateObserved
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import format_time
 from lockgate.engine import Engine, Submission, utc_now
@@ -23,6 +22,7 @@ from lockgate.protocol.credentials import (
     ShareeCredentials,
     signed_byte_string,
 )
+from lockgate.radio import StateObserved
 from lockgate.store import CommandRecord, StationKey, Store
 from tests.engine.radio_model import ModelLock, ModelRadio
 

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lockgate.ble.operation import (
+from lockgate.model import HardwareState, LockState
+from lockgate.protocol.credentials import Credentials
+from lockgate.radio import (
     Operation,
     Outcome,
     ProgressSink,
@@ -24,8 +26,6 @@ from lockgate.ble.operation import (
     Step,
     StepReached,
 )
-from lockgate.model import HardwareState, LockState
-from lockgate.protocol.credentials import Credentials
 
 
 def now() -> datetime:
@@ -70,7 +70,7 @@ class ModelLock:
 
 
 class ModelRadio:
-    """Implements :class:`lockgate.ble.operation.LockRadio` over :class:`ModelLock` values."""
+    """Implements :class:`lockgate.radio.LockRadio` over :class:`ModelLock` values."""
 
     def __init__(self, *locks: ModelLock) -> None:
         self.locks = {lock.bike: lock for lock in locks}

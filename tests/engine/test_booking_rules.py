@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lockgate.ble.operation import Operation
 from lockgate.engine import Booking, decide
 from lockgate.model import BookingChange, BookingState, CommandName
+from lockgate.radio import Operation
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 USERS = st.sampled_from([None, "U", "V"])

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lockgate.ble.operation import Operation, Outcome
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
+from lockgate.radio import Operation, Outcome
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from lockgate.ble.operation import Operation, Progress, StepReached
 from lockgate.contract.times import format_time
 from lockgate.model import CommandState, MessageKind
+from lockgate.radio import Operation, Progress, StepReached
 from lockgate.store import Store
 from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, model_locks
 from tests.engine.radio_model import ModelRadio

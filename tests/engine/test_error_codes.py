@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from lockgate.ble.operation import Outcome
+from lockgate.contract.envelope import REFUSAL_CODES
 from lockgate.model import Admission, CommandState, ErrorCode, HardwareState, LockState
 from lockgate.protocol.credentials import signed_byte_string
+from lockgate.radio import Outcome
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
@@ -173,7 +174,13 @@ SCENARIOS: dict[ErrorCode, Callable[[Harness], Awaitable[ErrorCode | None]]] = {
 }
 
 
-@pytest.mark.parametrize("code", list(ErrorCode), ids=[code.value for code in ErrorCode])
+# The codes of signed and sealed requests come from contract.envelope.open_request, in front of the
+# engine (tests/contract/test_envelope.py produces each); they join SCENARIOS once submit() opens
+# requests itself.
+ENGINE_CODES = [code for code in ErrorCode if code not in REFUSAL_CODES]
+
+
+@pytest.mark.parametrize("code", ENGINE_CODES, ids=[code.value for code in ENGINE_CODES])
 async def test_error_code(harness: Harness, code: ErrorCode) -> None:
     assert code in SCENARIOS, f"no scenario produces {code}"
     assert await SCENARIOS[code](harness) is code

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
-from lockgate.store import Correlation
+from lockgate.radio import Operation
+from lockgate.store import Correlation, Outbox
 from tests.engine.harness import SHAREE_JSON, Harness
 
 
@@ -63,5 +63,6 @@ async def test_mqtt5_correlation_is_echoed_on_every_document_of_the_command(
     await harness.engine.submit(payload.encode())  # repeated without properties: none echoed
     rows = [r for r in await harness.store.queued(after=0, limit=1000) if r.topic == "commands/m5"]
     assert [r.correlation for r in rows] == [correlation, correlation, Correlation()]
-    messages = [m for m in await harness.engine.outbox.next_batch(1000) if m.topic == "commands/m5"]
+    outbox = Outbox(harness.store)  # as the service wires it, for the link
+    messages = [m for m in await outbox.next_batch(1000) if m.topic == "commands/m5"]
     assert [m.correlation for m in messages] == [correlation, correlation, Correlation()]

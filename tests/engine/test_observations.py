@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from lockgate.ble.operation import HealthObserved, Reading, ReadingObserved, StateObserved
 from lockgate.model import Cause, CommandState, HardwareState, Health, LockState
+from lockgate.radio import HealthObserved, Reading, ReadingObserved, StateObserved
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from lockgate.ble.operation import Operation
 from lockgate.engine import utc_now
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
+from lockgate.radio import Operation
 from lockgate.store import CommandRecord, Store
 from tests.engine.harness import SHAREE_JSON, STATION, STATION_KEY, Harness, model_locks
 from tests.engine.radio_model import ModelRadio

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lockgate.ble.operation import Operation
 from lockgate.model import Admission, CommandState
+from lockgate.radio import Operation
 from tests.engine.harness import NOBOND_JSON, SHAREE_JSON, Harness
 
 

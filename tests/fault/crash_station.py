@@ -26,15 +26,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[2]))  # the checkout: tests.* importable
 
 
-from lockgate.ble.conversation import StepTimeouts
 from lockgate.ble.discovery import LockIdentity
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.engine import Engine
 from lockgate.model import Profile
 from lockgate.protocol.identity import address_to_guid
-from lockgate.store import StationKey, Store
+from lockgate.store import Outbox, StationKey, Store
 from tests.fault.zygote import serve
 
 STATION_KEY = StationKey.from_bytes(bytes(range(32)))
@@ -71,27 +70,21 @@ class Broker:
         os.fsync(self._file.fileno())
 
 
-async def publish_forever(engine: Engine, broker: Broker) -> None:
-    await engine.outbox.connected()
-    async for message in engine.outbox.pending():
+async def publish_forever(outbox: Outbox, broker: Broker) -> None:
+    await outbox.connected()
+    async for message in outbox.pending():
         broker.publish(
             message.topic,
             message.payload,
             retain=message.retain,
             kind=message.kind.value if message.kind else None,
         )
-        await engine.outbox.acknowledge(message)
+        await outbox.acknowledge(message)
 
 
 async def work(config: dict[str, Any], *, released: int, final: bool) -> None:
     os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config["bus"]
     here = station(config)
-    engine: Engine | None = None
-
-    async def observe(observation: Observation) -> None:
-        if engine is not None:
-            await engine.observe(observation)
-
     identities = [
         LockIdentity(lock["bike"], lock["name"], lock["address"], Profile(lock["profile"]))
         for lock in config["locks"]
@@ -105,21 +98,32 @@ async def work(config: dict[str, Any], *, released: int, final: bool) -> None:
     )
     broker = Broker(Path(config["published"]))
     store = Store(Path(config["db"]), station=here, key=STATION_KEY, max_outbox=1_000_000)
-    async with store, Driver(identities, settings, observe) as driver, asyncio.TaskGroup() as tasks:
-        engine = Engine(store=store, radio=driver, station=here)
-        async with engine:
-            publisher = tasks.create_task(publish_forever(engine, broker), name="publisher")
-            await engine.recover()
-            for request in config["requests"][:released]:
-                await engine.submit(request.encode())
-            await engine.wait_idle(300)
-            if not final:
-                await asyncio.sleep(3600)  # idle, as a daemon is, until killed
-            async with asyncio.timeout(60):
-                # The publisher drains it; the store has no event for an empty outbox.
-                while await engine.outbox.depth() > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-            publisher.cancel()
+    outbox = Outbox(store)  # the service's, for the link; here the file "broker" drains it
+    async with (
+        store,
+        asyncio.TaskGroup() as tasks,
+        Driver(identities, settings) as driver,
+        Engine(store=store, radio=driver, station=here) as engine,
+    ):
+
+        async def mirror() -> None:
+            async for observation in driver.observations():
+                await engine.observe(observation)
+
+        observer = tasks.create_task(mirror(), name="observations")
+        publisher = tasks.create_task(publish_forever(outbox, broker), name="publisher")
+        await engine.recover()
+        for request in config["requests"][:released]:
+            await engine.submit(request.encode())
+        await engine.wait_idle(300)
+        if not final:
+            await asyncio.sleep(3600)  # idle, as a daemon is, until killed
+        async with asyncio.timeout(60):
+            # The publisher drains it; the store has no event for an empty outbox.
+            while await outbox.depth() > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        publisher.cancel()
+        observer.cancel()
 
 
 def start(config: dict[str, Any], final: bool) -> Coroutine[Any, Any, None]:

@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from lockgate.ble.conversation import StepTimeouts
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import format_time
 from lockgate.engine import Engine
@@ -70,24 +69,27 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             ),
             uuid.uuid4().hex,
         )
-        engine: Engine | None = None
-
-        async def observe(observation: Observation) -> None:
-            if engine is not None:
-                await engine.observe(observation)
-
         settings = RadioSettings(
             sync_interval_s=3600.0, steps=StepTimeouts(gatt_s=5, answer_s=5, motion_s=10)
         )
         key = StationKey.from_bytes(bytes(range(32)))
+        # As the service wires them: each part built whole, then one task carries the driver's
+        # observations to the engine. The task group is entered first, so it is left last: the
+        # driver's end ends the observations, and the task with them.
         async with (
             Store(tmp_path / "lockgate.db", station=station, key=key) as store,
-            Driver(identities(config), settings, observe) as driver,
+            asyncio.TaskGroup() as tasks,
+            Driver(identities(config), settings) as driver,
+            Engine(store=store, radio=driver, station=station) as engine,
         ):
-            engine = Engine(store=store, radio=driver, station=station)
-            async with engine:
-                await engine.recover()
-                yield Gateway(sim, store, driver, engine)
+
+            async def mirror() -> None:
+                async for observation in driver.observations():
+                    await engine.observe(observation)
+
+            tasks.create_task(mirror(), name="observations")
+            await engine.recover()
+            yield Gateway(sim, store, driver, engine)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 10) -> None:
@@ -155,6 +157,12 @@ async def test_the_startup_read_is_mirrored(gateway: Gateway) -> None:
 
     result = await gateway.driver.read(bike, Cause.STARTUP, timeout_s=30)
     assert result.ok, result.reason
+
+    def read() -> bool:
+        record = gateway.engine.lock_record(bike)
+        return record is not None and record.battery == lock.battery
+
+    await eventually(read)  # the reading reaches the engine through the observations task
     events = await gateway.lock_events(bike)
     assert events == [("locked", "startup", None)]
     lock_documents = [

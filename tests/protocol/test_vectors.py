@@ -13,8 +13,8 @@ from lockgate.protocol import (
     BatteryRead,
     Channel,
     ConfigRead,
-    Event,
     Session,
+    SessionEvent,
     SessionState,
     Status,
     StatusReported,
@@ -34,7 +34,7 @@ NEXT_COMMAND = {
     "battery 87": Session.lock,
     "status closed": Session.read_config,
 }
-EXPECTED_EVENT: dict[str, Event | None] = {
+EXPECTED_EVENT: dict[str, SessionEvent | None] = {
     "IV": None,
     "challenge": None,
     "status authorised": Authorised(),
@@ -86,7 +86,7 @@ def test_session_reproduces_vectors(vectors: dict[str, Any], index: int) -> None
     session = Session(credentials)
     app_steps = [step for step in vector["steps"] if step["from"] == "app"]
     produced: list[Write] = [session.start()]
-    events: list[tuple[str, Event]] = []
+    events: list[tuple[str, SessionEvent]] = []
 
     for step in vector["steps"]:
         if step["from"] != "lock":

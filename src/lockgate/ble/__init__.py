@@ -1,5 +1,6 @@
 """The BLE transport: lock operations over bleak and BlueZ, radio scheduling, watching, health.
 
-:mod:`lockgate.ble.operation` holds the driver's interface as plain types (no bleak in it): the
-command engine and the service code against it; the driver implements it.
+The driver implements the radio port (:mod:`lockgate.radio`, plain types with no bleak in them)
+that the command engine and the service code against. It imports the port, the protocol and the
+model, never the contract or the store: what it sees becomes documents only in the engine.
 """

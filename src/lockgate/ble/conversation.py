@@ -16,7 +16,7 @@ import structlog
 
 from lockgate.ble.errors import OperationError
 from lockgate.ble.link import Link
-from lockgate.ble.operation import Outcome, ProgressSink, StateSeen, Step, StepReached
+from lockgate.ble.settings import StepTimeouts
 from lockgate.model import ErrorCode, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ProtocolError
@@ -25,13 +25,14 @@ from lockgate.protocol.session import (
     Authorised,
     BatteryRead,
     ConfigRead,
-    Event,
     Session,
+    SessionEvent,
     StatusReported,
     UnrecognisedStatus,
     Write,
 )
 from lockgate.protocol.status import Status, meaning_of
+from lockgate.radio import Outcome, ProgressSink, StateSeen, Step, StepReached
 
 log = structlog.get_logger(__name__)
 _E = TypeVar("_E", Authorised, BatteryRead, ConfigRead)
@@ -42,19 +43,6 @@ _OUTCOME_OF_ERROR = {
     ErrorCode.LOCK_REJECTED: Outcome.REJECTED,
     ErrorCode.AUTH_FAILED: Outcome.AUTH_FAILED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class StepTimeouts:
-    """How long each step may take, in seconds (the lock's own limits in ilockit-ble.md)."""
-
-    gatt_s: float = 5.0
-    """One GATT write or read (the lock acknowledges an indication within 2 s)."""
-    answer_s: float = 5.0
-    """The lock's answer to a protocol request: IV, challenge, authorisation, a read's reply."""
-    motion_s: float = 20.0
-    """From a lock control command to the final status (the motor gives up after 15 s)."""
-    disconnect_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -145,7 +133,7 @@ class Conversation:
                     f"the lock answered {event.status:#04x}: {meaning.text}",
                 )
 
-    async def _next_event(self, timeout_s: float, doing: str) -> Event:
+    async def _next_event(self, timeout_s: float, doing: str) -> SessionEvent:
         """The next event the lock's chunks complete, writing whatever the session answers."""
         while True:
             channel, chunk = await self._link.next_chunk(self._queue, timeout_s, doing)
@@ -172,7 +160,7 @@ class Conversation:
         if meaning.lock_state is not None:
             await self._progress(StateSeen(meaning.lock_state, self._clock()))
 
-    def _note(self, event: Event) -> None:
+    def _note(self, event: SessionEvent) -> None:
         if isinstance(event, StatusReported):
             meaning = meaning_of(event.status)
             if meaning.hardware_state is not None:

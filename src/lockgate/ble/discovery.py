@@ -20,9 +20,9 @@ from bleak.backends.scanner import AdvertisementData
 from bleak_retry_connector import close_stale_connections_by_address, get_device
 
 from lockgate.ble.errors import OperationError
-from lockgate.ble.operation import Outcome
 from lockgate.model import Profile
 from lockgate.protocol.identity import profile_of_name
+from lockgate.radio import Outcome
 
 log = structlog.get_logger(__name__)
 

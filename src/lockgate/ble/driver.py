@@ -1,6 +1,6 @@
 """The BLE driver: lock operations with precise outcomes, radio scheduling, watching, health.
 
-:class:`Driver` implements :class:`~lockgate.ble.operation.LockRadio` over bleak. It owns the radio:
+:class:`Driver` implements :class:`~lockgate.radio.LockRadio` over bleak. It owns the radio:
 
 - at most ``connection_slots`` links (:class:`~lockgate.ble.slots.SlotPool`), a command before a
   sync before a watch, and a command may take a watch's slot;
@@ -10,15 +10,30 @@
   is seen within a second; other locks are read every ``sync_interval_s``;
 - health per lock from every attempt (:class:`~lockgate.ble.health.HealthTracker`).
 
-What it sees between commands goes to an observation sink (state changes with cause ``manual`` or
-``sync``, readings, health). It owns one TaskGroup; every task in it is named.
+What it sees between commands it yields from :meth:`Driver.observations` (state changes with cause
+``manual``, ``sync`` or ``startup``, readings, health), in the order it saw them. It owns one
+TaskGroup, entered through an exit stack in ``async with``; every task in it is named.
+
+The observations pass through an unbounded :class:`asyncio.Queue`: making an observation never
+waits and never drops one (the watch must not stall behind the store), and the queue stays short
+because its one consumer (the service's task feeding ``Engine.observe``) keeps up with a radio that
+sees a few changes a second at most. An operation waits, before it talks to the lock, until that
+consumer has taken every observation made so far, so that what the engine applies for a lock stays
+in the order the lock showed it: a rider's close seen by the watch comes before the next command's
+``unlocking``.
+
+Why one module of about 700 lines: operations, the watch and the sync loop all change one lock's
+link, slot, turn and health together, and each hand-over between them (a command taking a watch's
+link, a watch queueing behind an operation, a sync skipping a watched lock) is one invariant
+that reads best in one place. What does not need that state lives beside it: the session over a
+link (conversation.py), the link itself (link.py), slots, discovery, health and errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -26,15 +41,23 @@ from typing import Self
 
 import structlog
 
-from lockgate.ble.conversation import Conversation, StepTimeouts
+from lockgate.ble.conversation import Conversation
 from lockgate.ble.discovery import Discovery, LockIdentity
 from lockgate.ble.errors import OperationError
 from lockgate.ble.health import HealthTracker, HealthView
 from lockgate.ble.link import Chunk, Link
-from lockgate.ble.operation import (
+from lockgate.ble.settings import RadioSettings
+from lockgate.ble.slots import Priority, Slot, SlotPool
+from lockgate.clock import utc_now
+from lockgate.model import Cause, HardwareState, LockState
+from lockgate.protocol.credentials import Credentials
+from lockgate.protocol.errors import ProtocolError
+from lockgate.protocol.gatt import Channel
+from lockgate.protocol.indications import GdioReader, StatusIndicated
+from lockgate.protocol.status import Status, meaning_of
+from lockgate.radio import (
     HealthObserved,
     Observation,
-    ObservationSink,
     Operation,
     Outcome,
     ProgressSink,
@@ -45,14 +68,6 @@ from lockgate.ble.operation import (
     Step,
     StepReached,
 )
-from lockgate.ble.slots import Priority, Slot, SlotPool
-from lockgate.clock import utc_now
-from lockgate.model import Cause, HardwareState, LockState
-from lockgate.protocol.credentials import Credentials
-from lockgate.protocol.errors import ProtocolError
-from lockgate.protocol.frames import GDIO_MIN_LENGTH, GdioFrame, GdioType, Reassembler
-from lockgate.protocol.gatt import Channel
-from lockgate.protocol.status import Status, meaning_of, parse_status
 
 log = structlog.get_logger(__name__)
 
@@ -62,25 +77,8 @@ _MISSES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RadioSettings:
-    """The driver's knobs (config section ``[ble]``); times in seconds."""
-
-    adapter: str = "hci0"
-    connection_slots: int = 3
-    connect_timeout_s: float = 20.0
-    connect_attempts: int = 3
-    find_timeout_s: float = 10.0
-    sync_interval_s: float = 600.0
-    watch: bool = True
-    watch_retry_s: float = 2.0
-    dead_after_s: float = 900.0
-    long_dead_after_s: float = 86400.0
-    steps: StepTimeouts = field(default_factory=StepTimeouts)
-
-
 @dataclass(eq=False)
-class _Lock:
+class _RadioLock:
     """The driver's state for one lock.
 
     ``mutex`` is the lock's turn: whoever holds it owns the link and reads its chunks. Operations
@@ -101,13 +99,12 @@ class _Lock:
     """Set while ``waiting`` is above zero: the watch's cue to step aside."""
     watcher: asyncio.Task[None] | None = None
     listening: bool = False
-    gdio: Reassembler = field(default_factory=lambda: Reassembler(GDIO_MIN_LENGTH))
+    gdio: GdioReader = field(default_factory=GdioReader)
     last_attempt: datetime | None = None
     recheck: bool = False
     """An operation ended without knowing where the bolt is (cancelled, timed out, link lost
     mid-motion): the sync loop reads the lock at its next tick instead of waiting an interval."""
     last_view: HealthView | None = None
-    publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def bike(self) -> str:
@@ -132,16 +129,15 @@ class Driver:
         self,
         locks: Iterable[LockIdentity],
         settings: RadioSettings,
-        observations: ObservationSink,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
-        self._observe_sink = observations
+        self._observed: asyncio.Queue[Observation | None] = asyncio.Queue()
         self._clock = clock
         now = clock()
         self._locks = {
-            lock.bike: _Lock(
+            lock.bike: _RadioLock(
                 lock,
                 HealthTracker(
                     now,
@@ -160,8 +156,6 @@ class Driver:
         self._loops: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
         self._stopping = False
-        self.connect_attempts_at_once_high_water = 0
-        self._connecting_now = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -188,7 +182,10 @@ class Driver:
         for task in [*self._loops, *(e.watcher for e in self._locks.values() if e.watcher)]:
             task.cancel()
         assert self._stack is not None
-        await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._observed.put_nowait(None)  # the end of observations(), after all the rest
 
     async def _close_all(self) -> None:
         for entry in self._locks.values():
@@ -206,6 +203,22 @@ class Driver:
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         self._locks[bike].standing = credentials
+
+    async def observations(self) -> AsyncIterator[Observation]:
+        """What the driver sees between commands, in order, until the driver has stopped.
+
+        One consumer only (each observation is handed out once). Nothing is lost between the
+        driver and it: the queue is unbounded, and an operation waits for the consumer to take
+        what came before it (see the module's doc), so start consuming before the first
+        operation (the service's startup reads included): without a consumer, the second
+        operation would wait out its timeout.
+        """
+        while True:
+            observation = await self._observed.get()
+            self._observed.task_done()
+            if observation is None:
+                return
+            yield observation
 
     def watched(self) -> list[str]:
         """The locks whose watch is listening right now."""
@@ -247,16 +260,16 @@ class Driver:
         now = self._clock()
         seen = result.reading.lock_state
         if seen is not None and before is not None and seen is not before:
-            await self._observe(StateObserved(bike, seen, cause, now))
+            self._observe(StateObserved(bike, seen, cause, now))
         if result.ok:
-            await self._observe(ReadingObserved(bike, result.reading, now))
+            self._observe(ReadingObserved(bike, result.reading, now))
         return result
 
     # --- operations ----------------------------------------------------------------------
 
     async def _operate(
         self,
-        entry: _Lock,
+        entry: _RadioLock,
         *,
         operation: Operation,
         credentials: Credentials | None,
@@ -294,7 +307,7 @@ class Driver:
         attempt = _Attempt()
         entry.recheck = entry.recheck or operation is not Operation.READ
         try:
-            await self._drain(entry)
+            self._drain(entry)
             before = entry.lock_state
             try:
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
@@ -324,12 +337,12 @@ class Driver:
             outcome=str(result.outcome),
             reason=result.reason,
         )
-        await self._publish_health(entry)
+        self._publish_health(entry)
         return result, before
 
     async def _run(
         self,
-        entry: _Lock,
+        entry: _RadioLock,
         *,
         operation: Operation,
         credentials: Credentials | None,
@@ -341,6 +354,8 @@ class Driver:
         reading = Reading()
         hardware: HardwareState | None = None
         try:
+            # What the lock showed before this operation reaches the engine before its progress.
+            await self._observed.join()
             link = await self._link(entry, priority, attempt)
             await progress(StepReached(Step.CONNECTED, self._clock()))
             sighting = self._discovery.sighting(entry.bike)
@@ -393,7 +408,7 @@ class Driver:
             self._record(entry, result)
         return result
 
-    def _record(self, entry: _Lock, result: Result) -> None:
+    def _record(self, entry: _RadioLock, result: Result) -> None:
         now = self._clock()
         entry.last_attempt = now
         if result.reading.lock_state is not None:
@@ -405,7 +420,7 @@ class Driver:
         if result.reading.lock_state is not None:
             entry.lock_state = result.reading.lock_state
 
-    async def _link(self, entry: _Lock, priority: Priority, attempt: _Attempt) -> Link:
+    async def _link(self, entry: _RadioLock, priority: Priority, attempt: _Attempt) -> Link:
         """The lock's open link (a watch's, taken over) or a new one in a new slot.
 
         A sync takes a slot only if one is free: it never waits behind watches, and a read that
@@ -432,26 +447,19 @@ class Driver:
         entry.slot = slot
         return entry.link
 
-    async def _connect(self, entry: _Lock) -> Link:
+    async def _connect(self, entry: _RadioLock) -> Link:
         settings = self._settings
         device = await self._discovery.find(entry.bike, settings.find_timeout_s)
         async with self._connecting:
-            self._connecting_now += 1
-            self.connect_attempts_at_once_high_water = max(
-                self.connect_attempts_at_once_high_water, self._connecting_now
+            return await Link.connect(
+                entry.bike,
+                device,
+                timeout_s=settings.connect_timeout_s,
+                max_attempts=settings.connect_attempts,
+                step_timeout_s=settings.steps.gatt_s,
             )
-            try:
-                return await Link.connect(
-                    entry.bike,
-                    device,
-                    timeout_s=settings.connect_timeout_s,
-                    max_attempts=settings.connect_attempts,
-                    step_timeout_s=settings.steps.gatt_s,
-                )
-            finally:
-                self._connecting_now -= 1
 
-    async def _drop_link(self, entry: _Lock) -> None:
+    async def _drop_link(self, entry: _RadioLock) -> None:
         link, entry.link = entry.link, None
         slot, entry.slot = entry.slot, None
         entry.gdio.reset()
@@ -462,7 +470,7 @@ class Driver:
             if slot is not None:
                 self.slots.release(slot)
 
-    async def _keep_or_drop(self, entry: _Lock) -> None:
+    async def _keep_or_drop(self, entry: _RadioLock) -> None:
         """In the lock's turn, after an operation: keep the link for a watch, or let it go."""
         if not self._should_watch(entry):
             await self._drop_link(entry)
@@ -473,7 +481,7 @@ class Driver:
             await self._drop_link(entry)
         self._ensure_watcher(entry)
 
-    def _should_watch(self, entry: _Lock) -> bool:
+    def _should_watch(self, entry: _RadioLock) -> bool:
         return (
             self._settings.watch
             and not self._stopping
@@ -482,11 +490,11 @@ class Driver:
 
     # --- watching ------------------------------------------------------------------------
 
-    def _ensure_watcher(self, entry: _Lock) -> None:
+    def _ensure_watcher(self, entry: _RadioLock) -> None:
         if (entry.watcher is None or entry.watcher.done()) and self._tasks is not None:
             entry.watcher = self._tasks.create_task(self._watch(entry), name=f"watch-{entry.bike}")
 
-    async def _watch(self, entry: _Lock) -> None:
+    async def _watch(self, entry: _RadioLock) -> None:
         """Keep a link to an open lock and mirror what it indicates, until it is closed.
 
         The watch holds the lock's turn only while nobody else wants it: an operation that
@@ -517,7 +525,7 @@ class Driver:
             if not self._should_watch(entry):
                 await self._drop_link(entry)
 
-    async def _rewatch(self, entry: _Lock) -> bool:
+    async def _rewatch(self, entry: _RadioLock) -> bool:
         """Connect again for a watch, in the lock's turn; False if not now (no slot) or failed."""
         if self._connecting.locked():
             return False  # a command's connection attempt goes first
@@ -532,7 +540,7 @@ class Driver:
             if err.outcome is Outcome.UNREACHABLE:
                 self._discovery.forget(entry.bike)
             self._record(entry, Result(err.outcome, err.reason))
-            await self._publish_health(entry)
+            self._publish_health(entry)
             log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
             return False
         except BaseException:
@@ -540,10 +548,10 @@ class Driver:
             raise
         entry.slot = slot
         self._record(entry, Result(Outcome.OK, "watch connected"))
-        await self._publish_health(entry)
+        self._publish_health(entry)
         return True
 
-    async def _listen(self, entry: _Lock) -> None:
+    async def _listen(self, entry: _RadioLock) -> None:
         """In the lock's turn: mirror the link's unprompted statuses until something else is due."""
         link, slot = entry.link, entry.slot
         assert link is not None
@@ -553,13 +561,13 @@ class Driver:
             while self._should_watch(entry) and not entry.waiting:
                 chunk = await _first(link.chunks, link.lost, slot.evicted, entry.operation_waits)
                 if chunk is not None:
-                    await self._on_watched_chunk(entry, chunk)
+                    self._on_watched_chunk(entry, chunk)
                     continue
                 if link.lost.is_set():
                     log.info("watched link dropped", bike=entry.bike)
                     self._record(entry, Result(Outcome.LINK_LOST, "watched link dropped"))
                     await self._drop_link(entry)
-                    await self._publish_health(entry)
+                    self._publish_health(entry)
                 elif slot.evicted.is_set() and not entry.waiting:
                     log.info("watch gives its slot to a command", bike=entry.bike)
                     await self._drop_link(entry)
@@ -567,29 +575,26 @@ class Driver:
         finally:
             entry.listening = False
 
-    async def _drain(self, entry: _Lock) -> None:
+    def _drain(self, entry: _RadioLock) -> None:
         """Mirror what the lock said since the watch last listened, before an operation talks."""
         if entry.link is None:
             return
         chunks = entry.link.chunks
         while not chunks.empty():
-            await self._on_watched_chunk(entry, chunks.get_nowait())
+            self._on_watched_chunk(entry, chunks.get_nowait())
 
-    async def _on_watched_chunk(self, entry: _Lock, chunk: Chunk) -> None:
+    def _on_watched_chunk(self, entry: _RadioLock, chunk: Chunk) -> None:
         channel, data = chunk
         if channel is not Channel.GDIO:
             return
         try:
-            frame = entry.gdio.feed(data)
-            if frame is None:
-                return
-            decoded = GdioFrame.decode(frame)
+            indication = entry.gdio.feed(data)
         except ProtocolError as err:
             log.warning("bad frame from watched lock", bike=entry.bike, error=str(err))
             return
-        if decoded.type != GdioType.STATUS or len(decoded.payload) != 1:
-            return
-        status = parse_status(decoded.payload[0])
+        if not isinstance(indication, StatusIndicated):
+            return  # nothing complete yet, or an IV no session asked for
+        status = indication.status
         if not isinstance(status, Status):
             log.info("unrecognised status from lock", bike=entry.bike, status=status)
             return
@@ -598,11 +603,11 @@ class Driver:
         entry.health.reached(now, meaning.hardware_state)
         if status in (Status.ALARM_ON, Status.ALARM_OFF):
             reading = Reading(alarm=status is Status.ALARM_ON)
-            await self._observe(ReadingObserved(entry.bike, reading, now))
+            self._observe(ReadingObserved(entry.bike, reading, now))
         if meaning.lock_state is not None and meaning.lock_state is not entry.lock_state:
             entry.lock_state = meaning.lock_state
-            await self._observe(StateObserved(entry.bike, meaning.lock_state, Cause.MANUAL, now))
-        await self._publish_health(entry)
+            self._observe(StateObserved(entry.bike, meaning.lock_state, Cause.MANUAL, now))
+        self._publish_health(entry)
 
     # --- syncing and health --------------------------------------------------------------
 
@@ -638,39 +643,32 @@ class Driver:
         while True:
             await asyncio.sleep(1.0)
             for entry in self._locks.values():
-                await self._publish_health(entry)
+                self._publish_health(entry)
 
-    async def _publish_health(self, entry: _Lock) -> None:
+    def _publish_health(self, entry: _RadioLock) -> None:
         if not entry.health.known:
             return  # nothing to say of a lock not yet tried
-        async with entry.publishing:  # one at a time per lock, so they arrive in order
-            view = entry.health.view(self._clock())
-            last = entry.last_view
-            if last is not None and (last.health, last.hardware_state) == (
+        view = entry.health.view(self._clock())
+        last = entry.last_view
+        if last is not None and (last.health, last.hardware_state) == (
+            view.health,
+            view.hardware_state,
+        ):
+            return
+        entry.last_view = view
+        self._observe(
+            HealthObserved(
+                entry.bike,
                 view.health,
                 view.hardware_state,
-            ):
-                return
-            entry.last_view = view
-            await self._observe(
-                HealthObserved(
-                    entry.bike,
-                    view.health,
-                    view.hardware_state,
-                    view.last_seen,
-                    view.dead_since,
-                    self._clock(),
-                )
+                view.last_seen,
+                view.dead_since,
+                self._clock(),
             )
+        )
 
-    async def _observe(self, observation: Observation) -> None:
-        try:
-            await self._observe_sink(observation)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The sink is the engine's; its failure must not end a watch or the sync loop.
-            log.exception("observation sink failed", observation=type(observation).__name__)
+    def _observe(self, observation: Observation) -> None:
+        self._observed.put_nowait(observation)
 
 
 async def _no_progress(_progress: object) -> None:

@@ -2,7 +2,7 @@
 
 bleak and bleak-retry-connector raise a handful of exception classes whose meaning sits partly in a
 D-Bus error name. :func:`connect_failure` and :func:`link_failure` turn them into one
-:class:`OperationError` with an :class:`~lockgate.ble.operation.Outcome` and a reason a person can
+:class:`OperationError` with an :class:`~lockgate.radio.Outcome` and a reason a person can
 act on; nothing above this module looks at a bleak exception. They read the typed D-Bus error name
 that bleak keeps (``BleakDBusError.dbus_error``), never an exception's message text.
 """
@@ -18,7 +18,7 @@ from bleak_retry_connector import (
     BleakOutOfConnectionSlotsError,
 )
 
-from lockgate.ble.operation import Outcome
+from lockgate.radio import Outcome
 
 BLUEZ_IN_PROGRESS = "org.bluez.Error.InProgress"
 BLUEZ_FAILED = "org.bluez.Error.Failed"

@@ -6,7 +6,8 @@ arguments.
 
 - HEALTHY: reached at the last attempt.
 - UNHEALTHY: the last attempt failed, and the lock was reached within ``dead_after``.
-- DEAD: not reached for ``dead_after`` (default 900 s); LONG_DEAD: for ``long_dead_after``.
+- DEAD: not reached for ``dead_after``; LONG_DEAD: for ``long_dead_after`` (their defaults are
+  the driver's settings, :mod:`lockgate.ble.settings`).
 
 A lock not yet tried counts as not reached, from ``last_seen`` (kept in the store) or else from
 the tracker's creation: the start-up read settles it at once.
@@ -37,8 +38,8 @@ class HealthTracker:
         self,
         created: datetime,
         *,
-        dead_after: timedelta = timedelta(seconds=900),
-        long_dead_after: timedelta = timedelta(seconds=86400),
+        dead_after: timedelta,
+        long_dead_after: timedelta,
         last_seen: datetime | None = None,
     ) -> None:
         if long_dead_after < dead_after:

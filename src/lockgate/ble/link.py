@@ -22,9 +22,9 @@ from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
 from lockgate.ble.errors import OperationError, connect_failure, link_failure
-from lockgate.ble.operation import Outcome
 from lockgate.protocol.gatt import BATTERY_LEVEL, FIRMWARE_REVISION, GDIO, USDIO, Channel
 from lockgate.protocol.session import Write
+from lockgate.radio import Outcome
 
 log = structlog.get_logger(__name__)
 

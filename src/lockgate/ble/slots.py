@@ -51,8 +51,6 @@ class SlotPool:
         self._held: list[Slot] = []
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
-        self.high_water = 0
-        """The most slots ever held at once (for tests and benchmarks)."""
 
     @property
     def capacity(self) -> int:
@@ -117,7 +115,6 @@ class SlotPool:
     def _grant(self, bike: str, priority: Priority) -> Slot:
         slot = Slot(bike, priority)
         self._held.append(slot)
-        self.high_water = max(self.high_water, len(self._held))
         return slot
 
     def _serve(self) -> None:

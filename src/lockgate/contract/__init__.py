@@ -1,8 +1,10 @@
 """The MQTT contract's payloads (spec/mqtt-contract.md), as pydantic models at the gateway's edge.
 
 Requests are parsed and validated here (:mod:`lockgate.contract.request`); every document the
-gateway publishes is built from the models of :mod:`lockgate.contract.documents`. The layer is pure:
-it imports only the model and the protocol's credential parser, and does no I/O.
+gateway publishes is built from the models of :mod:`lockgate.contract.documents`, every event
+stamped by :func:`~lockgate.contract.stamps.stamp`, and filed under a topic of
+:mod:`lockgate.contract.topics`. The layer is pure: it imports only the model and the protocol,
+and does no I/O.
 """
 
 from lockgate.contract.documents import (
@@ -31,6 +33,7 @@ from lockgate.contract.request import (
     read_envelope,
     validate,
 )
+from lockgate.contract.stamps import EventStamp, stamp
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import Timestamp, format_time, parse_time
 
@@ -48,6 +51,7 @@ __all__ = [
     "Envelope",
     "ErrorDocument",
     "Event",
+    "EventStamp",
     "HealthEvent",
     "Heartbeat",
     "LockDocument",
@@ -61,5 +65,6 @@ __all__ = [
     "format_time",
     "parse_time",
     "read_envelope",
+    "stamp",
     "validate",
 ]

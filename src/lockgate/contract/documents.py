@@ -167,6 +167,16 @@ class BleStatus(_Document):
     in_use: int
 
 
+class SealingKey(_Document):
+    """The station's X25519 public key as a JWK (``kid``: its RFC 7638 thumbprint): a backend
+    seals a request's credentials to it (mqtt-contract.md, Signed and sealed commands)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["X25519"]
+    x: str
+    kid: str
+
+
 class StationStatus(_Document):
     station: str
     state: StationState
@@ -176,6 +186,7 @@ class StationStatus(_Document):
     locks: tuple[str, ...]
     outbox_depth: int
     ble: BleStatus
+    sealing_key: SealingKey | None = None  # None: this station opens no sealed credentials
 
 
 class ErrorDocument(_Document):

@@ -1,10 +1,12 @@
 """The command engine: the contract's command lifecycle, bookings, recovery and lock state events.
 
 :class:`Engine` ingests raw requests (:meth:`Engine.submit`), runs them per lock in arrival order
-through the radio port (:class:`~lockgate.ble.operation.LockRadio`), mirrors what the radio
-observes (:meth:`Engine.observe`), and writes every change with its messages to the store, whose
-:class:`~lockgate.store.Outbox` the MQTT link reads. The booking table is the pure
-:func:`~lockgate.engine.booking.decide`.
+through the radio port (:class:`~lockgate.radio.LockRadio`), mirrors what the radio observes
+(:meth:`Engine.observe`), and writes every change with its messages to the store, whose outbox the
+MQTT link reads. Three modules along its seams: :mod:`~lockgate.engine.ledger` (pure: what a
+change is, its events and stamps), :mod:`~lockgate.engine.worker` (one lock's queue and the
+commands it runs) and :mod:`~lockgate.engine.engine` (admission, recovery, deadlines, lifecycle).
+The booking table is the pure :func:`~lockgate.engine.booking.decide`.
 """
 
 from lockgate.clock import utc_now

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from lockgate.ble.operation import Operation
 from lockgate.model import BookingChange, BookingState, CommandName, ErrorCode
+from lockgate.radio import Operation
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@
 seals provisioned credentials. Below the engine, above the contract: it imports nothing higher.
 """
 
+from lockgate.store.database import StoreError
 from lockgate.store.key import StationKey, StoreKeyError, load_station_key
 from lockgate.store.outbox import Outbox, OutboxMessage
 from lockgate.store.records import (
@@ -16,9 +17,10 @@ from lockgate.store.records import (
     Reply,
 )
 from lockgate.store.schema import SCHEMA_VERSION, SchemaError
-from lockgate.store.store import Applied, Store, StoreError
+from lockgate.store.store import DEFAULT_MAX_OUTBOX, Applied, Store
 
 __all__ = [
+    "DEFAULT_MAX_OUTBOX",
     "SCHEMA_VERSION",
     "Applied",
     "Change",

@@ -1,8 +1,15 @@
-"""What the command engine asks of the radio, and what it gets back: the driver's interface.
+"""The radio port: what the command engine asks of the radio, and what the radio tells it.
 
 Plain frozen types and one :class:`typing.Protocol`, no bleak and no I/O, so that the engine, the
-service and the driver agree on one vocabulary. Every failure of the radio reaches the engine as one
-:class:`Outcome`, mapped once at the driver's edge, with the contract's ``ERRORS.*`` code beside it.
+service and the BLE driver (:mod:`lockgate.ble`, which implements the port) agree on one
+vocabulary without the engine importing the transport. It sits just above the model and the
+protocol's credentials. Two directions:
+
+- asked: :meth:`LockRadio.perform` runs one :class:`Operation` and ends with one :class:`Result`;
+  every failure of the radio is one :class:`Outcome`, mapped once at the driver's edge, with the
+  contract's ``ERRORS.*`` code beside it; its :data:`Progress` goes to the caller's sink;
+- told: what the radio sees on its own between commands is an :data:`Observation`, which the
+  driver yields from ``Driver.observations()`` and the service hands to ``Engine.observe``.
 """
 
 from __future__ import annotations
@@ -150,11 +157,10 @@ class ReadingObserved:
 
 
 Observation = StateObserved | HealthObserved | ReadingObserved
-ObservationSink = Callable[[Observation], Awaitable[None]]
 
 
 class LockRadio(Protocol):
-    """The driver as the command engine uses it."""
+    """The radio as the command engine uses it (the BLE driver, or a test's model of locks)."""
 
     async def perform(
         self,

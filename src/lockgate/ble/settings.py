@@ -1,0 +1,47 @@
+"""The BLE driver's settings, and the one place their defaults are written.
+
+Plain frozen values with no bleak in them: the driver takes a :class:`RadioSettings`, the
+configuration's ``[ble]`` section takes its defaults from here (so that a default is written
+once), and the health tracker is built from ``dead_after_s`` and ``long_dead_after_s``.
+Times are in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeouts:
+    """How long each step may take, in seconds (the lock's own limits in ilockit-ble.md)."""
+
+    gatt_s: float = 5.0
+    """One GATT write or read (the lock acknowledges an indication within 2 s)."""
+    answer_s: float = 5.0
+    """The lock's answer to a protocol request: IV, challenge, authorisation, a read's reply."""
+    motion_s: float = 20.0
+    """From a lock control command to the final status (the motor gives up after 15 s)."""
+    disconnect_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSettings:
+    """The driver's knobs (config section ``[ble]``); times in seconds."""
+
+    adapter: str = "hci0"
+    connection_slots: int = 3
+    connect_timeout_s: float = 20.0
+    connect_attempts: int = 3
+    find_timeout_s: float = 10.0
+    sync_interval_s: float = 600.0
+    watch: bool = True
+    watch_retry_s: float = 2.0
+    dead_after_s: float = 900.0
+    """A lock not reached for this long is DEAD (heartbeat_v2)."""
+    long_dead_after_s: float = 86400.0
+    """... and LONG_DEAD after this long."""
+    steps: StepTimeouts = field(default_factory=StepTimeouts)
+
+
+DEFAULT_RADIO = RadioSettings()
+"""Every default in one value, for the configuration's ``[ble]`` section to read."""

@@ -1,0 +1,484 @@
+"""One registered lock's side of the engine: its queue of commands, run one at a time.
+
+A :class:`LockWorker` owns a lock's record in memory, its queue, and the mutex under which that
+record changes (a command's step, the radio's observation, a booking's expiry). Its task runs the
+queued commands in arrival order: it checks the booking table, writes ahead what must survive a
+crash (a rental start, the mark that the lock may be touched), asks the radio, turns the radio's
+progress into the command document's states, concludes, and settles a command recovered after a
+restart by reading, never by moving the lock again. What a change is comes from the pure
+:class:`~lockgate.engine.ledger.Ledger`; every change is one transaction of the store. The engine
+(:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
+workers' tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import structlog
+
+from lockgate.contract.documents import CommandEvent, Event
+from lockgate.contract.request import CommandRequest
+from lockgate.contract.station import RegisteredLock
+from lockgate.engine.booking import Booking, BookingStep, Decision, decide
+from lockgate.engine.ledger import (
+    MOTION_ENDS,
+    Ledger,
+    booking_event,
+    booking_of,
+    command_event,
+    settled_command,
+    state_event,
+)
+from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode
+from lockgate.protocol.credentials import Credentials
+from lockgate.radio import (
+    LockRadio,
+    Observation,
+    Operation,
+    Outcome,
+    Progress,
+    Result,
+    Step,
+    StepReached,
+)
+from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
+from lockgate.store.store import Store
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One command on its way through a lock's queue (mutable: its record moves on)."""
+
+    record: CommandRecord
+    request: CommandRequest
+    settle: bool = False  # recovered after it may have reached the lock: read, never move
+    started: bool = False
+    ended: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Crew:
+    """What every worker of one engine shares: the store, the radio, the ledger and the clock."""
+
+    store: Store
+    radio: LockRadio
+    ledger: Ledger
+    clock: Clock
+    settle_timeout_s: float
+    log: structlog.stdlib.BoundLogger
+    secrets: dict[str, Credentials] = field(repr=False)
+    """A command's own credentials, by command id, in memory only, until the command ends."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the engine's stop: a queued command no longer starts (it runs after a restart)."""
+    deadlines_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """The engine's deadline task looks again (a command queued, a booking written)."""
+
+
+class LockWorker:
+    """One registered lock: its record, its queue, and the task that runs its commands."""
+
+    def __init__(
+        self,
+        registered: RegisteredLock,
+        record: LockRecord,
+        standing: Credentials | None,
+        crew: Crew,
+    ) -> None:
+        self.registered = registered
+        self.record = record
+        self.standing = standing
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.mutex = asyncio.Lock()
+        """Held while the lock's record changes; never across a radio call."""
+        self.waiting: list[Job] = []
+        self.running: Job | None = None
+        self.idle = asyncio.Event()  # set while no command runs
+        self.idle.set()
+        self._crew = crew
+
+    @property
+    def bike(self) -> str:
+        return self.registered.bike
+
+    def enqueue(self, job: Job) -> None:
+        self.waiting.append(job)
+        self.queue.put_nowait(job)
+        self._crew.deadlines_changed.set()
+
+    # --- the queue ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The worker's task: the lock's commands, one at a time, in arrival order, for ever."""
+        crew = self._crew
+        while True:
+            job = await self.queue.get()
+            try:
+                self.waiting.remove(job)
+                if job.ended or crew.stopping.is_set():
+                    continue  # ended while waiting, or left NOT_SENT for the next start
+                job.started = True
+                self.running = job
+                self.idle.clear()
+                # Bound for the command's duration, so every log line under it (the driver's too)
+                # names the command and the bike (product.md, Logs).
+                with structlog.contextvars.bound_contextvars(command_id=job.id, bike=self.bike):
+                    await self._run(job)
+            except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue
+                # The traceback as plain text: a renderer that shows frame locals could print a
+                # driver's key bytes, so no exc_info reaches the logger.
+                crew.log.error(  # noqa: TRY400 - no exc_info, as said above
+                    "command failed inside the engine",
+                    command_id=job.id,
+                    error=f"{type(err).__name__}: {err}",
+                    traceback="".join(traceback.format_exception(err)),
+                )
+                with contextlib.suppress(Exception):
+                    await self.end(job, ErrorCode.INTERNAL, "the gateway failed inside")
+            finally:
+                self.running = None
+                self.idle.set()
+                crew.secrets.pop(job.id, None)
+                self.queue.task_done()
+
+    async def _run(self, job: Job) -> None:
+        if job.settle:
+            await self._settle(job)
+            return
+        request = job.request
+        remaining = (request.timeout_at - self._crew.clock()).total_seconds()
+        if remaining <= 0:
+            await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the command ran")
+            return
+        try:
+            async with asyncio.timeout(remaining) as deadline:
+                await self._execute(job)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if not job.ended:
+                await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed during the command")
+
+    # --- executing a command -------------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        request = job.request
+        if request.name is CommandName.PROVISION:
+            await self._provision(job)
+            return
+        credentials = self._crew.secrets.get(job.id) or self.standing
+        async with self.mutex:
+            booking = await self.expire_if_due()
+            decision = decide(
+                request.name,
+                booking,
+                user=request.user_id,
+                end_rental=request.end_rental,
+                timeout_at=request.timeout_at,
+            )
+            # The booking table first: its answer needs no key and says more than a missing one.
+            if decision.refusal is not None:
+                await self.end(job, decision.refusal, decision.reason or decision.refusal)
+                return
+            if decision.operation is None:  # book, cancel-booking, force-cancel-booking
+                assert decision.before is not None
+                await self._finish_booking(job, decision.before)
+                return
+            if credentials is None:
+                await self.end(
+                    job,
+                    ErrorCode.MISSING_CREDENTIALS,
+                    "no credentials: none in the command (a command's own are not kept across a "
+                    "restart) and none provisioned for this lock",
+                )
+                return
+            if decision.operation is Operation.UNLOCK and self._crew.clock() >= request.timeout_at:
+                await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the unlock")
+                return
+            # Write-ahead: the rental start and the mark that the lock may be touched, durably,
+            # before the radio call (mqtt-contract.md: occupied is recorded whatever happens next).
+            await self._dispatch(job, decision.before)
+        result = await self._perform(job, decision.operation, credentials)
+        await self._conclude(job, decision, result)
+
+    async def _dispatch(self, job: Job, before: BookingStep | None) -> None:
+        now = self._crew.clock()
+        marked = replace(job.record, dispatched_at=now)
+        if before is None:
+            job.record = marked
+            await self._crew.store.apply(Change(dispatches=(marked,)), at=now)
+            return
+        record, events = self._crew.ledger.book(
+            self.record, before, now, job.id, "the rental started"
+        )
+        command = marked.advanced(
+            marked.state, now, events=(booking_event(before, now),)
+        )  # the rental start is visible on the command, published with the booking
+        await self._write(command, job=job, record=record, events=events)
+
+    async def _perform(self, job: Job, operation: Operation, credentials: Credentials) -> Result:
+        remaining = max((job.request.timeout_at - self._crew.clock()).total_seconds(), 0.001)
+
+        async def progress(event: Progress) -> None:
+            await self._progress(job, event)
+
+        # The outer deadline (_run) also bounds this await; timeout_s lets the driver stop cleanly.
+        return await self._crew.radio.perform(
+            self.bike, operation, credentials, timeout_s=remaining, progress=progress
+        )
+
+    async def _progress(self, job: Job, event: Progress) -> None:
+        if job.ended:
+            return
+        at = event.at
+        if isinstance(event, StepReached):
+            target = {Step.SENT: CommandState.SENT, Step.RECEIVED: CommandState.RECEIVED}.get(
+                event.step
+            )
+            order = (CommandState.NOT_SENT, CommandState.SENT, CommandState.RECEIVED)
+            if target is None or order.index(target) <= order.index(job.record.state):
+                return
+            await self._write(job.record.advanced(target, at), job=job)
+            return
+        async with self.mutex:
+            update = self._crew.ledger.transition(
+                self.record, event.lock_state, at, Cause.COMMAND, job.id
+            )
+            if update is None:
+                return
+            record, events = update
+            command = replace(
+                job.record,
+                version=job.record.version + 1,
+                events=(*job.record.events, state_event(event.lock_state, at)),
+            )
+            await self._write(command, job=job, record=record, events=events)
+
+    async def _conclude(self, job: Job, decision: Decision, result: Result) -> None:
+        request = job.request
+        ledger = self._crew.ledger
+        now = self._crew.clock()
+        async with self.mutex:
+            record = self.record
+            events: list[Event] = []
+            command_events: list[CommandEvent] = []
+            reading = result.reading
+            seen = reading.lock_state
+            if result.ok and seen is None and decision.operation in MOTION_ENDS:
+                seen = MOTION_ENDS[decision.operation]  # ok means the lock reported the end
+            if seen is not None:
+                update = ledger.transition(record, seen, now, Cause.COMMAND, job.id)
+                if update is not None:
+                    record, new = update
+                    events += new
+                    command_events.append(state_event(seen, now))
+            record, read_events = ledger.absorb(record, reading, now, job.id, result)
+            events += read_events
+            if request.power_cycle:
+                command_events.append(
+                    CommandEvent(
+                        name="RESPONSE_POWER_CYCLE",
+                        value="Ilockit locks have no power switch: read on a new connection",
+                        timestamp=now,
+                    )
+                )
+            if not result.ok:
+                code = result.outcome.error_code or ErrorCode.INTERNAL
+                command_events.append(command_event("RESPONSE", request.name, now, result.reason))
+                command = job.record.advanced(
+                    CommandState.ERROR,
+                    now,
+                    events=tuple(command_events),
+                    error_code=code,
+                    reason=result.reason,
+                )
+            else:
+                if decision.on_success is not None:
+                    record, booking_events = ledger.book(
+                        record, decision.on_success, now, job.id, "the rental ended"
+                    )
+                    events += booking_events
+                    command_events.append(booking_event(decision.on_success, now))
+                command_events.insert(0, command_event("RESPONSE", request.name, now, "ok"))
+                command = job.record.advanced(
+                    CommandState.SUCCESS, now, events=tuple(command_events)
+                )
+            job.ended = True
+            await self._write(command, job=job, record=record, events=events)
+        self._crew.log.info(
+            "command ended",
+            command_id=job.id,
+            bike=self.bike,
+            state=command.state,
+            error_code=command.error_code,
+        )
+
+    async def _finish_booking(self, job: Job, step: BookingStep) -> None:
+        now = self._crew.clock()
+        record, events = self._crew.ledger.book(self.record, step, now, job.id, None)
+        job.ended = True
+        command = job.record.advanced(
+            CommandState.SUCCESS,
+            now,
+            events=(
+                command_event("RESPONSE", job.request.name, now, "ok"),
+                booking_event(step, now),
+            ),
+        )
+        await self._write(command, job=job, record=record, events=events)
+        self._crew.deadlines_changed.set()
+
+    async def _provision(self, job: Job) -> None:
+        crew = self._crew
+        now = crew.clock()
+        credentials = None if job.request.remove_credentials else crew.secrets.get(job.id)
+        if credentials is None and not job.request.remove_credentials:
+            await self.end(
+                job,
+                ErrorCode.MISSING_CREDENTIALS,
+                "the credentials to provision were not kept across a restart: send them again",
+            )
+            return
+        job.ended = True
+        command = job.record.advanced(
+            CommandState.SUCCESS,
+            now,
+            events=(command_event("RESPONSE", job.request.name, now, "ok"),),
+            reason="credentials removed" if credentials is None else "credentials stored",
+        )
+        job.record = command
+        await crew.store.apply(
+            Change(commands=(command,), provisioning=(Provisioning(self.bike, credentials),)),
+            at=now,
+        )
+        self.standing = credentials
+        crew.radio.set_standing_credentials(self.bike, credentials)
+
+    # --- settling after a restart --------------------------------------------------------------
+
+    async def _settle(self, job: Job) -> None:
+        """A command that may have reached the lock before the restart: read, and end as the lock
+        shows. Never a second motion."""
+        crew = self._crew
+        request = job.request
+        result = Result(
+            Outcome.TIMED_OUT, f"the lock did not answer within {crew.settle_timeout_s} s"
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(crew.settle_timeout_s):
+                result = await crew.radio.perform(
+                    self.bike,
+                    Operation.READ,
+                    self.standing,
+                    timeout_s=crew.settle_timeout_s,
+                    progress=_ignore_progress,
+                )
+        now = crew.clock()
+        shown = result.reading.lock_state
+        async with self.mutex:
+            record, events = self.record, list[Event]()
+            if shown is not None:
+                update = crew.ledger.transition(record, shown, now, Cause.STARTUP, job.id)
+                if update is not None:
+                    record, events = update
+            record, read_events = crew.ledger.absorb(record, result.reading, now, job.id, result)
+            events += read_events
+            command = settled_command(job.record, request.name, result, now)
+            if command.state is CommandState.SUCCESS and shown is not None:
+                decision = decide(
+                    request.name,
+                    booking_of(record),
+                    user=request.user_id,
+                    end_rental=request.end_rental,
+                )
+                if decision.on_success is not None and decision.refusal is None:
+                    record, booking_events = crew.ledger.book(
+                        record, decision.on_success, now, job.id, "the rental ended"
+                    )
+                    events += booking_events
+                    command = replace(
+                        command,
+                        events=(*command.events, booking_event(decision.on_success, now)),
+                    )
+            job.ended = True
+            await self._write(command, job=job, record=record, events=events)
+
+    # --- what others ask of the lock -----------------------------------------------------------
+
+    async def end(self, job: Job, code: ErrorCode, reason: str) -> None:
+        """Ends a command in ERROR (at most once)."""
+        if job.ended or job.record.state.final:
+            return
+        job.ended = True
+        now = self._crew.clock()
+        command = job.record.advanced(
+            CommandState.ERROR,
+            now,
+            events=(command_event("RESPONSE", job.request.name, now, reason),),
+            error_code=code,
+            reason=reason,
+        )
+        await self._write(command, job=job)
+        self._crew.log.info(
+            "command ended", command_id=job.id, state=command.state, error_code=code, reason=reason
+        )
+
+    async def expire_if_due(self) -> Booking:
+        """The lock's booking, after expiring it if its time has passed (caller holds the mutex)."""
+        now = self._crew.clock()
+        booking = booking_of(self.record)
+        if not booking.expired(now):
+            return booking
+        step = BookingStep(Booking(), BookingChange.CANCELED)
+        record, events = self._crew.ledger.book(self.record, step, now, None, "the booking expired")
+        self.record = record
+        await self._crew.store.apply(Change(locks=(record,), events=tuple(events)), at=now)
+        self._crew.log.info("booking expired", bike=self.bike, user_id=booking.user)
+        return booking_of(record)
+
+    async def observe(self, observation: Observation) -> None:
+        """What the radio saw of this lock between commands, written if it changes the record."""
+        async with self.mutex:
+            record, events = self._crew.ledger.observed(self.record, observation)
+            if record == self.record:
+                return
+            self.record = record
+            await self._crew.store.apply(
+                Change(locks=(record,), events=tuple(events)), at=self._crew.clock()
+            )
+
+    async def _write(
+        self,
+        command: CommandRecord,
+        *,
+        job: Job | None = None,
+        record: LockRecord | None = None,
+        events: list[Event] | tuple[Event, ...] = (),
+    ) -> None:
+        """One transaction: the command's new version, the lock's record, their events. Memory is
+        set first: the store finishes a write even when its caller is cancelled (see the store's
+        database thread)."""
+        if job is not None:
+            job.record = command
+        locks: tuple[LockRecord, ...] = ()
+        if record is not None:
+            self.record = record
+            locks = (record,)
+        await self._crew.store.apply(
+            Change(commands=(command,), locks=locks, events=tuple(events)), at=self._crew.clock()
+        )
+
+
+async def _ignore_progress(_: Progress) -> None:
+    return None

@@ -1,0 +1,29 @@
+"""How a lockgate process ends: one exit code per cause, for systemd and for the operator.
+
+The command line returns these, and the daemon exits with them. The daemon's own causes take the
+sysexits(3) values, so that ``RestartPreventExitStatus=`` in the unit can tell a fault that a
+restart cannot cure (a bad configuration) from one it may (docs/station.md lists them all).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """The exit codes of every ``lockgate`` command."""
+
+    OK = 0
+    """Done: the check passed, the command succeeded, the daemon stopped on SIGTERM."""
+    ERROR = 1
+    """A check failed (``check-config`` found problems) or a command ended in error."""
+    USAGE = 2
+    """The command line itself is wrong (argparse's own code)."""
+    UNAVAILABLE = 69
+    """EX_UNAVAILABLE: the Bluetooth adapter (or the D-Bus it is reached through) is missing."""
+    CANT_CREATE = 73
+    """EX_CANTCREAT: the store's file or its directory cannot be created."""
+    IO_ERROR = 74
+    """EX_IOERR: the store cannot be opened or read (corrupt, wrong station key, disk error)."""
+    CONFIG = 78
+    """EX_CONFIG: the configuration is invalid; restarting cannot help, so systemd does not."""

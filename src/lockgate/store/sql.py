@@ -1,0 +1,323 @@
+"""The store's SQL: every statement, and the rows they read turned back into records.
+
+Plain functions on a :class:`sqlite3.Connection`, run only on the store's database thread
+(:mod:`lockgate.store.database`) and composed into transactions by the async API
+(:mod:`lockgate.store.store`). The tables are those of :mod:`lockgate.store.schema`: ``command``
+(the receipt and every change of a command, which is also the dedupe record of ids), ``lock``,
+``credentials`` (sealed), ``outbox`` (queued messages), ``retained`` (latest-state documents with a
+generation) and ``counter`` (the station's ``seq`` and the outbox's dropped total).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lockgate.contract.documents import CommandEvent
+from lockgate.contract.times import format_time, parse_time
+from lockgate.model import (
+    BookingState,
+    CommandState,
+    ErrorCode,
+    HardwareState,
+    Health,
+    LockState,
+    MessageKind,
+)
+from lockgate.store.records import CommandRecord, Correlation, LockRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One queued message as stored, for the outbox to hand out."""
+
+    id: int
+    kind: MessageKind
+    topic: str
+    payload: bytes
+    correlation: Correlation
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRetained:
+    topic: str
+    payload: bytes
+    generation: int
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def put_command(db: sqlite3.Connection, command: CommandRecord) -> None:
+    db.execute(
+        "INSERT INTO command (id, arrival, fingerprint, name, bike, state, version, timeout_at,"
+        " error_code, reason, events, parameters, correlation_data, response_topic,"
+        " received_at, dispatched_at, ended_at)"
+        " VALUES (?, (SELECT COALESCE(MAX(arrival), 0) + 1 FROM command),"
+        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,"
+        " error_code = excluded.error_code, reason = excluded.reason,"
+        " events = excluded.events, dispatched_at = excluded.dispatched_at,"
+        " ended_at = excluded.ended_at",
+        (
+            command.id,
+            command.fingerprint,
+            command.name,
+            command.bike,
+            command.state.value,
+            command.version,
+            _time(command.timeout_at),
+            command.error_code.value if command.error_code else None,
+            command.reason,
+            json.dumps([event.model_dump(mode="json") for event in command.events]),
+            json.dumps(command.parameters),
+            command.correlation.correlation_data,
+            command.correlation.response_topic,
+            format_time(command.received_at),
+            _time(command.dispatched_at),
+            _time(command.ended_at),
+        ),
+    )
+
+
+def mark_dispatched(db: sqlite3.Connection, command: CommandRecord) -> None:
+    db.execute(
+        "UPDATE command SET dispatched_at = ? WHERE id = ?",
+        (_time(command.dispatched_at), command.id),
+    )
+
+
+def put_lock(db: sqlite3.Connection, lock: LockRecord) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO lock (bike, lock_state, state_changed_at, hardware_state,"
+        " health, last_seen, dead_since, booking_state, booking_user, booking_timeout_at,"
+        " battery, firmware, rssi, alarm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            lock.bike,
+            lock.lock_state.value,
+            _time(lock.state_changed_at),
+            lock.hardware_state.value,
+            lock.health.value,
+            _time(lock.last_seen),
+            _time(lock.dead_since),
+            lock.booking.value,
+            lock.booking_user,
+            _time(lock.booking_timeout_at),
+            lock.battery,
+            lock.firmware,
+            lock.rssi,
+            None if lock.alarm is None else int(lock.alarm),
+        ),
+    )
+
+
+def put_credentials(db: sqlite3.Connection, bike: str, profile: str, sealed: bytes) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO credentials (bike, profile, sealed) VALUES (?, ?, ?)",
+        (bike, profile, sealed),
+    )
+
+
+def delete_credentials(db: sqlite3.Connection, bike: str) -> None:
+    db.execute("DELETE FROM credentials WHERE bike = ?", (bike,))
+
+
+def put_retained(db: sqlite3.Connection, topic: str, payload: bytes) -> None:
+    db.execute(
+        "INSERT INTO retained (topic, payload, generation, acked_generation)"
+        " VALUES (?, ?, 1, 0) ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,"
+        " generation = retained.generation + 1",
+        (topic, payload),
+    )
+
+
+def queue(
+    db: sqlite3.Connection,
+    kind: MessageKind,
+    topic: str,
+    payload: bytes,
+    *,
+    correlation: Correlation,
+    at: datetime,
+) -> int:
+    """Appends one message to the outbox; its id."""
+    cursor = db.execute(
+        "INSERT INTO outbox (kind, topic, payload, correlation_data, response_topic,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            kind.value,
+            topic,
+            payload,
+            correlation.correlation_data,
+            correlation.response_topic,
+            format_time(at),
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def counter(db: sqlite3.Connection, name: str) -> int:
+    return int(db.execute("SELECT value FROM counter WHERE name = ?", (name,)).fetchone()[0])
+
+
+def set_counter(db: sqlite3.Connection, name: str, value: int) -> None:
+    db.execute("UPDATE counter SET value = ? WHERE name = ?", (value, name))
+
+
+def outbox_over(db: sqlite3.Connection, bound: int) -> int:
+    """How many messages the outbox holds beyond ``bound`` (0 if none)."""
+    # The id span bounds the depth from above and costs two index probes; only count the
+    # rows (a scan) when the span says the bound may be passed.
+    span = db.execute(
+        "SELECT COALESCE((SELECT MAX(id) FROM outbox) - (SELECT MIN(id) FROM outbox) + 1, 0)"
+    ).fetchone()[0]
+    if span <= bound:
+        return 0
+    return max(outbox_depth(db) - bound, 0)
+
+
+def drop_oldest(db: sqlite3.Connection, kinds: Sequence[MessageKind], count: int) -> int:
+    """Deletes the ``count`` oldest messages of ``kinds``; how many it deleted."""
+    marks = ", ".join("?" for _ in kinds)
+    return int(
+        db.execute(
+            f"DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind IN ({marks})"  # noqa: S608 - only "?" marks are formatted in
+            " ORDER BY id LIMIT ?)",
+            (*(kind.value for kind in kinds), count),
+        ).rowcount
+    )
+
+
+def acknowledge(
+    db: sqlite3.Connection, queued: Sequence[int], retained: Sequence[tuple[str, int]]
+) -> None:
+    db.executemany("DELETE FROM outbox WHERE id = ?", [(message_id,) for message_id in queued])
+    db.executemany(
+        "UPDATE retained SET acked_generation = ? WHERE topic = ? AND acked_generation < ?",
+        [(generation, topic, generation) for topic, generation in retained],
+    )
+
+
+def unacknowledge_retained(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE retained SET acked_generation = 0")
+
+
+def prune_commands(db: sqlite3.Connection, ended_before: datetime) -> int:
+    return int(
+        db.execute(
+            "DELETE FROM command WHERE ended_at IS NOT NULL AND ended_at < ?",
+            (format_time(ended_before),),
+        ).rowcount
+    )
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+_SELECT_COMMAND = (
+    "SELECT id, fingerprint, name, bike, state, version, received_at, timeout_at, error_code,"
+    " reason, events, parameters, correlation_data, response_topic, dispatched_at, ended_at"
+    " FROM command"
+)
+_SELECT_LOCK = (
+    "SELECT bike, lock_state, state_changed_at, hardware_state, health, last_seen, dead_since,"
+    " booking_state, booking_user, booking_timeout_at, battery, firmware, rssi, alarm FROM lock"
+)
+
+
+def command(db: sqlite3.Connection, command_id: str) -> CommandRecord | None:
+    rows = db.execute(_SELECT_COMMAND + " WHERE id = ?", (command_id,)).fetchall()
+    return _command(rows[0]) if rows else None
+
+
+def unfinished_commands(db: sqlite3.Connection) -> list[CommandRecord]:
+    rows = db.execute(_SELECT_COMMAND + " WHERE ended_at IS NULL ORDER BY arrival").fetchall()
+    return [_command(row) for row in rows]
+
+
+def locks(db: sqlite3.Connection) -> dict[str, LockRecord]:
+    return {row[0]: _lock(row) for row in db.execute(_SELECT_LOCK).fetchall()}
+
+
+def sealed_credentials(db: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+    rows = db.execute("SELECT bike, profile, sealed FROM credentials").fetchall()
+    return [(bike, profile, bytes(sealed)) for bike, profile, sealed in rows]
+
+
+def queued(db: sqlite3.Connection, *, after: int, limit: int) -> list[Stored]:
+    rows = db.execute(
+        "SELECT id, kind, topic, payload, correlation_data, response_topic FROM outbox"
+        " WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [
+        Stored(row[0], MessageKind(row[1]), row[2], bytes(row[3]), Correlation(row[4], row[5]))
+        for row in rows
+    ]
+
+
+def unacknowledged_retained(db: sqlite3.Connection) -> list[StoredRetained]:
+    rows = db.execute(
+        "SELECT topic, payload, generation FROM retained"
+        " WHERE generation > acked_generation ORDER BY topic"
+    ).fetchall()
+    return [StoredRetained(row[0], bytes(row[1]), row[2]) for row in rows]
+
+
+def outbox_depth(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+def last_queued_id(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def _parsed(text: str | None) -> datetime | None:
+    return None if text is None else parse_time(text)
+
+
+def _command(row: Any) -> CommandRecord:
+    return CommandRecord(
+        id=row[0],
+        fingerprint=row[1],
+        name=row[2],
+        bike=row[3],
+        state=CommandState(row[4]),
+        version=row[5],
+        received_at=parse_time(row[6]),
+        timeout_at=_parsed(row[7]),
+        error_code=ErrorCode(row[8]) if row[8] else None,
+        reason=row[9],
+        events=tuple(CommandEvent.model_validate(event) for event in json.loads(row[10])),
+        parameters=json.loads(row[11]),
+        correlation=Correlation(row[12], row[13]),
+        dispatched_at=_parsed(row[14]),
+        ended_at=_parsed(row[15]),
+    )
+
+
+def _lock(row: Any) -> LockRecord:
+    return LockRecord(
+        bike=row[0],
+        lock_state=LockState(row[1]),
+        state_changed_at=_parsed(row[2]),
+        hardware_state=HardwareState(row[3]),
+        health=Health(row[4]),
+        last_seen=_parsed(row[5]),
+        dead_since=_parsed(row[6]),
+        booking=BookingState(row[7]),
+        booking_user=row[8],
+        booking_timeout_at=_parsed(row[9]),
+        battery=row[10],
+        firmware=row[11],
+        rssi=row[12],
+        alarm=None if row[13] is None else bool(row[13]),
+    )

@@ -1,0 +1,104 @@
+"""The backend snippet of docs/mqtt-contract.md, run as written against the station's code, and the
+documented example token opened by it."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import OKPKey
+
+from lockgate.contract import (
+    CommandRequest,
+    Envelope,
+    RegisteredLock,
+    Station,
+    read_envelope,
+    validate,
+)
+from lockgate.contract.envelope import BackendKeys, Opened, Refused, open_request, public_jwk
+from lockgate.model import ErrorCode, Profile
+from lockgate.protocol.credentials import ShareeCredentials
+
+DOC = Path(__file__).parent.parent.parent / "docs" / "mqtt-contract.md"
+NOW = datetime(2026, 11, 22, 10, 15, 3, tzinfo=UTC)
+STATION = Station(
+    "FR101",
+    "47.976634",
+    "7.825490",
+    (
+        RegisteredLock(
+            "FR1540", "ISHAREIT-2200540", "00000000-0000-0000-0000-fc3c002a2add", Profile.SHAREE
+        ),
+    ),
+)
+
+
+def section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(title)
+    return text[start : text.index("\n#", start + len(title))]
+
+
+def test_the_documented_backend_snippet_makes_a_request_the_station_opens() -> None:
+    code = re.search(r"```python\n(.*?)```", section("### A backend, in Python"), re.S)
+    assert code is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(code.group(1), str(DOC), "exec"), namespace)
+    signing_key = OKPKey.generate_key("Ed25519")
+    station_key = OKPKey.generate_key("X25519")
+    k_seed, k_u = bytes(range(100, 116)), bytes(range(200, 224))
+    request = {
+        "id": "3f0c6b1e",
+        "command": "unlock",
+        "bike": "FR1540",
+        "timeout_at": "2026-11-22T10:16:00.000Z",
+        "credentials": {"K_seed": list(k_seed), "K_u": list(k_u)},
+    }
+    payload = namespace["signed_command"](
+        request,
+        station="FR101",
+        signing_key=signing_key,
+        sealing_key=public_jwk(station_key),
+    )
+    assert k_u.hex() not in payload.decode()
+    opened = open_request(
+        payload,
+        station="FR101",
+        backend_keys=BackendKeys.of([signing_key]),
+        station_key=station_key,
+        require_signed=True,
+        now=NOW,
+    )
+    assert isinstance(opened, Opened)
+    envelope = read_envelope(opened.payload, fingerprint_key=b"f" * 32)
+    assert isinstance(envelope, Envelope)
+    verdict = validate(envelope, station=STATION, now=NOW)
+    assert isinstance(verdict, CommandRequest)
+    assert verdict.credentials == ShareeCredentials(k_seed, k_u)
+
+
+def test_the_documented_example_is_a_well_formed_token_for_fr101() -> None:
+    example = section("### An example")
+    token = re.search(r"```text\n(\S+)\n```", example)
+    assert token is not None
+    kid = "IrjBn0FTrhz7niHaX3TwUtQ-QcoF33dw9c-J-g3LmRE"
+    # Without the backend's key the station knows the token only by its kid.
+    result = open_request(
+        token.group(1).encode(),
+        station="FR101",
+        backend_keys=BackendKeys(),
+        station_key=None,
+        require_signed=True,
+        now=NOW,
+    )
+    assert isinstance(result, Refused)
+    assert result.error_code is ErrorCode.UNKNOWN_KEY
+    assert kid in result.reason
+    assert result.correlation_id == "3f0c6b1e"
+    payload = json.loads(re.findall(r"```json\n(.*?)```", example, re.S)[1])
+    assert (payload["aud"], payload["jti"]) == ("FR101", "3f0c6b1e")
+    assert datetime.fromtimestamp(payload["exp"], UTC) == datetime(2026, 11, 22, 10, 16, tzinfo=UTC)
