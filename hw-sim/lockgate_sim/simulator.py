@@ -47,7 +47,7 @@ async def serve(
     try:
         station = Station(bus, world, random_bytes)
         try:
-            station.start()
+            await station.start()
             bus.export(CONTROL_PATH, SimulatorInterface(station))
             async with asyncio.timeout(BUS_TIMEOUT_S):
                 reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)

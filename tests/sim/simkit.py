@@ -18,7 +18,7 @@ from bleak_retry_connector import establish_connection
 
 from lockgate.protocol import Channel, Session
 from lockgate.protocol.credentials import Credentials, NobondCredentials, ShareeCredentials
-from lockgate.protocol.session import Event, Write
+from lockgate.protocol.session import SessionEvent, Write
 from lockgate_sim.world import WorldConfig
 
 VECTORS: dict[str, Any] = json.loads(
@@ -131,9 +131,11 @@ class Link:
         async with asyncio.timeout(within_s):
             return await self.indications.get()
 
-    async def events(self, session: Session, count: int, within_s: float = 3.0) -> list[Event]:
+    async def events(
+        self, session: Session, count: int, within_s: float = 3.0
+    ) -> list[SessionEvent]:
         """Feed indications to ``session`` (sending what it asks) until ``count`` events came."""
-        events: list[Event] = []
+        events: list[SessionEvent] = []
         while len(events) < count:
             channel, chunk = await self.next(within_s)
             out = session.receive(channel, chunk)
@@ -142,7 +144,7 @@ class Link:
                 await self.send(write)
         return events
 
-    async def authorise(self, credentials: Credentials) -> tuple[Session, list[Event]]:
+    async def authorise(self, credentials: Credentials) -> tuple[Session, list[SessionEvent]]:
         session = Session(credentials)
         await self.send(session.start())
         return session, await self.events(session, 1)

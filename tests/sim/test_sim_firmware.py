@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lockgate.protocol import Channel, NobondCredentials, ShareeCredentials
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.frames import GdioFrame, LockAction
-from lockgate.protocol.session import Authorised, Event, Session, StatusReported
+from lockgate.protocol.session import Authorised, Session, SessionEvent, StatusReported
 from lockgate.protocol.status import Status
 from lockgate_sim.firmware import (
     FAILURE_DROP_S,
@@ -209,7 +209,7 @@ def test_motion_jam_counter_and_reads() -> None:
     assert _statuses(effects) == [Status.LOCKING, Status.CLOSED, Status.BATTERY_LOW]
     assert lock.battery == 15  # 15 - 0.3 = 14.7
     # reads
-    events: list[Event] = []
+    events: list[SessionEvent] = []
     for write in (session.read_battery(), session.read_config()):
         for e in lock.write(link, write.channel, write.frame, 6.0):
             assert isinstance(e, Indication)
@@ -286,7 +286,7 @@ def test_alarm_moving_bike_and_a_failed_sensor() -> None:
     link, session = _authorised(lock, NOBOND)
     assert _statuses(lock.set_alarm(True)) == [Status.ALARM_ON]
     assert lock.set_alarm(True) == []
-    events: list[Event] = []
+    events: list[SessionEvent] = []
     for e in lock.write(link, Channel.USDIO, session.read_config().frame, 0.0):
         assert isinstance(e, Indication)
         events += session.receive(e.channel, e.chunk).events

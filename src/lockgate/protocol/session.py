@@ -114,9 +114,6 @@ SessionEvent = (
     | BatteryRead
     | ConfigRead
 )
-Event = SessionEvent
-"""The former name, kept only while the simulator's tests (tests/sim, owned with the simulator)
-still import it: new code says ``SessionEvent``, which no other layer's ``Event`` collides with."""
 
 
 @dataclass(frozen=True, slots=True)

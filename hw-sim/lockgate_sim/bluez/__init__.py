@@ -1,0 +1,40 @@
+"""The BlueZ front: the objects bluetoothd serves on D-Bus, backed by the firmware models.
+
+bleak's BlueZ backend (and bleak-retry-connector on top of it) talks to this package exactly as it
+talks to bluetoothd on a station: ``org.bluez`` owns ``/org/bluez/hci0`` (:mod:`.adapter`,
+``Adapter1``), a ``Device1`` per lock the adapter has seen (:mod:`.device`), and, while a lock is
+connected, its GATT tree (:mod:`.gatt_service`, :mod:`.gatt_characteristic`,
+:mod:`.gatt_descriptor`). :mod:`.objects` is the root: the registry of what is exported, the
+UnknownObject answer for anything else below ``/org/bluez``, and the clients calling and leaving.
+:mod:`.station` is the world behind it all; :mod:`.errors` holds bluetoothd's error names. The
+firmware (:mod:`lockgate_sim.firmware`) knows nothing of D-Bus; the control interface and the
+scenarios act through :class:`Station`.
+"""
+
+from lockgate_sim.bluez.adapter import Adapter
+from lockgate_sim.bluez.device import Device, device_path
+from lockgate_sim.bluez.errors import CONNECTION_ABORTED, BluezError
+from lockgate_sim.bluez.gatt_characteristic import GattCharacteristic
+from lockgate_sim.bluez.gatt_descriptor import GattDescriptor
+from lockgate_sim.bluez.gatt_service import LAYOUT, GattService, Role
+from lockgate_sim.bluez.objects import BLUEZ, ObjectTree
+from lockgate_sim.bluez.station import Clock, Station, StationView, UnknownLockError
+
+__all__ = [
+    "BLUEZ",
+    "CONNECTION_ABORTED",
+    "LAYOUT",
+    "Adapter",
+    "BluezError",
+    "Clock",
+    "Device",
+    "GattCharacteristic",
+    "GattDescriptor",
+    "GattService",
+    "ObjectTree",
+    "Role",
+    "Station",
+    "StationView",
+    "UnknownLockError",
+    "device_path",
+]

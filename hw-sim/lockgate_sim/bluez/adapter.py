@@ -1,0 +1,131 @@
+"""``org.bluez.Adapter1``: the station's Bluetooth adapter, its discovery and device removal.
+
+The adapter object is the first thing bleak looks for (it reads ``Roles`` and fails without it).
+Discovery is kept as bluetoothd keeps it: one session per client, by the caller's unique bus
+name (:attr:`~lockgate_sim.bluez.objects.ObjectTree.caller`). A client may hold one session;
+``Discovering`` is true while any session is open, and a session ends when its client calls
+StopDiscovery or leaves the bus. While discovering, the
+:class:`~lockgate_sim.bluez.station.Station` advertises the locks in range.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from dbus_fast.annotations import DBusBool, DBusDict, DBusObjectPath, DBusStr
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from lockgate_sim.bluez.dbus_types import READ, DBusStrList
+from lockgate_sim.bluez.errors import BluezError
+
+if TYPE_CHECKING:
+    from lockgate_sim.bluez.station import Station
+
+log = logging.getLogger("lockgate_sim")
+
+ADAPTER_INTERFACE = "org.bluez.Adapter1"
+
+
+class Adapter(ServiceInterface):
+    """``org.bluez.Adapter1``: discovery and device removal."""
+
+    def __init__(self, station: "Station", address: str, name: str) -> None:
+        super().__init__(ADAPTER_INTERFACE)
+        self._station = station
+        self._address = address
+        self._name = name
+        self._discovery_clients: set[str] = set()
+
+    @property
+    def discovering(self) -> bool:
+        return bool(self._discovery_clients)
+
+    @property
+    def discovery_clients(self) -> frozenset[str]:
+        """The unique bus names of the clients holding a discovery session."""
+        return frozenset(self._discovery_clients)
+
+    def client_left(self, client: str) -> None:
+        """A client left the bus: its discovery session ends with it."""
+        if client in self._discovery_clients:
+            log.info("discovery client %s left the bus", client)
+            self._end_session(client)
+
+    def _end_session(self, client: str) -> None:
+        self._discovery_clients.discard(client)
+        if not self._discovery_clients:
+            self.emit_properties_changed({"Discovering": False})
+            log.info("discovery stopped")
+
+    @dbus_method(name="StartDiscovery")
+    def start_discovery(self) -> None:
+        client = self._station.objects.caller
+        if client in self._discovery_clients:
+            raise BluezError.IN_PROGRESS("Operation already in progress")
+        self._discovery_clients.add(client)
+        if len(self._discovery_clients) == 1:
+            self.emit_properties_changed({"Discovering": True})
+            log.info("discovery started")
+        asyncio.get_running_loop().call_soon(self._station.advertise)
+
+    @dbus_method(name="StopDiscovery")
+    def stop_discovery(self) -> None:
+        client = self._station.objects.caller
+        if client not in self._discovery_clients:
+            raise BluezError.FAILED("No discovery started")
+        self._end_session(client)
+
+    @dbus_method(name="SetDiscoveryFilter")
+    def set_discovery_filter(self, properties: DBusDict) -> None:  # noqa: ARG002
+        # Every simulated lock is an LE device that advertises the lock service: no filter
+        # that bleak sets would hide one, so the filter is accepted and has no effect.
+        return
+
+    @dbus_method(name="GetDiscoveryFilters")
+    def get_discovery_filters(self) -> DBusStrList:
+        return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable"]
+
+    @dbus_method(name="RemoveDevice")
+    def remove_device(self, device: DBusObjectPath) -> None:
+        if not self._station.remove_device(device):
+            raise BluezError.DOES_NOT_EXIST("Does Not Exist")
+
+    @dbus_property(READ, name="Address")
+    def address(self) -> DBusStr:
+        return self._address
+
+    @dbus_property(READ, name="AddressType")
+    def address_type(self) -> DBusStr:
+        return "public"
+
+    @dbus_property(READ, name="Name")
+    def adapter_name(self) -> DBusStr:
+        return self._name
+
+    @dbus_property(READ, name="Alias")
+    def alias(self) -> DBusStr:
+        return self._name
+
+    @dbus_property(READ, name="Powered")
+    def powered(self) -> DBusBool:
+        return True
+
+    @dbus_property(READ, name="Discoverable")
+    def discoverable(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="Pairable")
+    def pairable(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="Discovering")
+    def discovering_property(self) -> DBusBool:
+        return self.discovering
+
+    @dbus_property(READ, name="Roles")
+    def roles(self) -> DBusStrList:
+        return ["central", "peripheral"]
+
+    @dbus_property(READ, name="UUIDs")
+    def uuids(self) -> DBusStrList:
+        return []

@@ -1,0 +1,241 @@
+"""``org.bluez.Device1``: one lock as the adapter knows it, and the link the adapter holds to it.
+
+A device object appears below the adapter when discovery first hears the lock and stays until the
+lock goes out of range or is removed (then calls on it meet UnknownObject, see :mod:`.objects`).
+``Connect`` and ``Disconnect`` go to the :class:`~lockgate_sim.bluez.station.Station`, which owns
+the adapter's connection slots; once a link is up the device exports the lock's GATT tree
+(:mod:`.gatt_service`) and carries the GATT operations of its characteristics to the lock's
+firmware, and the firmware's effects (indications, a dropped link, a battery change) back onto the
+bus as PropertiesChanged.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from dbus_fast.annotations import DBusBool, DBusDict, DBusInt16, DBusObjectPath, DBusStr
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from lockgate.protocol import gatt
+from lockgate.protocol.gatt import Channel
+from lockgate_sim.bluez.dbus_types import READ, DBusManufacturerData, DBusStrList
+from lockgate_sim.bluez.errors import BluezError
+from lockgate_sim.bluez.gatt_characteristic import GattCharacteristic
+from lockgate_sim.bluez.gatt_descriptor import GattDescriptor
+from lockgate_sim.bluez.gatt_service import LAYOUT, GattService, Role
+from lockgate_sim.firmware import BatteryChanged, Effect, Indication, LinkDropped, Lock
+
+if TYPE_CHECKING:
+    from lockgate_sim.bluez.station import Station
+
+log = logging.getLogger("lockgate_sim")
+
+DEVICE_INTERFACE = "org.bluez.Device1"
+
+
+def device_path(adapter_path: str, address: str) -> str:
+    return f"{adapter_path}/dev_{address.replace(':', '_')}"
+
+
+class Device(ServiceInterface):
+    """``org.bluez.Device1`` of one lock, and the link the adapter holds to it."""
+
+    def __init__(self, station: "Station", lock: Lock) -> None:
+        super().__init__(DEVICE_INTERFACE)
+        self.station = station
+        self.lock = lock
+        self.path = device_path(station.adapter_path, lock.address)
+        self.exported = False
+        self.connected = False
+        self.services_resolved = False
+        self.link: int | None = None
+        self.characteristics: dict[Role, GattCharacteristic] = {}
+        self.wake = asyncio.Event()
+        self.abort_connect = asyncio.Event()
+        self._gatt_objects: list[tuple[str, ServiceInterface]] = []
+        self._tree: list[tuple[str, ServiceInterface]] = []
+
+    def __repr__(self) -> str:
+        return f"Device({self.lock.name}, connected={self.connected})"
+
+    # --- D-Bus --------------------------------------------------------------------------------
+
+    @dbus_method(name="Connect")
+    async def connect(self) -> None:
+        await self.station.connect(self)
+
+    @dbus_method(name="Disconnect")
+    def disconnect(self) -> None:
+        self.station.disconnect(self)
+
+    @dbus_property(READ, name="Address")
+    def address(self) -> DBusStr:
+        return self.lock.address
+
+    @dbus_property(READ, name="AddressType")
+    def address_type(self) -> DBusStr:
+        return "public"
+
+    # Never a Python attribute called ``name``: ServiceInterface keeps the interface's name there.
+    @dbus_property(READ, name="Name")
+    def device_name(self) -> DBusStr:
+        return self.lock.name
+
+    @dbus_property(READ, name="Alias")
+    def alias(self) -> DBusStr:
+        return self.lock.name
+
+    @dbus_property(READ, name="Adapter")
+    def adapter(self) -> DBusObjectPath:
+        return self.station.adapter_path
+
+    @dbus_property(READ, name="RSSI")
+    def rssi(self) -> DBusInt16:
+        return self.lock.rssi
+
+    @dbus_property(READ, name="Connected")
+    def connected_property(self) -> DBusBool:
+        return self.connected
+
+    @dbus_property(READ, name="ServicesResolved")
+    def services_resolved_property(self) -> DBusBool:
+        return self.services_resolved
+
+    @dbus_property(READ, name="UUIDs")
+    def uuids(self) -> DBusStrList:
+        return [gatt.LOCK_SERVICE]
+
+    @dbus_property(READ, name="ManufacturerData")
+    def manufacturer_data(self) -> DBusManufacturerData:
+        return {}
+
+    @dbus_property(READ, name="ServiceData")
+    def service_data(self) -> DBusDict:
+        return {}
+
+    @dbus_property(READ, name="Paired")
+    def paired(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="Bonded")
+    def bonded(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="Trusted")
+    def trusted(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="Blocked")
+    def blocked(self) -> DBusBool:
+        return False
+
+    @dbus_property(READ, name="LegacyPairing")
+    def legacy_pairing(self) -> DBusBool:
+        return False
+
+    # --- the link -----------------------------------------------------------------------------
+
+    def set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self.emit_properties_changed({"Connected": connected})
+
+    def set_services_resolved(self, resolved: bool) -> None:
+        if resolved != self.services_resolved:
+            self.services_resolved = resolved
+            self.emit_properties_changed({"ServicesResolved": resolved})
+
+    def attach(self, link: int) -> None:
+        """The link is up: Connected, and the GATT tree exported (before ServicesResolved)."""
+        self.link = link
+        self.set_connected(True)
+        for path, interface in self._gatt_tree():
+            if isinstance(interface, GattCharacteristic):
+                interface.reset()
+                self.characteristics[interface.layout.role] = interface
+            self.station.objects.export(path, interface)
+            self._gatt_objects.append((path, interface))
+
+    def _gatt_tree(self) -> list[tuple[str, ServiceInterface]]:
+        """The lock's GATT objects, parents first; built once and exported anew for each link.
+
+        Building a dbus-fast interface inspects its class, which costs more than the export
+        itself: the objects are kept between links and only their state is reset.
+        """
+        if self._tree:
+            return self._tree
+        for service in LAYOUT:
+            service_path = f"{self.path}/service{service.handle:04x}"
+            self._tree.append((service_path, GattService(self.path, service.uuid, service.handle)))
+            for layout in service.characteristics:
+                char_path = f"{service_path}/char{layout.handle:04x}"
+                characteristic = GattCharacteristic(self, service_path, layout)
+                self._tree.append((char_path, characteristic))
+                if layout.notifies:
+                    descriptor = GattDescriptor(char_path, characteristic)
+                    self._tree.append((f"{char_path}/desc{layout.handle + 2:04x}", descriptor))
+        return self._tree
+
+    def detach(self, reason: str) -> None:
+        """The link is gone: services unresolved, GATT tree removed, Connected false."""
+        if self.link is None and not self.connected:
+            return
+        if self.link is not None:
+            self.lock.disconnect(self.link)
+            log.info("%s: link %s ended (%s)", self.lock.name, self.link, reason)
+        self.link = None
+        self.set_services_resolved(False)
+        for path, interface in reversed(self._gatt_objects):
+            self.station.objects.unexport(path, interface)
+        self._gatt_objects.clear()
+        self.characteristics.clear()
+        self.set_connected(False)
+
+    # --- GATT operations ----------------------------------------------------------------------
+
+    def _require_link(self) -> int:
+        if self.link is None:
+            raise BluezError.NOT_CONNECTED("Not connected")
+        return self.link
+
+    def read(self, role: Role) -> bytes:
+        self._require_link()
+        if role is Role.BATTERY:
+            return bytes((self.lock.battery,))
+        if role is Role.FIRMWARE:
+            return self.lock.firmware.encode()
+        raise BluezError.NOT_PERMITTED("Read not permitted")
+
+    def write(self, role: Role, value: bytes) -> None:
+        link = self._require_link()
+        channel = Channel.GDIO if role is Role.GDIO else Channel.USDIO
+        deadline = self.lock.next_deadline()
+        effects = self.lock.write(link, channel, value, self.station.clock.now())
+        # The write's reply goes out first, its indications after: as on the air.
+        asyncio.get_running_loop().call_soon(self.apply, effects)
+        # Most chunks only fill the lock's buffer: the timers need waking only when a write set
+        # a new deadline (a motion started, a link to drop), not once per chunk.
+        if self.lock.next_deadline() != deadline:
+            self.wake.set()
+
+    def subscribe(self, role: Role, *, on: bool) -> None:
+        link = self._require_link()
+        characteristic = self.characteristics[role]
+        characteristic.set_notifying(on)
+        if role in (Role.GDIO, Role.USDIO):
+            self.lock.set_indications(link, Channel(role.value), on=on)
+
+    def apply(self, effects: list[Effect]) -> None:
+        """Make the lock's effects visible on the bus."""
+        for effect in effects:
+            if isinstance(effect, Indication):
+                characteristic = self.characteristics.get(Role(effect.channel.value))
+                if effect.link == self.link and characteristic and characteristic.notifying:
+                    characteristic.set_value(effect.chunk)
+            elif isinstance(effect, LinkDropped):
+                if effect.link == self.link:
+                    self.detach(effect.reason)
+            elif isinstance(effect, BatteryChanged):
+                battery = self.characteristics.get(Role.BATTERY)
+                if battery is not None and battery.notifying:
+                    battery.set_value(bytes((effect.percent,)))

@@ -1,0 +1,113 @@
+"""The root of the fake bluetoothd: which objects are on the bus, who calls, and who left.
+
+bluetoothd keeps a registry of the objects it serves below ``/org/bluez``, answers a call on any
+other path there with ``org.freedesktop.DBus.Error.UnknownObject``, and ties per-client state
+(discovery sessions, notify sessions) to the caller's unique bus name, dropping it when that name
+leaves the bus. :class:`ObjectTree` is that registry for the simulator: the adapter, devices and
+GATT objects export through it; it watches every incoming message to remember the caller of the
+call being dispatched and to hear ``NameOwnerChanged`` when a client disconnects. dbus-fast itself
+serves ``org.freedesktop.DBus.ObjectManager`` at ``/`` and emits InterfacesAdded /
+InterfacesRemoved as objects come and go.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from lockgate_sim.bluez.errors import BluezError
+
+log = logging.getLogger("lockgate_sim")
+
+BLUEZ = "org.bluez"
+BLUEZ_ROOT = "/org/bluez"
+DBUS = "org.freedesktop.DBus"
+MATCH_TIMEOUT_S = 10.0
+
+# The bus daemon tells everyone who asks when a unique name (a client connection) goes away.
+_NAME_OWNER_CHANGED = (
+    f"type='signal',sender='{DBUS}',interface='{DBUS}',path='/org/freedesktop/DBus',"
+    "member='NameOwnerChanged'"
+)
+
+ClientLeft = Callable[[str], None]
+
+
+class ObjectTree:
+    """The objects served below ``/org/bluez`` and the clients calling them."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self._exported: set[str] = set()
+        self._client_left: list[ClientLeft] = []
+        self.caller = ""
+        """The unique bus name of the method call being dispatched right now.
+
+        Read it synchronously at the start of a method: dbus-fast runs the message handlers and
+        then the method for one message without yielding to the loop in between.
+        """
+
+    # --- objects ------------------------------------------------------------------------------
+
+    def export(self, path: str, interface: ServiceInterface) -> None:
+        self.bus.export(path, interface)
+        self._exported.add(path)
+
+    def unexport(self, path: str, interface: ServiceInterface) -> None:
+        self.bus.unexport(path, interface)
+        self._exported.discard(path)
+
+    def exports(self, path: str) -> bool:
+        return path in self._exported
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def on_client_left(self, callback: ClientLeft) -> None:
+        """Call ``callback(unique_name)`` whenever a client's connection leaves the bus."""
+        self._client_left.append(callback)
+
+    async def start(self) -> None:
+        """Watch every incoming message, and ask the bus daemon for clients leaving."""
+        self.bus.add_message_handler(self._on_message)
+        reply = await asyncio.wait_for(
+            self.bus.call(
+                Message(
+                    destination=DBUS,
+                    path="/org/freedesktop/DBus",
+                    interface=DBUS,
+                    member="AddMatch",
+                    signature="s",
+                    body=[_NAME_OWNER_CHANGED],
+                )
+            ),
+            MATCH_TIMEOUT_S,
+        )
+        if reply is None or reply.message_type is MessageType.ERROR:
+            raise RuntimeError(f"the bus refused to report clients leaving: {reply}")
+
+    def _on_message(self, message: Message) -> Message | None:
+        if message.message_type is MessageType.METHOD_CALL:
+            self.caller = message.sender or ""
+            return self._unknown_object(message)
+        if (
+            message.message_type is MessageType.SIGNAL
+            and message.member == "NameOwnerChanged"
+            and message.sender == DBUS
+        ):
+            name, _old_owner, new_owner = message.body
+            if name.startswith(":") and not new_owner:
+                for callback in self._client_left:
+                    callback(name)
+        return None
+
+    def _unknown_object(self, message: Message) -> Message | None:
+        """bluetoothd answers calls on an object it does not serve with UnknownObject."""
+        path = message.path or ""
+        if path.startswith(BLUEZ_ROOT + "/") and path not in self._exported:
+            return Message.new_error(
+                message, BluezError.UNKNOWN_OBJECT.value, f"Method on unknown object {path}"
+            )
+        return None
