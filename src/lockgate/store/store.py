@@ -487,6 +487,13 @@ class Store:
             lambda: int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         )
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """When the oldest queued message was written (None for an empty outbox)."""
+        row = await self._run(
+            lambda: self._db.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
+        )
+        return None if row is None else _parsed(row[0])
+
     async def last_queued_id(self) -> int:
         return await self._run(
             lambda: int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])

@@ -1,0 +1,274 @@
+"""A real mosquitto for tests: on 127.0.0.1, a free port, its config written to a temporary folder.
+
+``running_mosquitto(folder)`` starts a plain broker; with ``tls=make_tls(folder)`` it listens with
+TLS only and demands a client certificate signed by the test CA; with ``users={"FR101": "secret"}``
+it demands a password. ``broker.stop()`` and ``broker.start()`` stop and start it again on the same
+port (an outage); leaving the block stops it. The test CA, the broker's certificate and client
+certificates are made here with ``cryptography``: nothing outside the test's folder is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+# --- certificates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A test CA that can issue server and client certificates into ``folder``."""
+
+    folder: Path
+    name: str
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / f"{self.name}.pem"
+
+    @classmethod
+    def create(cls, folder: Path, name: str = "test-ca") -> Authority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        authority = cls(folder, name, key, certificate)
+        folder.mkdir(parents=True, exist_ok=True)
+        authority.ca_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return authority
+
+    def issue(self, common_name: str, *, server: bool = False) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+                ),
+                critical=False,
+            )
+        certificate = builder.sign(self.key, hashes.SHA256())
+        issued = Issued(
+            self.folder / f"{common_name}.{self.name}.crt",
+            self.folder / f"{common_name}.{self.name}.key",
+        )
+        issued.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        issued.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        issued.key_file.chmod(0o600)
+        return issued
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The broker's side of TLS: the CA it trusts for clients and its own certificate."""
+
+    authority: Authority
+    server: Issued
+    require_certificate: bool = True
+
+
+def make_tls(folder: Path, *, require_certificate: bool = True) -> Tls:
+    authority = Authority.create(folder / "pki")
+    return Tls(authority, authority.issue("localhost", server=True), require_certificate)
+
+
+# --- the broker -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Mosquitto:
+    folder: Path
+    port: int
+    tls: Tls | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "mosquitto.log"
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+    def _write_config(self) -> Path:
+        lines = [
+            f"listener {self.port} {HOST}",
+            "persistence false",
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            # A slow test subscriber must not lose QoS 1 messages: no queue limit.
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+        ]
+        if self.users:
+            password_file = self.folder / "passwords"
+            password_file.write_text("")
+            for user, password in self.users.items():
+                subprocess.run(
+                    ["/usr/bin/mosquitto_passwd", "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.tls:
+            lines += [
+                f"cafile {self.tls.authority.ca_file}",
+                f"certfile {self.tls.server.cert_file}",
+                f"keyfile {self.tls.server.key_file}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
+        config = self.folder / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return config
+
+    async def start(self) -> None:
+        assert self.process is None, "already running"
+        config = self._write_config()
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - started once, waited below
+            [MOSQUITTO, "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while not await _accepts(self.port):
+                if self.process.poll() is not None:
+                    error = self.process.stderr.read() if self.process.stderr else b""
+                    raise RuntimeError(f"mosquitto did not start: {error.decode()}")
+                await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while process.poll() is None:  # noqa: ASYNC110 - a process has no event to await
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        async with asyncio.timeout(1):
+            _, writer = await asyncio.open_connection(HOST, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def running_mosquitto(
+    folder: Path, *, tls: Tls | None = None, users: dict[str, str] | None = None
+) -> AsyncIterator[Mosquitto]:
+    """A mosquitto on a free loopback port, stopped when the block ends."""
+    folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test folder, once
+    broker = Mosquitto(folder, free_port(), tls, dict(users or {}))
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
