@@ -166,6 +166,7 @@ class Mosquitto:
     port: int
     tls: Tls | None = None
     users: dict[str, str] = field(default_factory=dict)
+    persistence: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -182,7 +183,8 @@ class Mosquitto:
     def _write_config(self) -> Path:
         lines = [
             f"listener {self.port} {HOST}",
-            "persistence false",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.folder}/",
             f"log_dest file {self.log_file}",
             "log_type error",
             "log_type warning",
@@ -262,13 +264,80 @@ async def _accepts(port: int) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_mosquitto(
-    folder: Path, *, tls: Tls | None = None, users: dict[str, str] | None = None
+    folder: Path,
+    *,
+    tls: Tls | None = None,
+    users: dict[str, str] | None = None,
+    persistence: bool = False,
 ) -> AsyncIterator[Mosquitto]:
-    """A mosquitto on a free loopback port, stopped when the block ends."""
+    """A mosquitto on a free loopback port, stopped when the block ends. With ``persistence``,
+    sessions (a backend's subscription and its queued messages) survive ``stop()``/``start()``."""
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test folder, once
-    broker = Mosquitto(folder, free_port(), tls, dict(users or {}))
+    broker = Mosquitto(folder, free_port(), tls, dict(users or {}), persistence)
     await broker.start()
     try:
         yield broker
     finally:
         await broker.stop()
+
+
+# --- a cable to cut ------------------------------------------------------------------------------
+
+
+class Cable:
+    """A TCP relay between a client and the broker on its own loopback port. :meth:`cut` drops
+    every connection through it at once without a word (no DISCONNECT reaches the broker, so the
+    broker publishes the client's will); new connections go through again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+    async def __aenter__(self) -> Cable:
+        self._server = await asyncio.start_server(self._connection, HOST, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            pump = asyncio.create_task(_pump(source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        sink.transport.abort()

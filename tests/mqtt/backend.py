@@ -100,12 +100,16 @@ def backend(
     cert: tuple[str, str] | None = None,
     username: str | None = None,
     password: str | None = None,
+    persistent: bool = False,
 ) -> Iterator[Backend]:
+    """A subscribed backend. ``persistent``: a session that outlives its connection (with a
+    broker that keeps sessions, messages published while it was away are delivered later)."""
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
         client_id=f"backend-{uuid.uuid4().hex[:8]}",
         protocol=paho.MQTTv5,
     )
+    client.reconnect_delay_set(min_delay=1, max_delay=1)
     if broker.tls is not None:
         client.tls_set(
             ca_certs=ca_file or str(broker.tls.authority.ca_file),
@@ -118,10 +122,15 @@ def backend(
     seen = Backend(client, prefix)
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(HOST, broker.port)
+    # (Re)subscribing at every connection: a broker without the session forgot the subscription.
+    client.on_connect = lambda *_: client.subscribe(prefix + "#", qos=1)
+    properties = None
+    if persistent:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+    client.connect(HOST, broker.port, clean_start=not persistent, properties=properties)
     client.loop_start()
     try:
-        client.subscribe(prefix + "#", qos=1)
         if not subscribed.wait(10):
             raise TimeoutError("the backend could not subscribe")
         yield seen
