@@ -93,7 +93,9 @@ async def running_station(
                     await engine.observe(observation)
 
             radio = RadioSettings(
-                sync_interval_s=3600.0, steps=StepTimeouts(gatt_s=5, answer_s=5, motion_s=10)
+                connection_slots=5,
+                sync_interval_s=3600.0,
+                steps=StepTimeouts(gatt_s=5, answer_s=5, motion_s=10),
             )
             key = StationKey.from_bytes(bytes(range(32)))
             async with (

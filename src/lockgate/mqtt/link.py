@@ -55,6 +55,7 @@ class LinkState:
     """Messages waiting in the outbox (queued ones; retained documents not counted)."""
     oldest_unsent_age_s: float | None
     last_error: str | None
+    """Why the last connection failed or ended; kept after the link is back up."""
     since: datetime | None
     """When the link last came up or went down."""
     protocol: MqttProtocol | None = None
@@ -239,7 +240,7 @@ class Link:
             await self._outbox.connected()
             await self._publish_retained(client)
             await client.subscribe(self._topic("commands"), qos=1)
-            self._set(connected=True, last_error=None, since=utc_now(), protocol=self._protocol)
+            self._set(connected=True, since=utc_now(), protocol=self._protocol)
             self._up.set()
             async with asyncio.TaskGroup() as group:
                 drain = group.create_task(self._drain(client), name="lockgate.mqtt.drain")
