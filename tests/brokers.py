@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -183,6 +185,9 @@ class Mosquitto:
     def _write_config(self) -> Path:
         lines = [
             f"listener {self.port} {HOST}",
+            # Started as root, mosquitto would become user mosquitto, who cannot read the test's
+            # private folder; as anyone else, this line changes nothing.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.folder}/",
             f"log_dest file {self.log_file}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -69,11 +70,15 @@ def backoff_delay(attempt: int, *, initial_s: float, cap_s: float, jitter: float
     return ceiling * (0.5 + jitter / 2)
 
 
-def describe(error: BaseException) -> str:
-    """One line saying why a connection failed, for the log and ``LinkState.last_error``."""
+def describe(error: BaseException, socket_error: str | None = None) -> str:
+    """One line saying why a connection failed, for the log and ``LinkState.last_error``.
+
+    ``socket_error`` is what paho last reported about the socket: a broker that refuses a client
+    certificate under TLS 1.3 does so after the handshake, and paho only logs it, so aiomqtt sees
+    nothing but a CONNACK that never came."""
     if isinstance(error, BaseExceptionGroup):
         causes = [e for e in error.exceptions if not isinstance(e, asyncio.CancelledError)]
-        return describe(causes[0]) if causes else "cancelled"
+        return describe(causes[0], socket_error) if causes else "cancelled"
     if isinstance(error, MqttConnectError):
         code = _code(error.rc)
         if code in _REFUSED_LOGIN:
@@ -84,11 +89,28 @@ def describe(error: BaseException) -> str:
     if isinstance(error, StoreError):
         return f"the store failed: {error}"
     text = str(error) or type(error).__name__
+    if socket_error is not None and "timed out" in text:
+        text = socket_error
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return f"the broker's certificate was not accepted: {text}"
-    if "alert" in text.lower() or "SSL" in text:
-        return f"TLS failed (the broker may have refused this station's certificate): {text}"
+    if "CERTIFICATE_REQUIRED" in text:
+        return f"the broker demands a client certificate (cert_file, key_file): {text}"
+    if any(alert in text for alert in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
+        return f"the broker refused this station's client certificate: {text}"
+    if "SSL" in text:
+        return f"TLS failed: {text}"
     return f"{type(error).__name__}: {text}"
+
+
+class _SocketErrors(logging.Handler):
+    """Keeps the last error paho logged about its socket (see :func:`describe`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
 
 
 def _code(rc: object) -> int | None:
@@ -118,6 +140,7 @@ class Link:
             MqttProtocol.V311 if settings.protocol is MqttProtocol.V311 else MqttProtocol.V5
         )
         self._group: asyncio.TaskGroup | None = None
+        self._socket_errors = _SocketErrors()
         self._up = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -172,7 +195,7 @@ class Link:
                 except Exception as error:  # noqa: BLE001 - any failure of one connection is logged and retried
                     if self._fallback(error):
                         continue
-                    reason = describe(error)
+                    reason = describe(error, self._socket_errors.last)
                     if self._state.connected:
                         attempt = 0
                     self._set(connected=False, last_error=reason, since=utc_now())
@@ -211,6 +234,9 @@ class Link:
     def _client(self) -> aiomqtt.Client:
         settings = self._settings
         v5 = self._protocol is MqttProtocol.V5
+        self._socket_errors = _SocketErrors()
+        paho_log = logging.Logger("lockgate.mqtt.paho", logging.ERROR)  # one per connection
+        paho_log.addHandler(self._socket_errors)
         client = aiomqtt.Client(
             settings.host,
             settings.port,
@@ -224,6 +250,7 @@ class Link:
             timeout=settings.connect_timeout_s,
             max_inflight_messages=settings.window,
             tls_context=tls_context(settings),
+            logger=paho_log,
         )
         # aiomqtt has no switch for it, so its paho client is told directly: a request's PUBACK is
         # sent by _take (after the engine stored its answer), not by paho on arrival.
