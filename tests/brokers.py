@@ -346,3 +346,37 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         pass
     finally:
         sink.transport.abort()
+
+
+# --- amqtt: the embedded broker of the demo, MQTT 3.1.1 only ------------------------------------
+
+
+@dataclass
+class Amqtt:
+    port: int
+    tls: None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_amqtt() -> AsyncIterator[Amqtt]:
+    """amqtt in this process's event loop, on a free loopback port (it speaks 3.1.1 only)."""
+    from amqtt.broker import Broker  # noqa: PLC0415 - the demo's extra, needed by these tests only
+
+    port = free_port()
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield Amqtt(port)
+    finally:
+        await broker.shutdown()

@@ -11,8 +11,8 @@ import json
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.brokers import HOST, Mosquitto
+from tests.brokers import HOST, Amqtt, Mosquitto
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class Backend:
                 await asyncio.sleep(0.02)
 
 
-@contextmanager
-def backend(
-    broker: Mosquitto,
+@asynccontextmanager
+async def backend(
+    broker: Mosquitto | Amqtt,
     prefix: str = "lockgate/v1/FR101/",
     *,
     ca_file: str | None = None,
@@ -101,13 +101,15 @@ def backend(
     username: str | None = None,
     password: str | None = None,
     persistent: bool = False,
-) -> Iterator[Backend]:
+    v5: bool = True,
+) -> AsyncIterator[Backend]:
     """A subscribed backend. ``persistent``: a session that outlives its connection (with a
     broker that keeps sessions, messages published while it was away are delivered later)."""
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
         client_id=f"backend-{uuid.uuid4().hex[:8]}",
-        protocol=paho.MQTTv5,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else not persistent,
     )
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     if broker.tls is not None:
@@ -128,11 +130,14 @@ def backend(
     if persistent:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 3600
-    client.connect(HOST, broker.port, clean_start=not persistent, properties=properties)
+    if v5:
+        client.connect(HOST, broker.port, clean_start=not persistent, properties=properties)
+    else:
+        client.connect(HOST, broker.port)
     client.loop_start()
     try:
-        if not subscribed.wait(10):
-            raise TimeoutError("the backend could not subscribe")
+        # waited for without blocking the loop: the broker may run in it (amqtt)
+        await seen.wait_for(subscribed.is_set, 10)
         yield seen
     finally:
         client.disconnect()

@@ -42,7 +42,7 @@ def walk(documents: list[dict[str, object]]) -> list[object]:
 
 async def test_the_contract_seen_by_a_backend(tmp_path: Path) -> None:
     async with running_mosquitto(tmp_path / "broker") as broker:
-        with backend(broker) as seen:
+        async with backend(broker) as seen:
             async with running_station(tmp_path, broker.url) as station:
                 await station.link.wait_connected(30)
                 lock = station.sim.world.locks[0]
@@ -56,7 +56,7 @@ async def test_the_contract_seen_by_a_backend(tmp_path: Path) -> None:
                     )
                 )
                 assert seen.on("status")[-1].json()["state"] == "online"
-                with backend(broker) as late:  # a backend that comes later gets them retained
+                async with backend(broker) as late:  # a backend that comes later gets them retained
                     await late.wait_for(lambda: len([m for m in late.received if m.retain]) >= 3)
                     retained = {m.topic: m.json() for m in late.received if m.retain}
                     assert retained["status"]["state"] == "online"
@@ -122,26 +122,27 @@ async def test_the_contract_seen_by_a_backend(tmp_path: Path) -> None:
             await seen.wait_for(lambda: seen.on("status")[-1].json()["state"] == "offline")
             assert seen.on("status")[-1].retain is False  # live delivery; retained for later ones
             capture(seen)
-        with backend(broker) as late:
+        async with backend(broker) as late:
             await late.wait_for(lambda: bool(late.on("status")))
             assert late.on("status")[-1].json()["state"] == "offline"
 
 
 async def test_the_will_says_offline_when_the_link_is_cut(tmp_path: Path) -> None:
-    async with running_mosquitto(tmp_path / "broker") as broker, Cable(broker.port) as cable:
-        with backend(broker) as seen:
-            async with running_station(tmp_path, cable.url, keepalive_s=5) as station:
-                await station.link.wait_connected(30)
-                await seen.wait_for(lambda: bool(seen.on("status")))
-                since = station.link.state.since
-                cable.cut()  # no DISCONNECT: the broker publishes the will
-                await seen.wait_for(
-                    lambda: (
-                        [m.json()["state"] for m in seen.on("status")][-2:] == ["online", "offline"]
-                    )
-                )
-                # and the link comes back by itself
-                await seen.wait_for(lambda: seen.on("status")[-1].json()["state"] == "online")
-                await station.link.wait_connected(30)
-                assert station.link.state.since != since
-                assert station.link.state.connected
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,
+        Cable(broker.port) as cable,
+        backend(broker) as seen,
+        running_station(tmp_path, cable.url, keepalive_s=5) as station,
+    ):
+        await station.link.wait_connected(30)
+        await seen.wait_for(lambda: bool(seen.on("status")))
+        since = station.link.state.since
+        cable.cut()  # no DISCONNECT: the broker publishes the will
+        await seen.wait_for(
+            lambda: [m.json()["state"] for m in seen.on("status")][-2:] == ["online", "offline"]
+        )
+        # and the link comes back by itself
+        await seen.wait_for(lambda: seen.on("status")[-1].json()["state"] == "online")
+        await station.link.wait_connected(30)
+        assert station.link.state.since != since
+        assert station.link.state.connected

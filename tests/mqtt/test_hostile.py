@@ -120,38 +120,40 @@ def hostile(rng: random.Random, bikes: list[str], count: int) -> list[tuple[byte
 
 
 async def test_hostile_requests(tmp_path: Path) -> None:
-    async with running_mosquitto(tmp_path / "broker") as broker:
-        with backend(broker) as seen:
-            async with running_station(tmp_path, broker.url) as station:
-                await station.link.wait_connected(30)
-                since = station.link.state.since
-                bikes = [station.bike(0), station.bike(1)]
-                requests = hostile(random.Random(20261123), bikes, COUNT)
-                for payload, _ in requests:
-                    seen.send(payload)
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,
+        backend(broker) as seen,
+        running_station(tmp_path, broker.url) as station,
+    ):
+        await station.link.wait_connected(30)
+        since = station.link.state.since
+        bikes = [station.bike(0), station.bike(1)]
+        requests = hostile(random.Random(20261123), bikes, COUNT)
+        for payload, _ in requests:
+            seen.send(payload)
 
-                usable = {answer for _, answer in requests if answer is not None}
-                unusable = sum(1 for _, answer in requests if answer is None)
+        usable = {answer for _, answer in requests if answer is not None}
+        unusable = sum(1 for _, answer in requests if answer is None)
 
-                def answered() -> bool:
-                    ids = {
-                        m.topic.removeprefix("commands/")
-                        for m in seen.received
-                        if m.topic.startswith("commands/")
-                    }
-                    errors = seen.errors()
-                    ids |= {e["correlation_id"] for e in errors}
-                    others = sum(1 for e in errors if e["correlation_id"] not in usable)
-                    return usable <= ids and others >= unusable
+        def answered() -> bool:
+            ids = {
+                m.topic.removeprefix("commands/")
+                for m in seen.received
+                if m.topic.startswith("commands/")
+            }
+            errors = seen.errors()
+            ids |= {e["correlation_id"] for e in errors}
+            others = sum(1 for e in errors if e["correlation_id"] not in usable)
+            return usable <= ids and others >= unusable
 
-                await seen.wait_for(answered, 600)
-                conflicts = [e for e in seen.errors() if e["status_code"] == 409]
-                assert len(conflicts) == sum(1 for p, a in requests if a and b"nonce" in p)
-                for bike_index in range(2):
-                    view = await station.sim.control.lock(station.sim.world.locks[bike_index].name)
-                    assert (view.motor_opened, view.motor_closed) == (0, 0)
-                    assert (view.commanded_open, view.commanded_close) == (0, 0)
-                state = station.link.state
-                assert state.connected
-                assert state.since == since, "the link went down"
-                assert state.last_error is None
+        await seen.wait_for(answered, 600)
+        conflicts = [e for e in seen.errors() if e["status_code"] == 409]
+        assert len(conflicts) == sum(1 for p, a in requests if a and b"nonce" in p)
+        for bike_index in range(2):
+            view = await station.sim.control.lock(station.sim.world.locks[bike_index].name)
+            assert (view.motor_opened, view.motor_closed) == (0, 0)
+            assert (view.commanded_open, view.commanded_close) == (0, 0)
+        state = station.link.state
+        assert state.connected
+        assert state.since == since, "the link went down"
+        assert state.last_error is None

@@ -35,21 +35,21 @@ async def test_the_right_client_certificate_gets_in(tmp_path: Path) -> None:
     tls = make_tls(tmp_path)
     station_cert = tls.authority.issue("FR101")
     backend_cert = tls.authority.issue("backend")
-    async with running_mosquitto(tmp_path / "broker", tls=tls) as broker:
-        with backend(
-            broker, cert=(str(backend_cert.cert_file), str(backend_cert.key_file))
-        ) as seen:
-            async with running_station(
-                tmp_path,
-                tls_url(broker),
-                ca_file=tls.authority.ca_file,
-                cert_file=station_cert.cert_file,
-                key_file=station_cert.key_file,
-            ) as station:
-                await station.link.wait_connected(30)
-                await seen.wait_for(lambda: bool(seen.on("status")))
-                assert seen.on("status")[-1].json()["state"] == "online"
-                assert station.link.state.last_error is None
+    async with (
+        running_mosquitto(tmp_path / "broker", tls=tls) as broker,
+        backend(broker, cert=(str(backend_cert.cert_file), str(backend_cert.key_file))) as seen,
+        running_station(
+            tmp_path,
+            tls_url(broker),
+            ca_file=tls.authority.ca_file,
+            cert_file=station_cert.cert_file,
+            key_file=station_cert.key_file,
+        ) as station,
+    ):
+        await station.link.wait_connected(30)
+        await seen.wait_for(lambda: bool(seen.on("status")))
+        assert seen.on("status")[-1].json()["state"] == "online"
+        assert station.link.state.last_error is None
 
 
 async def test_a_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:

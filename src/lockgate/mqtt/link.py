@@ -139,6 +139,7 @@ class Link:
         self._protocol = (
             MqttProtocol.V311 if settings.protocol is MqttProtocol.V311 else MqttProtocol.V5
         )
+        self._settled = False  # a connection has worked: auto mode keeps its version
         self._group: asyncio.TaskGroup | None = None
         self._socket_errors = _SocketErrors()
         self._up = asyncio.Event()
@@ -219,16 +220,27 @@ class Link:
             self._stopped.set()
 
     def _fallback(self, error: Exception) -> bool:
-        """In ``auto`` mode a broker that refuses MQTT 5 is asked again in 3.1.1, at once."""
+        """``auto`` mode, until a connection has worked: a broker that answers MQTT 5 with
+        "unsupported protocol version" is asked again in 3.1.1 at once (True). One that gives no
+        CONNACK at all is asked in the other version next time (some 3.1.1 brokers, amqtt among
+        them, misread an MQTT 5 CONNECT that carries a will and wait for bytes that never come)."""
+        if self._settings.protocol is not MqttProtocol.AUTO or self._settled:
+            return False
         if (
-            self._settings.protocol is MqttProtocol.AUTO
-            and self._protocol is MqttProtocol.V5
+            self._protocol is MqttProtocol.V5
             and isinstance(error, MqttConnectError)
             and _code(error.rc) in _UNSUPPORTED_PROTOCOL
         ):
             self._log.info("the broker does not speak MQTT 5: using 3.1.1")
             self._protocol = MqttProtocol.V311
             return True
+        if isinstance(error, aiomqtt.MqttError) and "timed out" in str(error):
+            self._protocol = (
+                MqttProtocol.V311 if self._protocol is MqttProtocol.V5 else MqttProtocol.V5
+            )
+            self._log.info(
+                "no CONNACK: trying the other MQTT version", protocol=str(self._protocol)
+            )
         return False
 
     def _client(self) -> aiomqtt.Client:
@@ -263,6 +275,7 @@ class Link:
         client = self._client()
         async with client:
             self._log.info("mqtt connected", protocol=str(self._protocol))
+            self._settled = True
             await self._outbox.set_retained("status", self._status("online"))
             await self._outbox.connected()
             await self._publish_retained(client)
