@@ -373,12 +373,15 @@ class Link:
             )
             try:
                 await self._intake(payload, correlation)
-            except StoreError as error:
-                self._log.error("request not stored, not acknowledged", reason=str(error))
-                continue
+            except StoreError:
+                # Not acknowledged, and the connection is dropped: an unacknowledged message
+                # holds one of the broker's in-flight slots for this client until it goes, and a
+                # few would stall ``commands``. The backend re-sends until it sees the receipt.
+                self._log.error("request not stored: not acknowledged, reconnecting")
+                raise
             except Exception:  # noqa: BLE001 - a request must never take the link down
-                self._log.exception("request failed inside the station, not acknowledged")
-                continue
+                # Sending it again would fail the same way: acknowledged, and said.
+                self._log.exception("request failed inside the station")
             client._client.ack(message.mid, message.qos)
 
     # --- state ---------------------------------------------------------------------------------
