@@ -74,9 +74,7 @@ class Backend:
         return [m.json() for m in self.messages(topic)]
 
     def events(self, **match: Any) -> list[dict[str, Any]]:
-        return [
-            e for e in self.documents("events") if all(e.get(k) == v for k, v in match.items())
-        ]
+        return [e for e in self.documents("events") if all(e.get(k) == v for k, v in match.items())]
 
     def latest(self, topic: str) -> dict[str, Any] | None:
         found = self.messages(topic)

@@ -157,7 +157,7 @@ async def notify_socket(directory: Path) -> AsyncIterator[NotifySocket]:
     path = directory / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
-    sock.setblocking(False)
+    sock.setblocking(False)  # noqa: FBT003 - the socket API's own flag
     listener = NotifySocket(path, sock)
     loop = asyncio.get_running_loop()
     loop.add_reader(sock.fileno(), listener._readable)

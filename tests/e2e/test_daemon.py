@@ -82,7 +82,8 @@ async def test_a_station_day(tmp_path: Path) -> None:
         assert status["station"] == STATION
         assert sorted(status["locks"]) == sorted(bike_of(lock) for lock in locks)
         for lock in locks:
-            document = await s.backend.wait_for(lambda: s.backend.latest(f"locks/{bike_of(lock)}"))
+            topic = f"locks/{bike_of(lock)}"
+            document = await s.backend.wait_for(lambda topic=topic: s.backend.latest(topic))
             assert document["lock_state"] == "locked"
             assert document["boot_id"] == status["boot_id"]
 

@@ -147,9 +147,12 @@ async def check(
     seqs = sorted(events.values())
     assert len(seqs) == len(set(seqs)), "a seq was given to two events"
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a gap in seq"
-    succeeded = sum(
-        1
+    ends = Counter(
+        next(
+            d["state"]["value"]
+            for d in s.backend.documents(f"commands/{body['id']}")
+            if d["state"]["value"] in FINAL
+        )
         for body in received
-        if any(d["state"]["value"] == "SUCCESS" for d in s.backend.documents(f"commands/{body['id']}"))
     )
-    print(f"kills {KILLS}, commands {len(received)}, succeeded {succeeded}, events {len(seqs)}")
+    print(f"kills {KILLS}, commands {len(received)}, ends {dict(ends)}, events {len(seqs)}")

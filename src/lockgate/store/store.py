@@ -243,10 +243,7 @@ class Store:
 
     async def oldest_queued_at(self) -> datetime | None:
         """When the oldest queued message was written (None for an empty outbox)."""
-        row = await self._run(
-            lambda: self._db.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
-        )
-        return None if row is None else _parsed(row[0])
+        return await self._database.run(lambda: sql.oldest_queued_at(self._db))
 
     async def last_queued_id(self) -> int:
         return await self._database.run(lambda: sql.last_queued_id(self._db))
