@@ -149,13 +149,7 @@ class Daemon:
                     name="lockgate.service.watchdog",
                 ),
             ]
-            recovery = await engine.recover()
-            log.info(
-                "recovered",
-                settled=recovery.settled,
-                resumed=recovery.resumed,
-                timed_out=recovery.timed_out,
-            )
+            await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
             async with link:
                 background.append(
