@@ -155,7 +155,7 @@ def configure(
         cache_logger_on_first_use=True,
     )
     # Libraries (bleak, aiomqtt, paho) log through the standard library: the same stream, warnings
-    # and up, rendered like every other line (one JSON object under the journal, redacted too).
+    # and up (everything at DEBUG), rendered like every other line (JSON under the journal).
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -174,4 +174,5 @@ def configure(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    # At DEBUG the libraries say everything too (a field engineer chasing a radio fault wants it).
+    root.setLevel(min(logging.WARNING, logging.getLevelNamesMapping()[level]))

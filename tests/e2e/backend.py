@@ -123,10 +123,17 @@ class Backend:
 
 
 @contextlib.asynccontextmanager
-async def backend(port: int, *, station: str, root: str = "lockgate/v1") -> AsyncIterator[Backend]:
-    """A backend connected to the broker on 127.0.0.1:``port``, subscribed to the station."""
+async def backend(
+    port: int, *, station: str, root: str = "lockgate/v1", password: str | None = None
+) -> AsyncIterator[Backend]:
+    """A backend connected to the broker on 127.0.0.1:``port``, subscribed to the station (as the
+    station's own user where the broker wants a password)."""
     async with aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"backend-{uuid.uuid4().hex[:8]}"
+        "127.0.0.1",
+        port,
+        identifier=f"backend-{uuid.uuid4().hex[:8]}",
+        username=station if password is not None else None,
+        password=password,
     ) as client:
         prefix = f"{root}/{station}/"
         await client.subscribe(prefix + "#", qos=1)

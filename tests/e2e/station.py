@@ -87,6 +87,7 @@ def write_config(
     broker_port: int,
     bus_address: str,
     sim: WorldConfig,
+    mqtt: str = "",
     extra: str = "",
 ) -> Path:
     """A station config for the simulated world, its state kept in ``directory``."""
@@ -100,6 +101,7 @@ def write_config(
         f'url = "mqtt://127.0.0.1:{broker_port}"',
         f'client_id = "lockgate-{STATION}"',
         f'topic_root = "{ROOT}"',
+        mqtt,
         "",
         "[ble]",
         f'dbus_address = "{bus_address}"',
@@ -171,10 +173,18 @@ async def notify_socket(directory: Path) -> AsyncIterator[NotifySocket]:
 class Daemon:
     """``lockgate run`` as a child process; its output appended to ``log``."""
 
-    def __init__(self, config: Path, log: Path, *, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        environ: dict[str, str] | None = None,
+        arguments: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.log = log
         self.environ = environ or {}
+        self.arguments = arguments
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
 
@@ -188,6 +198,7 @@ class Daemon:
                 "run",
                 "--config",
                 str(self.config),
+                *self.arguments,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
