@@ -1,12 +1,13 @@
 """A whole station for the link's tests: simulator, store, real BLE driver, engine, outbox, link.
 
-The one place that wires them (as the service will): the driver's observations go to the engine,
-which does not exist yet when the driver is made, hence the late-bound ``observe``. The outbox is
-built here from the store and handed to the link; requests reach ``engine.submit``.
+The one place that wires them for these tests (as the service does): the driver's observations go
+to the engine through one task, the outbox is built here from the store and handed to the link,
+and requests reach ``engine.submit``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lockgate.ble.conversation import StepTimeouts
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.clock import utc_now
 from lockgate.contract import BleStatus, StationStatus
 from lockgate.contract.station import RegisteredLock, Station
@@ -86,12 +86,6 @@ async def running_station(
     station = registered(config)
     async with run_simulator(config, time_scale=0.1) as sim:
         with sim.bleak_pointed_here():
-            engine: Engine | None = None
-
-            async def observe(observation: Observation) -> None:
-                if engine is not None:
-                    await engine.observe(observation)
-
             radio = RadioSettings(
                 connection_slots=5,
                 sync_interval_s=3600.0,
@@ -100,11 +94,18 @@ async def running_station(
             key = StationKey.from_bytes(bytes(range(32)))
             async with (
                 Store(folder / "lockgate.db", station=station, key=key) as store,
-                Driver(identities(config), radio, observe) as driver,
+                Driver(identities(config), radio) as driver,
+                Engine(store=store, radio=driver, station=station) as engine,
+                asyncio.TaskGroup() as tasks,
             ):
-                engine = Engine(store=store, radio=driver, station=station)
                 outbox = Outbox(store)
-                async with engine:
+
+                async def mirror() -> None:
+                    async for observation in driver.observations():
+                        await engine.observe(observation)
+
+                mirroring = tasks.create_task(mirror(), name="test-mirror")
+                try:
                     await engine.recover()
                     running = engine
 
@@ -119,3 +120,5 @@ async def running_station(
                     ) as mqtt:
                         yield Gateway(sim, station, store, driver, engine, outbox, mqtt)
                         await mqtt.stop(flush_timeout_s=5.0)
+                finally:
+                    mirroring.cancel()
