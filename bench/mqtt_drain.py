@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from lockgate.contract.documents import LockStateEvent
 from lockgate.contract.station import RegisteredLock, Station
@@ -120,7 +121,7 @@ async def _mosquitto(folder: Path) -> AsyncIterator[int]:
 
 
 def _subscriber(port: int) -> tuple[paho.Client, list[int]]:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     received = [0]
     ready = threading.Event()
 
