@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockgate.ble.discovery import LockIdentity
-from lockgate.ble.driver import Driver, RadioSettings
-from lockgate.ble.operation import Observation, Operation, Progress, StateSeen, Step, StepReached
+from lockgate.ble.driver import Driver
+from lockgate.ble.settings import RadioSettings
 from lockgate.model import LockState, Profile
 from lockgate.protocol.credentials import signed_byte_string
+from lockgate.radio import Operation, Progress, StateSeen, Step, StepReached
 from lockgate_sim.bus import PrivateBus, stop_process
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 
@@ -74,8 +75,10 @@ class Command:
             self.final = now
 
 
-async def _no_observation(_observation: Observation) -> None:
-    return None
+async def _discard(driver: Driver) -> None:
+    """Take the driver's observations (it hands them out in order before its next operation)."""
+    async for _observation in driver.observations():
+        pass
 
 
 async def _start_simulator(
@@ -147,7 +150,8 @@ async def run(commands: int, profile: Path | None) -> Measured:
                 pids = (simulator.pid, bus.pid, os.getpid())
                 identity = LockIdentity("FR1540", LOCK.name, LOCK.address, LOCK.profile)
                 settings = RadioSettings(sync_interval_s=3600.0, watch=False)
-                async with Driver([identity], settings, _no_observation) as driver:
+                async with Driver([identity], settings) as driver, asyncio.TaskGroup() as tasks:
+                    discarding = tasks.create_task(_discard(driver))
                     # The first command finds the lock and warms every cache: not measured.
                     await _command(driver, Operation.UNLOCK)
                     before = [_cpu_s(pid) for pid in pids]
@@ -155,6 +159,7 @@ async def run(commands: int, profile: Path | None) -> Measured:
                         operation = Operation.LOCK if i % 2 == 0 else Operation.UNLOCK
                         done.append(await _command(driver, operation))
                     after = [_cpu_s(pid) for pid in pids]
+                    discarding.cancel()
             finally:
                 await stop_process(simulator, 10.0)
                 async with asyncio.timeout(10):

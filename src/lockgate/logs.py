@@ -154,7 +154,25 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    # Libraries (bleak, aiomqtt) log through the standard library: same stream, warnings and up.
-    logging.basicConfig(
-        stream=out, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    # Libraries (bleak, aiomqtt, paho) log through the standard library: the same stream, warnings
+    # and up (everything at DEBUG), rendered like every other line (JSON under the journal).
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                *shared,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # At DEBUG the libraries say everything too (a field engineer chasing a radio fault wants it).
+    root.setLevel(min(logging.WARNING, logging.getLevelNamesMapping()[level]))

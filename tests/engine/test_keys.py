@@ -3,8 +3,6 @@ not in a published message; provisioned credentials are sealed and survive a res
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from tests.engine.harness import (
     model_locks,
 )
 from tests.engine.radio_model import ModelRadio
+from tests.keyforms import forms
 
 # The command's own key pair for FR1541: different from the provisioned ones.
 CMD_SEED = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
@@ -40,21 +39,6 @@ SECRETS = {
     "command K_seed": CMD_SEED,
     "command K_u": CMD_U,
 }
-
-
-def forms(secret: bytes) -> list[bytes]:
-    """Every form a key could be written in."""
-    signed = signed_byte_string(secret)
-    return [
-        secret,
-        secret.hex().encode(),
-        secret.hex().upper().encode(),
-        signed.encode(),
-        signed.replace(" ", "").encode(),
-        json.dumps(list(secret)).encode(),
-        json.dumps(list(secret)).replace(" ", "").encode(),
-        base64.b64encode(secret),
-    ]
 
 
 def leaks(blob: bytes) -> list[str]:

@@ -19,7 +19,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak_retry_connector import close_stale_connections_by_address, get_device
 
-from lockgate.ble.errors import OperationError
+from lockgate.ble.errors import OperationError, adapter_failure
 from lockgate.model import Profile
 from lockgate.protocol.identity import profile_of_name
 from lockgate.radio import Outcome
@@ -65,13 +65,20 @@ class Discovery:
         self._scanner: BleakScanner | None = None
 
     async def start(self) -> None:
-        # Links an earlier run left behind hold adapter slots and keep locks from advertising.
-        for address in self._address_of.values():
-            await close_stale_connections_by_address(address)
-        self._scanner = BleakScanner(
-            detection_callback=self._on_advertisement, bluez={"adapter": self._adapter}
-        )
-        await self._scanner.start()
+        """Start scanning; :class:`AdapterError` when the adapter cannot be used at all."""
+        try:
+            # Links an earlier run left behind hold adapter slots and keep locks from advertising.
+            for address in self._address_of.values():
+                await close_stale_connections_by_address(address)
+            scanner = BleakScanner(
+                detection_callback=self._on_advertisement, bluez={"adapter": self._adapter}
+            )
+            await scanner.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise adapter_failure(err, self._adapter) from err
+        self._scanner = scanner
 
     async def stop(self) -> None:
         scanner, self._scanner = self._scanner, None

@@ -36,6 +36,26 @@ class OperationError(Exception):
         self.reason = reason
 
 
+class AdapterError(Exception):
+    """The adapter cannot be used at all: BlueZ is not on the bus, the bus cannot be reached, or
+    it has no adapter of that name. Raised once, at the driver's start: nothing can work."""
+
+
+def adapter_failure(exc: BaseException, adapter: str) -> AdapterError:
+    """Why the driver could not start scanning on ``adapter``."""
+    names = {e.dbus_error for e in _dbus_errors(exc)}
+    if DBUS_UNKNOWN_OBJECT in names:
+        return AdapterError(f"BlueZ has no adapter {adapter}")
+    if any(name.startswith("org.freedesktop.DBus.Error.") for name in names):
+        listed = ", ".join(sorted(names))
+        return AdapterError(f"BlueZ is not answering on the system bus ({listed})")
+    if isinstance(exc, OSError | EOFError):
+        return AdapterError(f"the system bus cannot be reached: {type(exc).__name__}: {exc}")
+    if isinstance(exc, BleakError):
+        return AdapterError(f"the adapter {adapter} cannot be used: {exc}")
+    raise exc
+
+
 def _dbus_errors(exc: BaseException) -> list[BleakDBusError]:
     """Every BleakDBusError in the cause/context chain of ``exc``, outermost first."""
     found: list[BleakDBusError] = []

@@ -28,6 +28,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from lockgate.model import MessageKind
 from lockgate.store.records import Correlation
@@ -123,6 +124,10 @@ class Outbox:
 
     async def depth(self) -> int:
         return await self._store.outbox_depth()
+
+    async def oldest_created_at(self) -> datetime | None:
+        """When the oldest waiting queued message was written; None when none waits."""
+        return await self._store.oldest_queued_at()
 
     def _is_replay(self, message_id: int, kind: MessageKind) -> bool:
         return kind is MessageKind.EVENT and message_id < self._replay_below

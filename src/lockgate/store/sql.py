@@ -280,6 +280,11 @@ def _time(moment: datetime | None) -> str | None:
     return None if moment is None else format_time(moment)
 
 
+def oldest_queued_at(db: sqlite3.Connection) -> datetime | None:
+    row = db.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
+    return None if row is None else _parsed(row[0])
+
+
 def _parsed(text: str | None) -> datetime | None:
     return None if text is None else parse_time(text)
 

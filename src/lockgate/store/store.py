@@ -241,5 +241,9 @@ class Store:
     async def outbox_depth(self) -> int:
         return await self._database.run(lambda: sql.outbox_depth(self._db))
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """When the oldest queued message was written (None for an empty outbox)."""
+        return await self._database.run(lambda: sql.oldest_queued_at(self._db))
+
     async def last_queued_id(self) -> int:
         return await self._database.run(lambda: sql.last_queued_id(self._db))

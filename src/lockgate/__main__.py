@@ -1,0 +1,5 @@
+"""`python -m lockgate`: the same command line as the `lockgate` console script."""
+
+from lockgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""``lockgate run`` end to end: mosquitto, the simulator, the daemon as a subprocess, a backend.
+
+Everything is real and acts only through its real interface: the backend (aiomqtt, not lockgate
+code) speaks the contract over mosquitto, the world is steered through the simulator's control
+interface, and systemd is a datagram socket that the test binds as ``NOTIFY_SOCKET``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockgate_sim.testing import RunningSimulator, run_simulator
+from lockgate_sim.world import WorldConfig
+from tests.brokers import Mosquitto, running_mosquitto
+from tests.e2e.backend import Backend, backend, command
+from tests.e2e.station import (
+    STATION,
+    Daemon,
+    NotifySocket,
+    bike_of,
+    keys_of,
+    nobond,
+    notify_socket,
+    sharee,
+    world,
+    write_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+@dataclass
+class Site:
+    broker: Mosquitto
+    sim: RunningSimulator
+    daemon: Daemon
+    backend: Backend
+    notify: NotifySocket
+    folder: Path
+
+    @property
+    def world(self) -> WorldConfig:
+        return self.sim.world
+
+
+@contextlib.asynccontextmanager
+async def site(folder: Path, sim_world: WorldConfig) -> AsyncIterator[Site]:
+    async with (
+        running_mosquitto(folder / "broker") as broker,
+        run_simulator(sim_world, time_scale=0.1, subprocess=True) as sim,
+        notify_socket(folder) as notify,
+        backend(broker.port, station=STATION) as peer,
+    ):
+        config = write_config(
+            folder, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
+        )
+        daemon = Daemon(
+            config,
+            folder / "daemon.log",
+            environ={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
+        )
+        try:
+            yield Site(broker, sim, daemon, peer, notify, folder)
+        finally:
+            await daemon.close()
+
+
+async def test_a_station_day(tmp_path: Path) -> None:
+    """Start to READY, an unlock, a rider closing by hand, refusals, and a clean stop."""
+    locks = [sharee(1), nobond(2)]
+    async with site(tmp_path, world(*locks)) as s:
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        status = await s.backend.wait_for(lambda: s.backend.latest("status"))
+        assert status["state"] == "online"
+        assert status["station"] == STATION
+        assert sorted(status["locks"]) == sorted(bike_of(lock) for lock in locks)
+        for lock in locks:
+            topic = f"locks/{bike_of(lock)}"
+            # Read once at start: without credentials a lock shows battery and firmware (its
+            # state needs a session, so it stays unknown until a command or provisioning).
+            document = await s.backend.wait_for(
+                lambda topic=topic: (doc := s.backend.latest(topic)) and doc["battery"] and doc
+            )
+            assert document["boot_id"] == status["boot_id"]
+            assert document["battery"] == 100
+            assert document["heartbeat_v2"]["health"] == "HEALTHY"
+
+        # An unlock: SUCCESS, and the lock's states as events caused by the command.
+        open_lock = locks[0]
+        bike = bike_of(open_lock)
+        unlock = command(bike, "unlock", credentials=keys_of(open_lock))
+        final = await s.backend.run(unlock)
+        assert final["state"]["value"] == "SUCCESS", final
+        states = [
+            (e["lock_state"], e["cause"], e.get("command_id"))
+            for e in s.backend.events(type="lock_state", bike=bike)
+        ]
+        assert states == [
+            ("unlocking", "command", unlock["id"]),
+            ("unlocked", "command", unlock["id"]),
+        ]
+        assert (await s.sim.control.lock(open_lock.name)).bolt == "unlocked"
+
+        # A rider closes it by hand: the watch mirrors it.
+        await s.sim.control.close_by_hand(open_lock.name)
+        await s.backend.wait_for(
+            lambda: len(s.backend.events(type="lock_state", bike=bike)) >= 4, timeout_s=30
+        )
+        manual = [
+            (e["lock_state"], e["cause"]) for e in s.backend.events(type="lock_state", bike=bike)
+        ][2:]
+        assert manual == [("locking", "manual"), ("locked", "manual")]
+
+        # Wrong keys, and a bike that is not here.
+        other = locks[1]
+        wrong = dict(keys_of(other), ltk="00" * 32)
+        refused = await s.backend.run(command(bike_of(other), "unlock", credentials=wrong))
+        assert refused["state"]["value"] == "ERROR"
+        assert refused["error_code"] == "ERRORS.AUTH_FAILED"
+        stranger = await s.backend.run(command("NOBIKE", "unlock", credentials=keys_of(other)))
+        assert stranger["error_code"] == "ERRORS.NOT_FOUND"
+        assert (await s.sim.control.lock(other.name)).bolt == "locked"
+
+        # Seq rises by one per event, from where the station's counter stood.
+        seqs = [e["seq"] for e in s.backend.documents("events")]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+        # systemd saw STATUS and WATCHDOG while running.
+        await s.notify.wait_for("WATCHDOG=1")
+        assert s.notify.sent("STATUS=")
+
+        # SIGTERM: offline, exit 0, within 10 s.
+        code = await s.daemon.terminate(timeout_s=10)
+        assert code == 0, s.daemon.output()[-3000:]
+        assert s.notify.sent("STOPPING=1")
+        offline = await s.backend.wait_for(
+            lambda: (doc := s.backend.latest("status")) and doc["state"] == "offline" and doc
+        )
+        assert offline["boot_id"] == status["boot_id"]
+
+
+async def test_bad_requests_get_answers_and_move_nothing(tmp_path: Path) -> None:
+    lock = sharee(3)
+    async with site(tmp_path, world(lock)) as s:
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        await s.backend.publish(b"{not json")
+        error = await s.backend.wait_for(lambda: s.backend.latest("errors"))
+        assert error["error_code"] == "ERRORS.BAD_REQUEST"
+        bad = {"id": "bad-1", "command": "unlock", "bike": bike_of(lock), "timeout_at": "never"}
+        await s.backend.publish(json.dumps(bad))
+        answer = await s.backend.final("bad-1")
+        assert answer["error_code"] in ("ERRORS.BAD_REQUEST", "ERRORS.INVALID_TIMEOUT_AT")
+        assert s.daemon.running
+        counters = await s.sim.control.lock(lock.name)
+        assert counters.bolt == "locked"
+        assert await s.daemon.terminate() == 0
