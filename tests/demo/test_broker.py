@@ -50,13 +50,20 @@ async def test_it_stops_and_serves_again_on_the_same_port() -> None:
             pass
 
 
-async def test_it_refuses_mqtt_5_so_that_clients_fall_back() -> None:
+@pytest.mark.parametrize("will", [None, aiomqtt.Will("s/status", b"offline", qos=1, retain=True)])
+async def test_it_refuses_mqtt_5_so_that_clients_fall_back(will: aiomqtt.Will | None) -> None:
+    """With a will too, which amqtt alone misreads and then waits on until the client gives up."""
     async with DemoBroker() as broker:
         with pytest.raises(MqttConnectError, match="132"):
             async with aiomqtt.Client(
-                "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=10
+                "127.0.0.1",
+                broker.port,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                will=will,
+                timeout=60,
             ):
                 pass
+        assert await round_trip(broker, "after", "t/3") == b"hello"
 
 
 async def test_after_a_start_others_wait_until_the_backend_subscribed() -> None:

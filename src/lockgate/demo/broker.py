@@ -6,10 +6,13 @@ station holding its events through an outage. :class:`DemoBroker` serves amqtt (
 :meth:`DemoBroker.start` serves again on the same port, so the station and the backend reconnect
 to the address they already know. A restarted broker holds no sessions and no retained messages,
 as a real broker restarted without persistence: the station publishes its retained documents
-again after every reconnect. So that the demo's backend sees the events the station delivers
-after an outage, a (re)started broker holds every other client's CONNECT until the backend has
-subscribed again (:meth:`DemoBroker.open_to_all`), as a backend with a persistent session would
-have them kept for it.
+again after every reconnect. amqtt speaks 3.1.1 only, and misreads an MQTT 5 CONNECT that carries
+a will (it waits for bytes that never come): the demo's broker reads each CONNECT first and
+answers an MQTT 5 one at once with "unsupported protocol version", so that the station falls
+back to 3.1.1 without waiting out its connect timeout. So that the demo's backend sees the events
+the station delivers after an outage, a (re)started broker holds every other client's CONNECT
+until the backend has subscribed again (:meth:`DemoBroker.open_to_all`), as a backend with a
+persistent session would have them kept for it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import socket
 from types import TracebackType
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerConfig
 from amqtt.session import Session
@@ -29,6 +33,63 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 # A backend that never subscribes must not keep the station out for ever.
 HOLD_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+MQTT_5 = 5
+# CONNACK in MQTT 5's form: no session present, reason 0x84 (unsupported protocol version), no
+# properties.
+_UNSUPPORTED_PROTOCOL_CONNACK = bytes((0x20, 0x03, 0x00, 0x84, 0x00))
+
+
+class _Replayed(StreamReaderAdapter):
+    """amqtt's stream reader, giving back first the bytes the broker already read."""
+
+    def __init__(self, first: bytes, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self._first = first
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._first:
+            data: bytes = await super().read(n)
+            return data
+        if n == -1 or n == len(self._first):
+            data, self._first = self._first, b""
+            return data
+        if n < len(self._first):
+            data, self._first = self._first[:n], self._first[n:]
+            return data
+        data, self._first = self._first, b""
+        rest: bytes = await super().read(n - len(data))
+        return data + rest
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> bytes:
+    """One whole MQTT control packet: the fixed header, its remaining length, the rest."""
+    header = await reader.readexactly(1)
+    length, shift = 0, 0
+    for _ in range(4):
+        byte = await reader.readexactly(1)
+        header += byte
+        length += (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            break
+    return header + await reader.readexactly(length)
+
+
+def _protocol_level(connect: bytes) -> int | None:
+    """The protocol level of a CONNECT packet (4: 3.1.1, 5: MQTT 5), None if it is none."""
+    if not connect or connect[0] >> 4 != 1:
+        return None
+    at = 1
+    while at < len(connect) and connect[at] & 0x80:
+        at += 1
+    body = connect[at + 1 :]
+    if len(body) < 3:
+        return None
+    name_length = int.from_bytes(body[:2], "big")
+    level_at = 2 + name_length
+    return body[level_at] if level_at < len(body) else None
+
 
 # amqtt logs every connection and packet at INFO; the demo's own view says what happens.
 logging.getLogger("amqtt").setLevel(logging.ERROR)
@@ -50,6 +111,25 @@ class _HoldingBroker(Broker):
         super().__init__(config)
         self._first = first
         self._open = open_
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                connect = await _read_packet(reader)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        if _protocol_level(connect) == MQTT_5:
+            with contextlib.suppress(ConnectionError):
+                writer.write(_UNSUPPORTED_PROTOCOL_CONNACK)
+                await writer.drain()
+            writer.close()
+            return
+        await self._client_connected(
+            listener_name, _Replayed(connect, reader), StreamWriterAdapter(writer)
+        )
 
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
         if self._first is not None and session.client_id != self._first:
