@@ -111,6 +111,13 @@ class _HoldingBroker(Broker):
         super().__init__(config)
         self._first = first
         self._open = open_
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    def drop_connections(self) -> None:
+        """Cut every client's TCP connection at once, as a crashing broker does. amqtt's own
+        shutdown alone can wait for ever on a client's reader that never stops."""
+        for writer in self._connections:
+            writer.transport.abort()
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -127,9 +134,13 @@ class _HoldingBroker(Broker):
                 await writer.drain()
             writer.close()
             return
-        await self._client_connected(
-            listener_name, _Replayed(connect, reader), StreamWriterAdapter(writer)
-        )
+        self._connections.add(writer)
+        try:
+            await self._client_connected(
+                listener_name, _Replayed(connect, reader), StreamWriterAdapter(writer)
+            )
+        finally:
+            self._connections.discard(writer)
 
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
         if self._first is not None and session.client_id != self._first:
@@ -151,7 +162,7 @@ class DemoBroker:
         self.port = port if port is not None else free_port()
         self._first = first
         self._open = asyncio.Event()
-        self._broker: Broker | None = None
+        self._broker: _HoldingBroker | None = None
 
     @property
     def url(self) -> str:
@@ -190,6 +201,7 @@ class DemoBroker:
         broker, self._broker = self._broker, None
         if broker is None:
             return
+        broker.drop_connections()
         async with asyncio.timeout(STOP_TIMEOUT_S):
             await broker.shutdown()
 

@@ -94,6 +94,10 @@ class Demo:
         """How many links the simulated lock holds now (the station watches an open lock)."""
         return (await self.sim.control.lock(bike(bike_id).name)).links
 
+    async def moving(self, bike_id: str) -> bool:
+        """Whether the simulated lock's motor is running now."""
+        return (await self.sim.control.lock(bike(bike_id).name)).moving is not None
+
     async def bolt(self, bike_id: str) -> str:
         """Where the simulated lock's bolt really is: ``locked`` or ``unlocked``."""
         return str((await self.sim.control.lock(bike(bike_id).name)).bolt)
@@ -114,8 +118,11 @@ class Demo:
             await self.broker_back()
 
     async def power_cut(self) -> None:
-        """The station dies at once (SIGKILL) and starts again, as after a power cut."""
+        """The station dies at once (SIGKILL), as in a power cut."""
         await self.station.kill()
+
+    async def power_back(self) -> None:
+        """The station starts again after a power cut."""
         await self.station.start()
 
 
