@@ -88,6 +88,7 @@ def write_config(
     bus_address: str,
     sim: WorldConfig,
     mqtt: str = "",
+    ble: str = "",
     extra: str = "",
 ) -> Path:
     """A station config for the simulated world, its state kept in ``directory``."""
@@ -108,6 +109,7 @@ def write_config(
         "connection_slots = 3",
         "connect_timeout_s = 10.0",
         "sync_interval_s = 3600.0",
+        ble,
         "",
         "[store]",
         f'path = "{directory / "lockgate.db"}"',
