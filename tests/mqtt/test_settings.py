@@ -44,6 +44,11 @@ def test_protocol_names() -> None:
         LinkSettings(url="mqtt://h", station="X", protocol="4")
 
 
+def test_the_password_stays_out_of_repr() -> None:
+    settings = LinkSettings(url="mqtts://h", station="FR101", username="FR101", password="s3cret")
+    assert "s3cret" not in repr(settings)
+
+
 def test_a_certificate_needs_its_key() -> None:
     with pytest.raises(SettingsError, match="go together"):
         LinkSettings(url="mqtts://h", station="FR101", cert_file=Path("c.pem"))
