@@ -316,6 +316,7 @@ class Cable:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self.unplugged = False
 
     @property
     def url(self) -> str:
@@ -340,7 +341,18 @@ class Cable:
             writer.transport.abort()
         self._writers.clear()
 
+    def unplug(self) -> None:
+        """Cut, and refuse new connections until :meth:`plug`."""
+        self.unplugged = True
+        self.cut()
+
+    def plug(self) -> None:
+        self.unplugged = False
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.unplugged:
+            writer.transport.abort()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target_port)
         except OSError:
