@@ -120,7 +120,8 @@ def _code(rc: object) -> int | None:
 
 class Link:
     """The station's MQTT link. ``async with link:`` starts connecting in the background and
-    returns at once; :meth:`stop` ends it cleanly (leaving the block without it cancels)."""
+    returns at once; :meth:`stop` ends it cleanly (leaving the block without it stops without
+    flushing; leaving it with an exception cancels, and the broker publishes the will)."""
 
     def __init__(
         self,
