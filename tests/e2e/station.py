@@ -88,9 +88,11 @@ def write_config(
     bus_address: str,
     sim: WorldConfig,
     mqtt: str = "",
+    commands: str = "",
     extra: str = "",
 ) -> Path:
-    """A station config for the simulated world, its state kept in ``directory``."""
+    """A station config for the simulated world, its state (and its sealing key) kept in
+    ``directory``; ``commands`` adds lines to the ``[commands]`` section."""
     lines = [
         "[station]",
         f'id = "{STATION}"',
@@ -112,6 +114,10 @@ def write_config(
         "[store]",
         f'path = "{directory / "lockgate.db"}"',
         f'key_file = "{directory / "store.key"}"',
+        "",
+        "[commands]",
+        f'station_key_file = "{directory / "station.jwk"}"',
+        commands,
         "",
     ]
     for lock in sim.locks:
