@@ -262,6 +262,8 @@ async def test_a_signed_and_sealed_unlock_runs_and_the_broker_never_carries_a_ke
     for lock in locks:
         secrets |= {f"{lock.name} {k}": v for k, v in secrets_of(keys_of(lock)).items()}
     output = s.daemon.output().encode()
+    assert b'"signed commands only"' in output
+    assert b"open: unsigned commands accepted" not in output
     found = [
         name
         for name, secret in secrets.items()

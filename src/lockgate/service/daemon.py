@@ -124,7 +124,9 @@ class Daemon:
             return _refuse(Exit.KEYS, "command keys unusable", error=str(err))
         if self._gate.station_key is not None:
             self._sealing_key = SealingKey.model_validate(public_jwk(self._gate.station_key))
-        if not self._gate.require_signed:
+        if self._gate.require_signed:
+            log.info("signed commands only", backend_keys=len(self._gate.backend_keys))
+        else:
             log.warning(
                 "open: unsigned commands accepted", backend_keys=len(self._gate.backend_keys)
             )
