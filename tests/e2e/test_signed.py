@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import math
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -451,3 +452,48 @@ async def test_a_key_problem_stops_the_start_with_its_exit_code(
         if form in output.encode()
     ]
     assert found == []
+
+
+async def test_the_key_passed_as_a_systemd_credential_is_the_one_published(tmp_path: Path) -> None:
+    """Provisioned with ``lockgate keys station``, passed as the credential ``station.jwk``: the
+    station publishes that key's public half, and makes no key file of its own."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    made = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lockgate",
+        "keys",
+        "station",
+        "--out",
+        str(credentials / "station.jwk"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        stdout, _ = await made.communicate()
+    assert made.returncode == 0
+    printed = json.loads(stdout)
+    assert "d" not in printed
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,
+        run_simulator(world(sharee(61)), time_scale=0.1, subprocess=True) as sim,
+        notify_socket(tmp_path) as notify,
+        backend(broker.port, station=STATION) as peer,
+    ):
+        config = write_config(
+            tmp_path, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
+        )
+        daemon = Daemon(
+            config,
+            tmp_path / "daemon.log",
+            environ={"NOTIFY_SOCKET": str(notify.path), "CREDENTIALS_DIRECTORY": str(credentials)},
+        )
+        try:
+            await daemon.start()
+            await notify.wait_for("READY=1")
+            status = await peer.wait_for(lambda: peer.latest("status"))
+            assert status["sealing_key"] == printed
+            assert await daemon.terminate() == 0
+        finally:
+            await daemon.close()
+    assert not (tmp_path / "station.jwk").exists()
