@@ -89,9 +89,11 @@ def write_config(
     sim: WorldConfig,
     mqtt: str = "",
     ble: str = "",
+    commands: str = "",
     extra: str = "",
 ) -> Path:
-    """A station config for the simulated world, its state kept in ``directory``."""
+    """A station config for the simulated world, its state (and its sealing key) kept in
+    ``directory``; ``commands`` adds lines to the ``[commands]`` section."""
     lines = [
         "[station]",
         f'id = "{STATION}"',
@@ -114,6 +116,10 @@ def write_config(
         "[store]",
         f'path = "{directory / "lockgate.db"}"',
         f'key_file = "{directory / "store.key"}"',
+        "",
+        "[commands]",
+        f'station_key_file = "{directory / "station.jwk"}"',
+        commands,
         "",
     ]
     for lock in sim.locks:

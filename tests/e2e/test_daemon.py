@@ -80,6 +80,10 @@ async def test_a_station_day(tmp_path: Path) -> None:
         status = await s.backend.wait_for(lambda: s.backend.latest("status"))
         assert status["state"] == "online"
         assert status["station"] == STATION
+        # An open station (require_signed = false) still publishes its sealing key, and says at
+        # start that it takes unsigned commands.
+        assert set(status["sealing_key"]) == {"kty", "crv", "x", "kid"}
+        assert '"open: unsigned commands accepted"' in s.daemon.output()
         assert sorted(status["locks"]) == sorted(bike_of(lock) for lock in locks)
         for lock in locks:
             topic = f"locks/{bike_of(lock)}"
