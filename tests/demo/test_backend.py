@@ -60,7 +60,7 @@ async def test_the_picture_holds_the_latest_of_every_document() -> None:
         assert "mine" not in picture.commands
 
 
-async def test_its_requests_reach_the_commands_topic() -> None:
+async def test_its_requests_reach_the_commands_topic_again_until_their_receipt() -> None:
     async with (
         DemoBroker() as broker,
         Backend("127.0.0.1", broker.port, STATION) as backend,
@@ -68,15 +68,24 @@ async def test_its_requests_reach_the_commands_topic() -> None:
     ):
         await station.subscribe(f"{ROOT}/commands", qos=1)
         assert await backend.wait_for(lambda p: p.connected, 10)
-        command_id = await backend.send(
-            "unlock", "FR1541", timeout_s=60, user_id="u-1", credentials={"K_seed": "[1]"}
+        sending = asyncio.create_task(
+            backend.send(
+                "unlock", "FR1541", timeout_s=60, user_id="u-1", credentials={"K_seed": "[1]"}
+            )
         )
-        async with asyncio.timeout(10):
+        payloads: list[bytes] = []
+        async with asyncio.timeout(30):
             async for message in station.messages:
                 assert isinstance(message.payload, bytes)
-                request = json.loads(message.payload)
-                break
-        assert request["id"] == command_id
+                payloads.append(message.payload)
+                if len(payloads) == 2:
+                    break
+        # No receipt yet: the same request went out again, unchanged.
+        assert payloads[0] == payloads[1]
+        request = json.loads(payloads[0])
+        receipt = command(request["id"], 1, CommandState.NOT_SENT)
+        await station.publish(f"{ROOT}/commands/{request['id']}", receipt.to_bytes(), qos=1)
+        assert await asyncio.wait_for(sending, 30) == request["id"]
         assert (request["command"], request["bike"], request["user_id"]) == (
             "unlock",
             "FR1541",

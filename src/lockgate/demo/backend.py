@@ -36,6 +36,9 @@ from lockgate.contract import (
 BACKEND_CLIENT_ID = "lockgate-demo-backend"
 EVENTS_SHOWN = 200
 RECONNECT_S = 0.2
+# How long a receipt may take before the request goes out again, and how often it does.
+RECEIPT_S = 3.0
+RESENDS = 5
 SOCKET_TIMEOUT_S = 10.0
 
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
@@ -178,20 +181,30 @@ class Backend:
     async def send(
         self, command: str, bike: str, *, timeout_s: float | None = None, **fields: Any
     ) -> str:
-        """Publish one request on ``commands``; returns its id. :class:`BackendOfflineError` when
-        the broker is away (a backend re-sends later; the demo says so instead)."""
-        client = self._client
-        if client is None:
-            raise BackendOfflineError("the backend is not connected to the broker")
+        """Publish one request on ``commands`` and re-send it, unchanged, until its receipt (its
+        first command document, or an error document naming it) arrives, as the contract tells a
+        backend to: a PUBACK is not the receipt. Returns its id; :class:`BackendOfflineError`
+        when the broker is away (a backend re-sends later; the demo says so instead)."""
         command_id = f"demo-{next(self._ids)}-{command}"
         request: dict[str, Any] = {"id": command_id, "command": command, "bike": bike, **fields}
         if timeout_s is not None:
             request["timeout_at"] = format_time(datetime.now(UTC) + timedelta(seconds=timeout_s))
-        try:
-            async with asyncio.timeout(SOCKET_TIMEOUT_S):
-                await client.publish(
-                    self._prefix + topics.COMMANDS, json.dumps(request).encode(), qos=1
-                )
-        except (aiomqtt.MqttError, TimeoutError) as err:
-            raise BackendOfflineError(f"the request did not reach the broker: {err}") from err
+        payload = json.dumps(request).encode()
+        for _ in range(RESENDS):
+            client = self._client
+            if client is None:
+                raise BackendOfflineError("the backend is not connected to the broker")
+            try:
+                async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                    await client.publish(self._prefix + topics.COMMANDS, payload, qos=1)
+            except (aiomqtt.MqttError, TimeoutError) as err:
+                raise BackendOfflineError(f"the request did not reach the broker: {err}") from err
+            if await self.wait_for(lambda p: _receipted(p, command_id), RECEIPT_S):
+                break
         return command_id
+
+
+def _receipted(picture: StationPicture, command_id: str) -> bool:
+    return command_id in picture.commands or any(
+        error.correlation_id == command_id for error in picture.errors
+    )
