@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
@@ -151,6 +153,19 @@ class _HoldingBroker(Broker):
         return admitted
 
 
+def _quiet_abandoned_deliveries(
+    loop: asyncio.AbstractEventLoop, context: dict[str, object]
+) -> None:
+    """amqtt leaves a delivery whose PUBACK it did not see as a task nobody awaits, and asyncio
+    prints its traceback over the demo's output; the backend re-sends what matters."""
+    task = context.get("future", context.get("task"))
+    if isinstance(task, asyncio.Task):
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and code.co_qualname == "ProtocolHandler.mqtt_publish":
+            return
+    loop.default_exception_handler(context)
+
+
 class DemoBroker:
     """``async with DemoBroker() as broker:`` serves MQTT on ``broker.url`` until the block ends.
 
@@ -163,6 +178,9 @@ class DemoBroker:
         self._first = first
         self._open = asyncio.Event()
         self._broker: _HoldingBroker | None = None
+        self._handler_before: (
+            Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
+        ) = None
 
     @property
     def url(self) -> str:
@@ -206,6 +224,9 @@ class DemoBroker:
             await broker.shutdown()
 
     async def __aenter__(self) -> DemoBroker:
+        loop = asyncio.get_running_loop()
+        self._handler_before = loop.get_exception_handler()
+        loop.set_exception_handler(_quiet_abandoned_deliveries)
         await self.start()
         return self
 
@@ -215,4 +236,7 @@ class DemoBroker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.stop()
+        try:
+            await self.stop()
+        finally:
+            asyncio.get_running_loop().set_exception_handler(self._handler_before)
