@@ -33,7 +33,7 @@ from lockgate.cli import backend
 from lockgate.cli.watch import watch
 from lockgate.contract.request import DEFAULT_BOOKING_TIMEOUT, DEFAULT_TIMEOUT, ID_PATTERN
 from lockgate.contract.signing import seal_credentials, sign_request
-from lockgate.contract.times import format_time
+from lockgate.contract.times import format_time, parse_time
 from lockgate.model import CommandName, CommandState, ForceReason
 from lockgate.mqtt.settings import LinkSettings, SettingsError, tls_context
 from lockgate.service.exits import Exit
@@ -67,7 +67,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.Argu
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("bike", help="the bike id, as registered at the station")
-    common.add_argument("--id", help="the command id (default: a new UUID); reuse it to re-send")
+    common.add_argument(
+        "--id",
+        help="the command id (default: a new UUID); the same command line with the same id"
+        " is a repeat: it shows how that command ended, nothing runs twice",
+    )
     common.add_argument("--user-id", help="the rider (required for book and cancel-booking)")
     common.add_argument(
         "--timeout-s",
@@ -180,9 +184,16 @@ class Outgoing:
     def id(self) -> str:
         return str(self.request["id"])
 
-    @property
-    def timeout_at(self) -> datetime:
-        return datetime.fromisoformat(str(self.request["timeout_at"]).replace("Z", "+00:00"))
+    def follow_s(self, wait_s: float) -> float:
+        """How long after its receipt the command may take: until its ``timeout_at`` (the
+        station's default when the request has none), and ``wait_s`` more for the last word."""
+        timeout_at = self.request.get("timeout_at")
+        if timeout_at is None:
+            booking = self.request["command"] == CommandName.BOOK
+            lifetime = (DEFAULT_BOOKING_TIMEOUT if booking else DEFAULT_TIMEOUT).total_seconds()
+        else:
+            lifetime = (parse_time(str(timeout_at)) - datetime.now(UTC)).total_seconds()
+        return max(lifetime, 0.0) + wait_s
 
     def payload(self, station: str, station_key: Mapping[str, Any] | None) -> bytes:
         """The bytes to publish, made once: every re-send is the same request."""
@@ -266,14 +277,12 @@ def _outgoing(args: argparse.Namespace) -> Outgoing:
         raise UsageError("--id: must be 1 to 64 of A-Z a-z 0-9 _ -")
     if name in _NEEDS_USER and not args.user_id:
         raise UsageError(f"{name.value} needs --user-id")
-    default = DEFAULT_BOOKING_TIMEOUT if name is CommandName.BOOK else DEFAULT_TIMEOUT
-    lifetime = default if args.timeout_s is None else timedelta(seconds=args.timeout_s)
-    request: dict[str, Any] = {
-        "id": command_id,
-        "command": name.value,
-        "bike": args.bike,
-        "timeout_at": format_time(datetime.now(UTC) + lifetime),
-    }
+    request: dict[str, Any] = {"id": command_id, "command": name.value, "bike": args.bike}
+    # Without --timeout-s the request carries no timeout_at (the station's default applies), so
+    # that the same command line with the same --id is the same request: a repeat, not a conflict.
+    if args.timeout_s is not None:
+        lifetime = timedelta(seconds=args.timeout_s)
+        request["timeout_at"] = format_time(datetime.now(UTC) + lifetime)
     if args.user_id is not None:
         request["user_id"] = args.user_id
     if getattr(args, "end_rental", False):
@@ -398,14 +407,13 @@ async def _send(
             except (UsageError, JoseError, ValueError) as err:
                 progress.end()
                 return _usage(f"cannot sign or seal the request: {err}")
-            remaining = (outgoing.timeout_at - datetime.now(UTC)).total_seconds()
             final = await backend.send_and_follow(
                 client,
                 settings,
                 command_id=outgoing.id,
                 payload=payload,
                 wait_s=wait_s,
-                follow_s=max(remaining, 0.0) + wait_s,
+                follow_s=outgoing.follow_s(wait_s),
                 on_document=progress.document,
             )
     except backend.NoAnswerError as err:
