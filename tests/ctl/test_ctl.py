@@ -15,7 +15,7 @@ import pytest
 
 from tests.brokers import running_mosquitto
 from tests.ctl.harness import ctl, station, watching
-from tests.e2e.station import bike_of, keys_of, nobond, sharee, world
+from tests.e2e.station import STATION, bike_of, keys_of, nobond, sharee, world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -29,7 +29,7 @@ def private_file(path: Path, document: dict[str, Any]) -> Path:
 async def test_each_exit_code_and_watch_json(tmp_path: Path) -> None:
     opened, refused = sharee(1), nobond(2)
     async with station(tmp_path, world(opened, refused)) as s:
-        async with watching(s.broker, "--json") as watch:
+        async with watching(s.broker, "--json") as watch, watching(s.broker) as table:
             # The retained status comes first (the watch subscribed after the station was up).
             first = json.loads(await watch.line())
             assert first["topic"] == "status"
@@ -82,6 +82,14 @@ async def test_each_exit_code_and_watch_json(tmp_path: Path) -> None:
             ]
             assert states[-2:] == ["unlocking", "unlocked"]
 
+            # The table (into a pipe: printed anew per message) shows the lock's new row.
+            row: list[str] = []
+            while row[1:3] != ["unlocked", "occupied"]:
+                line = await table.line()
+                row = line.split() if line.startswith(bike + " ") else []
+            assert row[3:5] == ["u-6103", "HEALTHY"]
+            assert any(line.startswith(f"station {STATION}: online") for line in table.lines)
+
             # 1: an unlock the lock refuses (wrong keys), the keys from a file.
             wrong = private_file(tmp_path / "wrong.json", dict(keys_of(refused), ltk="00" * 32))
             failed = await ctl(
@@ -94,8 +102,10 @@ async def test_each_exit_code_and_watch_json(tmp_path: Path) -> None:
             assert "warning" not in failed.stderr
             assert (await s.sim.control.lock(refused.name)).bolt == "locked"
 
-            # Ctrl-C ends the watch with 0, every line it printed was one JSON object.
+            # Ctrl-C ends the watches with 0; every line of --json was one JSON object.
             code, stderr = await watch.interrupt()
+            assert code == 0, stderr
+            code, stderr = await table.interrupt()
             assert code == 0, stderr
             assert all(isinstance(json.loads(line), dict) for line in watch.lines)
 

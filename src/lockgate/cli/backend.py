@@ -56,6 +56,13 @@ class Message:
     retained: bool
 
 
+def state_of(document: dict[str, Any]) -> str | None:
+    """A command document's ``state.value``; None for anything else."""
+    state = document.get("state")
+    value = state.get("value") if isinstance(state, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def settings_for(
     url: str,
     station: str,
@@ -197,7 +204,7 @@ async def send_and_follow(
                     answered.set()
                     deadline.reschedule(loop.time() + follow_s)
                 on_document(document)
-                state = (document.get("state") or {}).get("value")
+                state = state_of(document)
                 if state in (CommandState.SUCCESS, CommandState.ERROR):
                     final = document
                     break

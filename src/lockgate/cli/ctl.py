@@ -370,9 +370,9 @@ class Progress:
         self._last: str | None = None
         self._write(f"{outgoing.request['command']} {outgoing.request['bike']} [{outgoing.id}]:")
 
-    def document(self, document: Mapping[str, Any]) -> None:
-        state = (document.get("state") or {}).get("value")
-        if not isinstance(state, str) or state == self._last:
+    def document(self, document: dict[str, Any]) -> None:
+        state = backend.state_of(document)
+        if state is None or state == self._last:
             return
         self._write(f" {state}" if self._last is None else f" → {state}")
         self._last = state
@@ -430,5 +430,5 @@ async def _send(
         progress.end()
     sys.stdout.write(json.dumps(final, indent=2) + "\n")
     sys.stdout.flush()
-    succeeded = (final.get("state") or {}).get("value") == CommandState.SUCCESS
+    succeeded = backend.state_of(final) == CommandState.SUCCESS
     return Exit.OK if succeeded else Exit.ERROR

@@ -78,13 +78,22 @@ class View:
         if self.status is None:
             return f"station {self.station}: no status yet"
         status = self.status
-        ble = status.get("ble") or {}
         return (
             f"station {status.get('station')}: {status.get('state')} since {status.get('since')}"
             f"  outbox {status.get('outbox_depth')}"
-            f"  ble {ble.get('in_use')}/{ble.get('slots')} links"
+            f"  ble {_at(status, 'ble', 'in_use')}/{_at(status, 'ble', 'slots')} links"
             f"  sealing key {'yes' if status.get('sealing_key') else 'no'}"
         )
+
+
+def _at(document: object, *path: str) -> object:
+    """``document[a][b]…``, or None where a step is missing or not an object: a message from
+    someone other than the station must not stop the watch."""
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
 
 
 def _text(value: object) -> str:
@@ -92,15 +101,13 @@ def _text(value: object) -> str:
 
 
 def _lock_row(bike: str, lock: dict[str, Any]) -> tuple[str, ...]:
-    booking = lock.get("booking") or {}
-    heartbeat = lock.get("heartbeat_v2") or {}
     battery = lock.get("battery")
     return (
         bike,
         _text(lock.get("lock_state")),
-        _text(booking.get("state")),
-        _text(booking.get("user_id")),
-        _text(heartbeat.get("health")),
+        _text(_at(lock, "booking", "state")),
+        _text(_at(lock, "booking", "user_id")),
+        _text(_at(lock, "heartbeat_v2", "health")),
         "-" if battery is None else f"{battery}%",
         _text(lock.get("hardware_state")),
         _text(lock.get("seq")),
@@ -123,11 +130,13 @@ def _event_line(event: dict[str, Any]) -> str:
 
 
 def _command_line(document: dict[str, Any]) -> str:
-    state = document.get("state") or {}
     code = document.get("error_code")
+    events = document.get("events")
+    latest = _at(events[-1], "name") if isinstance(events, list) and events else None
     return (
-        f"command {document.get('id')} {_text(document.get('name'))} {_text(document.get('bike'))}:"
-        f" {state.get('value')}{f' {code}' if code else ''}"
+        f"command {document.get('id')} {_text(document.get('name'))} {_text(document.get('bike'))}"
+        f" v{_text(document.get('version'))}: {_text(_at(document, 'state', 'value'))}"
+        f"{f' {code}' if code else ''}{f' ({latest})' if latest else ''}"
     )
 
 
