@@ -7,6 +7,7 @@ ctl claims is checked against what the station published.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from tests.brokers import running_mosquitto
 from tests.ctl.harness import ctl, station, watching
+from tests.e2e.backend import backend
 from tests.e2e.station import STATION, bike_of, keys_of, nobond, sharee, world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -147,6 +149,19 @@ async def test_no_station_is_exit_3(tmp_path: Path) -> None:
         assert silent.code == 3
         assert silent.stdout == ""
         assert "did not answer" in silent.stderr
+
+        # The broker goes while ctl waits for the receipt: exit 3 at once, said in one line.
+        async with backend(broker.port, station=STATION) as peer:
+            waiting = asyncio.create_task(
+                ctl(broker, "book", "B2200501", "--user-id", "u-1", "--wait-s", "120")
+            )
+            await peer.wait_for(lambda: peer.messages("commands"))
+        await broker.stop()
+        dropped = await waiting
+        assert dropped.code == 3
+        assert "lost the broker" in dropped.stderr
+        assert "Traceback" not in dropped.stderr
+        await broker.start()
     # And with the broker gone too.
     unreachable = await ctl(broker, "book", "B2200501", "--user-id", "u-1", "--wait-s", "2")
     assert unreachable.code == 3

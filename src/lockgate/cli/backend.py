@@ -186,29 +186,38 @@ async def send_and_follow(
 
     final: dict[str, Any] | None = None
     try:
-        async with asyncio.timeout(wait_s) as deadline, asyncio.TaskGroup() as tasks:
-            sender = tasks.create_task(resend(), name="ctl-resend")
-            async for raw in client.messages:
-                message = parse(raw, settings.prefix)
-                document = message.payload
-                if document is None:
-                    continue
-                if message.topic == topics.ERRORS:
-                    if document.get("correlation_id") == command_id:
-                        final = document
-                        break
-                    continue
-                if message.topic != topics.command(command_id):
-                    continue  # a status that came before the subscription changed
-                if not answered.is_set():
-                    answered.set()
-                    deadline.reschedule(loop.time() + follow_s)
-                on_document(document)
-                state = state_of(document)
-                if state in (CommandState.SUCCESS, CommandState.ERROR):
-                    final = document
-                    break
-            sender.cancel()
+        async with asyncio.timeout(wait_s) as deadline:
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    sender = tasks.create_task(resend(), name="ctl-resend")
+                    async for raw in client.messages:
+                        message = parse(raw, settings.prefix)
+                        document = message.payload
+                        if document is None:
+                            continue
+                        if message.topic == topics.ERRORS:
+                            if document.get("correlation_id") == command_id:
+                                final = document
+                                break
+                            continue
+                        if message.topic != topics.command(command_id):
+                            continue  # a status that came before the subscription changed
+                        if not answered.is_set():
+                            answered.set()
+                            deadline.reschedule(loop.time() + follow_s)
+                        on_document(document)
+                        if state_of(document) in (CommandState.SUCCESS, CommandState.ERROR):
+                            final = document
+                            break
+                    sender.cancel()
+            except ExceptionGroup as group:
+                # The TaskGroup wraps what failed: the reading (a dropped connection) or the
+                # resend (a publish the broker did not acknowledge in time).
+                if (broken := group.subgroup(aiomqtt.MqttError)) is not None:
+                    raise aiomqtt.MqttError(str(broken.exceptions[0])) from None
+                if group.subgroup(TimeoutError) is not None:
+                    raise aiomqtt.MqttError("the broker did not acknowledge the request") from None
+                raise
     except TimeoutError:
         if answered.is_set():
             raise NoAnswerError(
