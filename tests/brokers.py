@@ -1,5 +1,8 @@
 """A real mosquitto for tests: on 127.0.0.1, a free port, its config written to a temporary folder.
 
+As fixtures (import them into a test module or a conftest): ``mosquitto`` (plain) and
+``mosquitto_tls`` (TLS, client certificates from ``mosquitto_tls.tls.authority``).
+
 ``running_mosquitto(folder)`` starts a plain broker; with ``tls=make_tls(folder)`` it listens with
 TLS only and demands a client certificate signed by the test CA; with ``users={"FR101": "secret"}``
 it demands a password. ``broker.stop()`` and ``broker.start()`` stop and start it again on the same
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -286,6 +290,18 @@ async def running_mosquitto(
         await broker.stop()
 
 
+@pytest.fixture
+async def mosquitto(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    async with running_mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture
+async def mosquitto_tls(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    async with running_mosquitto(tmp_path / "mosquitto", tls=make_tls(tmp_path)) as broker:
+        yield broker
+
+
 # --- a cable to cut ------------------------------------------------------------------------------
 
 
@@ -300,6 +316,7 @@ class Cable:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self.unplugged = False
 
     @property
     def url(self) -> str:
@@ -324,7 +341,18 @@ class Cable:
             writer.transport.abort()
         self._writers.clear()
 
+    def unplug(self) -> None:
+        """Cut, and refuse new connections until :meth:`plug`."""
+        self.unplugged = True
+        self.cut()
+
+    def plug(self) -> None:
+        self.unplugged = False
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.unplugged:
+            writer.transport.abort()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target_port)
         except OSError:

@@ -3,7 +3,9 @@ documented example token opened by it."""
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,14 +83,29 @@ def test_the_documented_backend_snippet_makes_a_request_the_station_opens() -> N
     assert verdict.credentials == ShareeCredentials(k_seed, k_u)
 
 
-def test_the_documented_example_is_a_well_formed_token_for_fr101() -> None:
+def unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def test_the_documented_example_is_the_token_its_decoded_blocks_show() -> None:
     example = section("### An example")
-    token = re.search(r"```text\n(\S+)\n```", example)
-    assert token is not None
-    kid = "IrjBn0FTrhz7niHaX3TwUtQ-QcoF33dw9c-J-g3LmRE"
+    found = re.search(r"```text\n(\S+)\n```", example)
+    assert found is not None
+    token = found.group(1)
+    header_segment, payload_segment, _ = token.split(".")
+    header, payload, sealed_header = (
+        json.loads(block) for block in re.findall(r"```json\n(.*?)```", example, re.S)
+    )
+    assert header == json.loads(unb64(header_segment))
+    assert payload == json.loads(unb64(payload_segment))
+    assert sealed_header == json.loads(unb64(payload["credentials"].split(".")[0]))
+    status = json.loads(
+        re.findall(r"```json\n(.*?)```", section("### Sealed credentials"), re.S)[0]
+    )
+    assert sealed_header["kid"] == status["sealing_key"]["kid"]  # sealed to the published key
     # Without the backend's key the station knows the token only by its kid.
     result = open_request(
-        token.group(1).encode(),
+        token.encode(),
         station="FR101",
         backend_keys=BackendKeys(),
         station_key=None,
@@ -97,8 +114,8 @@ def test_the_documented_example_is_a_well_formed_token_for_fr101() -> None:
     )
     assert isinstance(result, Refused)
     assert result.error_code is ErrorCode.UNKNOWN_KEY
-    assert kid in result.reason
-    assert result.correlation_id == "3f0c6b1e"
-    payload = json.loads(re.findall(r"```json\n(.*?)```", example, re.S)[1])
-    assert (payload["aud"], payload["jti"]) == ("FR101", "3f0c6b1e")
-    assert datetime.fromtimestamp(payload["exp"], UTC) == datetime(2026, 11, 22, 10, 16, tzinfo=UTC)
+    assert header["kid"] in result.reason
+    assert result.correlation_id == payload["id"]
+    assert (payload["aud"], payload["jti"]) == ("FR101", payload["id"])
+    timeout_at = datetime.fromisoformat(payload["timeout_at"].replace("Z", "+00:00"))
+    assert payload["exp"] == math.ceil(timeout_at.timestamp())

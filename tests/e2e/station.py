@@ -88,9 +88,12 @@ def write_config(
     bus_address: str,
     sim: WorldConfig,
     mqtt: str = "",
+    ble: str = "",
+    commands: str = "",
     extra: str = "",
 ) -> Path:
-    """A station config for the simulated world, its state kept in ``directory``."""
+    """A station config for the simulated world, its state (and its sealing key) kept in
+    ``directory``; ``commands`` adds lines to the ``[commands]`` section."""
     lines = [
         "[station]",
         f'id = "{STATION}"',
@@ -108,10 +111,15 @@ def write_config(
         "connection_slots = 3",
         "connect_timeout_s = 10.0",
         "sync_interval_s = 3600.0",
+        ble,
         "",
         "[store]",
         f'path = "{directory / "lockgate.db"}"',
         f'key_file = "{directory / "store.key"}"',
+        "",
+        "[commands]",
+        f'station_key_file = "{directory / "station.jwk"}"',
+        commands,
         "",
     ]
     for lock in sim.locks:

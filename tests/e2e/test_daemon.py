@@ -80,6 +80,10 @@ async def test_a_station_day(tmp_path: Path) -> None:
         status = await s.backend.wait_for(lambda: s.backend.latest("status"))
         assert status["state"] == "online"
         assert status["station"] == STATION
+        # An open station (require_signed = false) still publishes its sealing key, and says at
+        # start that it takes unsigned commands.
+        assert set(status["sealing_key"]) == {"kty", "crv", "x", "kid"}
+        assert '"open: unsigned commands accepted"' in s.daemon.output()
         assert sorted(status["locks"]) == sorted(bike_of(lock) for lock in locks)
         for lock in locks:
             topic = f"locks/{bike_of(lock)}"
@@ -162,3 +166,25 @@ async def test_bad_requests_get_answers_and_move_nothing(tmp_path: Path) -> None
         counters = await s.sim.control.lock(lock.name)
         assert counters.bolt == "locked"
         assert await s.daemon.terminate() == 0
+
+
+async def test_sigterm_lets_a_running_command_finish(tmp_path: Path) -> None:
+    """Stop: no new command starts, a running one finishes, its end is published, then offline."""
+    lock = sharee(4)
+    async with site(tmp_path, world(lock)) as s:
+        await s.sim.control.set_motor_ms(lock.name, 15_000)  # 1.5 s at the time scale of 0.1
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        unlock = command(bike_of(lock), "unlock", credentials=keys_of(lock))
+        await s.backend.send(unlock)
+        topic = f"commands/{unlock['id']}"
+        await s.backend.wait_for(
+            lambda: any(d["state"]["value"] == "RECEIVED" for d in s.backend.documents(topic))
+        )
+        assert await s.daemon.terminate(timeout_s=12) == 0
+        final = await s.backend.final(unlock["id"], timeout_s=5)
+        assert final["state"]["value"] == "SUCCESS", final
+        order = [m.topic for m in s.backend.messages() if m.topic in (topic, "status")]
+        assert order[-1] == "status"  # offline after the command's end
+        assert s.backend.latest("status")["state"] == "offline"  # type: ignore[index]
+        assert (await s.sim.control.lock(lock.name)).bolt == "unlocked"

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from joserfc import jws
+from joserfc.jwk import OKPKey
+
+from lockgate.contract.envelope import BackendKeys, CommandGate, public_jwk
+from lockgate.contract.signing import seal_credentials
 from lockgate.contract.station import RegisteredLock, Station
-from lockgate.contract.times import format_time
+from lockgate.contract.times import format_time, parse_time
 from lockgate.engine import Engine, Submission, utc_now
 from lockgate.model import Cause, Profile
 from lockgate.protocol.credentials import (
@@ -35,6 +41,12 @@ NOBOND = NobondCredentials(3, PHONE_ID, LTK)
 SHAREE_JSON = {"K_seed": signed_byte_string(K_SEED), "K_u": signed_byte_string(K_U)}
 NOBOND_JSON = {"auth_id": 3, "phone_id": PHONE_ID.hex(), "ltk": LTK.hex()}
 STATION_KEY = StationKey.from_bytes(bytes(range(32)))
+# Signed and sealed requests: the backend's signing key, and the station's sealing key.
+BACKEND_KEY = OKPKey.generate_key("Ed25519", private=True)
+SEALING_KEY = OKPKey.generate_key("X25519", private=True)
+GATE = CommandGate(
+    BackendKeys.of([OKPKey.import_key(BACKEND_KEY.as_dict(private=False))]), SEALING_KEY
+)
 
 STATION = Station(
     id="FR101",
@@ -74,6 +86,7 @@ class Harness:
         clock: Callable[[], datetime] = utc_now,
         max_outbox: int = 100_000,
         boot_id: str = "boot-1",
+        gate: CommandGate = GATE,
     ) -> None:
         self.path = path
         self.radio = radio
@@ -82,7 +95,10 @@ class Harness:
             STATION.id, STATION.latitude, STATION.longitude, STATION.locks, boot_id
         )
         self.store = Store(path, station=self.station, key=STATION_KEY, max_outbox=max_outbox)
-        self.engine = Engine(store=self.store, radio=radio, station=self.station, clock=clock)
+        self.gate = gate
+        self.engine = Engine(
+            store=self.store, radio=radio, station=self.station, clock=clock, gate=gate
+        )
 
     async def start(self, *, recover: bool = True) -> Harness:
         await self.store.open()
@@ -106,6 +122,30 @@ class Harness:
             if isinstance(value, datetime):
                 fields[name] = format_time(value)
         return await self.engine.submit(json.dumps(fields).encode())
+
+    def token(
+        self,
+        fields: dict[str, Any],
+        *,
+        key: OKPKey = BACKEND_KEY,
+        kid: str | None = None,
+        **claims: Any,
+    ) -> bytes:
+        """The request signed as a backend signs it, written here with joserfc's own calls:
+        ``aud``, ``jti`` and ``exp`` from the request unless ``claims`` says otherwise."""
+        body = {
+            name: format_time(v) if isinstance(v, datetime) else v for name, v in fields.items()
+        }
+        body.setdefault("id", uuid.uuid4().hex)
+        body.setdefault("timeout_at", format_time(self.later(60)))
+        exp = math.ceil(parse_time(body["timeout_at"]).timestamp())
+        body |= {"aud": self.station.id, "jti": body["id"], "exp": exp} | claims
+        header = {"alg": "Ed25519", "kid": kid or key.thumbprint()}
+        return jws.serialize_compact(header, json.dumps(body), key, algorithms=["Ed25519"]).encode()
+
+    def sealed(self, credentials: dict[str, Any], key: OKPKey = SEALING_KEY) -> str:
+        """Credentials sealed to ``key`` (the station's own unless told), as a backend would."""
+        return seal_credentials(credentials, public_jwk(key))
 
     async def run(self, **fields: Any) -> CommandRecord:
         """Sends one command and waits until everything queued has ended; its record."""

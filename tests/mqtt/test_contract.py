@@ -7,6 +7,7 @@ the examples in docs/mqtt-contract.md come from such a run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -146,3 +147,44 @@ async def test_the_will_says_offline_when_the_link_is_cut(tmp_path: Path) -> Non
         await station.link.wait_connected(30)
         assert station.link.state.since != since
         assert station.link.state.connected
+
+
+async def test_a_stale_will_after_online_is_corrected(tmp_path: Path) -> None:
+    """Back from a power cut before the broker saw the old session die, the station takes the
+    session over and the broker publishes the old session's will after the new "online"."""
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,
+        backend(broker) as seen,
+        running_station(tmp_path, broker.url) as station,
+    ):
+        await station.link.wait_connected(30)
+        await seen.wait_for(lambda: bool(seen.on("status")))
+        online = seen.on("status")[-1].json()
+        stale = dict(online, state="offline", boot_id="an-earlier-boot")
+        seen.client.publish(seen.prefix + "status", json.dumps(stale), qos=1, retain=True)
+        await seen.wait_for(
+            lambda: [m.json()["state"] for m in seen.on("status")][-2:] == ["offline", "online"]
+        )
+        assert seen.on("status")[-1].json()["boot_id"] == online["boot_id"]
+        async with backend(broker) as late:  # and the retained one is "online" again
+            await late.wait_for(lambda: bool(late.on("status")))
+            assert late.on("status")[-1].json()["state"] == "online"
+
+
+async def test_a_broker_that_lost_its_retained_store_gets_them_again(tmp_path: Path) -> None:
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,  # no persistence: all forgotten
+        running_station(tmp_path, broker.url) as station,
+    ):
+        await station.link.wait_connected(30)
+        since = station.link.state.since
+        await broker.stop()
+        await broker.start()
+        async with asyncio.timeout(60):  # back up: retained documents published before that
+            while station.link.state.since == since or not station.link.state.connected:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        async with backend(broker) as late:
+            await late.wait_for(lambda: len([m for m in late.received if m.retain]) >= 3)
+            retained = {m.topic: m.json() for m in late.received if m.retain}
+            assert retained["status"]["state"] == "online"
+            assert {f"locks/{station.bike(0)}", f"locks/{station.bike(1)}"} <= set(retained)

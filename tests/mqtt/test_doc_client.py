@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import running_mosquitto
+from tests.brokers import Mosquitto
 from tests.mqtt.station import running_station
 
 pytestmark = pytest.mark.integration
@@ -37,11 +37,11 @@ def client_source(port: int, bike: str) -> str:
     return source[:start] + source[end + 1 :]
 
 
-async def test_the_documented_client_follows_a_command_to_its_end(tmp_path: Path) -> None:
-    async with (
-        running_mosquitto(tmp_path / "broker") as broker,
-        running_station(tmp_path, broker.url) as station,
-    ):
+async def test_the_documented_client_follows_a_command_to_its_end(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    broker = mosquitto
+    async with running_station(tmp_path, broker.url) as station:
         await station.link.wait_connected(30)
         process = await asyncio.create_subprocess_exec(
             sys.executable,

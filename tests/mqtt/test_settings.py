@@ -10,7 +10,14 @@ from aiomqtt.exceptions import MqttConnectError, MqttError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from lockgate.mqtt import LinkSettings, SettingsError, backoff_delay, describe, tls_context
+from lockgate.mqtt import (
+    LinkSettings,
+    MqttProtocol,
+    SettingsError,
+    backoff_delay,
+    describe,
+    tls_context,
+)
 from tests.brokers import Authority
 
 
@@ -28,6 +35,18 @@ def test_urls() -> None:
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(SettingsError):
         LinkSettings(url=url, station="FR101")
+
+
+def test_protocol_names() -> None:
+    assert LinkSettings(url="mqtt://h", station="X", protocol="3.1.1").protocol is MqttProtocol.V311
+    assert LinkSettings(url="mqtt://h", station="X").protocol is MqttProtocol.AUTO
+    with pytest.raises(SettingsError, match="protocol"):
+        LinkSettings(url="mqtt://h", station="X", protocol="4")
+
+
+def test_the_password_stays_out_of_repr() -> None:
+    settings = LinkSettings(url="mqtts://h", station="FR101", username="FR101", password="s3cret")
+    assert "s3cret" not in repr(settings)
 
 
 def test_a_certificate_needs_its_key() -> None:

@@ -31,12 +31,15 @@ def tls_url(broker: Mosquitto) -> str:
     return broker.url.replace("127.0.0.1", "localhost")  # the host name the certificate names
 
 
-async def test_the_right_client_certificate_gets_in(tmp_path: Path) -> None:
-    tls = make_tls(tmp_path)
+async def test_the_right_client_certificate_gets_in(
+    tmp_path: Path, mosquitto_tls: Mosquitto
+) -> None:
+    broker = mosquitto_tls
+    assert broker.tls is not None
+    tls = broker.tls
     station_cert = tls.authority.issue("FR101")
     backend_cert = tls.authority.issue("backend")
     async with (
-        running_mosquitto(tmp_path / "broker", tls=tls) as broker,
         backend(broker, cert=(str(backend_cert.cert_file), str(backend_cert.key_file))) as seen,
         running_station(
             tmp_path,

@@ -74,7 +74,7 @@ def test_the_unit_says_what_the_station_needs() -> None:
         ("Type", "notify"),
         ("NotifyAccess", "main"),
         ("Restart", "on-failure"),
-        ("RestartPreventExitStatus", "78"),
+        ("RestartPreventExitStatus", "77 78"),
         ("StateDirectory", "lockgate"),
         ("ConfigurationDirectory", "lockgate"),
         ("LoadCredential", "store.key:/etc/lockgate/store.key"),

@@ -161,9 +161,11 @@ class Driver:
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
-            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            # Scanning first: an adapter that cannot be used raises AdapterError as itself, not
+            # wrapped in the task group's exception group.
             await self._discovery.start()
             stack.push_async_callback(self._discovery.stop)
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._close_all)
             self._loops = [
                 self._tasks.create_task(self._sync_loop(), name="ble-sync"),

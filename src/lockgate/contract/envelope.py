@@ -153,6 +153,36 @@ class Refused:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CommandGate:
+    """What a station checks every request against: the backend keys it trusts, its own sealing
+    key, and whether it takes unsigned requests. The default is an open station with no keys (the
+    demo's): plain requests pass, and a signed or sealed one is refused, as nothing can check it."""
+
+    backend_keys: BackendKeys = field(default_factory=BackendKeys)
+    station_key: OKPKey | None = field(default=None, repr=False)
+    require_signed: bool = False
+
+    def open(
+        self,
+        payload: bytes,
+        *,
+        station: str,
+        now: datetime,
+        max_lifetime: timedelta = MAX_LIFETIME,
+    ) -> Opened | Refused:
+        """:func:`open_request` with this gate's keys."""
+        return open_request(
+            payload,
+            station=station,
+            backend_keys=self.backend_keys,
+            station_key=self.station_key,
+            require_signed=self.require_signed,
+            now=now,
+            max_lifetime=max_lifetime,
+        )
+
+
 def key_id(key: OKPKey) -> str:
     """A key's ``kid``: its own if it has one, else its RFC 7638 thumbprint."""
     return key.kid or key.thumbprint()

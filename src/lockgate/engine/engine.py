@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -29,6 +31,7 @@ import structlog
 
 from lockgate.clock import utc_now
 from lockgate.contract.documents import ErrorDocument
+from lockgate.contract.envelope import CommandGate, Refused
 from lockgate.contract.request import RejectedRequest, read_envelope, validate
 from lockgate.contract.station import Station
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
@@ -95,6 +98,7 @@ class Engine:
         radio: LockRadio,
         station: Station,
         key: StationKey | None = None,
+        gate: CommandGate | None = None,
         clock: Clock = utc_now,
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
         settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
@@ -104,6 +108,7 @@ class Engine:
         self._radio = radio
         self._station = station
         self._key = key if key is not None else store.key
+        self._gate = gate if gate is not None else CommandGate()
         self._clock = clock
         self._stop_grace_s = stop_grace_s
         self._dedupe_window = dedupe_window
@@ -240,6 +245,14 @@ class Engine:
             raise EngineStateError("submit() before recover()")
         correlation = correlation or Correlation()
         now = self._clock()
+        # Signature, claims and sealed credentials first: a refused request is answered here and
+        # never read further (docs/mqtt-contract.md, Refusals).
+        opened = self._gate.open(
+            payload, station=self._station.id, now=now, max_lifetime=self._dedupe_window
+        )
+        if isinstance(opened, Refused):
+            return await self._refuse(opened, payload, correlation, now)
+        payload = opened.payload
         envelope = read_envelope(payload, fingerprint_key=self._key.fingerprint_key)
         if isinstance(envelope, ErrorDocument):
             self._log.info("request without a usable id", error=envelope.error_message)
@@ -289,6 +302,27 @@ class Engine:
             self._crew.secrets[verdict.id] = verdict.credentials
         self._workers[verdict.bike].enqueue(Job(record, verdict))
         return Submission(Admission.ACCEPTED, verdict.id)
+
+    async def _refuse(
+        self, refusal: Refused, payload: bytes, correlation: Correlation, now: datetime
+    ) -> Submission:
+        """A request that failed a check of its signature, claims or sealed credentials."""
+        log = self._log.bind(command_id=refusal.command_id or refusal.correlation_id)
+        log.info("request refused", error_code=refusal.error_code, reason=refusal.reason)
+        if refusal.command_id is None:
+            # Not under a valid signature: nothing is stored under an id a forger chose.
+            await self._store.apply(Change(errors=(refusal.error_document(),)), at=now)
+            return Submission(Admission.UNUSABLE, None, refusal.error_code)
+        async with self._admission:
+            known = await self._store.command(refusal.command_id)
+            if known is not None:
+                # A late re-send of a command that ran (now expired, say) learns how it ended.
+                reply = Reply(known.document(self._station.id), correlation)
+                await self._store.apply(Change(replies=(reply,)), at=now)
+                return Submission(Admission.REPEATED, refusal.command_id)
+            digest = hmac.new(self._key.fingerprint_key, payload, hashlib.sha256).hexdigest()
+            await self._write(rejected(refusal.rejected(digest), now, correlation))
+        return Submission(Admission.REJECTED, refusal.command_id, refusal.error_code)
 
     async def _write(self, command: CommandRecord) -> None:
         """A command's record on its own (a receipt, a refusal), in one transaction."""

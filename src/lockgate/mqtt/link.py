@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -120,7 +121,8 @@ def _code(rc: object) -> int | None:
 
 class Link:
     """The station's MQTT link. ``async with link:`` starts connecting in the background and
-    returns at once; :meth:`stop` ends it cleanly (leaving the block without it cancels)."""
+    returns at once; :meth:`stop` ends it cleanly (leaving the block without it stops without
+    flushing; leaving it with an exception cancels, and the broker publishes the will)."""
 
     def __init__(
         self,
@@ -279,6 +281,10 @@ class Link:
             await self._outbox.set_retained("status", self._status("online"))
             await self._outbox.connected()
             await self._publish_retained(client)
+            # Its own status too: a will can come after this connection's "online" (the broker
+            # ends a session it had not yet seen die when the station, back from a power cut,
+            # takes it over), and the retained status must not stay "offline" while it is up.
+            await client.subscribe(self._topic("status"), qos=1)
             await client.subscribe(self._topic("commands"), qos=1)
             self._set(connected=True, since=utc_now(), protocol=self._protocol)
             self._up.set()
@@ -287,6 +293,7 @@ class Link:
                 intake = group.create_task(self._take(client), name="lockgate.mqtt.intake")
                 await self._stopping.wait()
                 await client.unsubscribe(self._topic("commands"))
+                await client.unsubscribe(self._topic("status"))
                 intake.cancel()
                 await self._flush()
                 drain.cancel()
@@ -364,8 +371,13 @@ class Link:
 
     async def _take(self, client: aiomqtt.Client) -> None:
         """Each request goes to the intake; its PUBACK follows the stored answer."""
+        status = self._topic("status")
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.topic.matches(status):
+                await self._contradicted(payload)
+                client._client.ack(message.mid, message.qos)
+                continue
             properties = message.properties
             correlation = Correlation(
                 getattr(properties, "CorrelationData", None),
@@ -383,6 +395,21 @@ class Link:
                 # Sending it again would fail the same way: acknowledged, and said.
                 self._log.exception("request failed inside the station")
             client._client.ack(message.mid, message.qos)
+
+    async def _contradicted(self, payload: bytes) -> None:
+        """The broker says the station is offline while this link is up: a stale will (or
+        someone else's publish). The online document goes out again through the outbox."""
+        try:
+            said = json.loads(payload)
+        except ValueError:
+            said = None
+        if isinstance(said, dict) and said.get("state") == "online":
+            return
+        self._log.warning(
+            "status said offline while connected: online again",
+            boot_id=said.get("boot_id") if isinstance(said, dict) else None,
+        )
+        await self._outbox.set_retained("status", self._status("online"))
 
     # --- state ---------------------------------------------------------------------------------
 

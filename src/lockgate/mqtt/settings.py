@@ -10,7 +10,7 @@ warns about it at start.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,13 +38,13 @@ class LinkSettings:
     station: str
     client_id: str = ""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     topic_root: str = "lockgate/v1"
     keepalive_s: int = 60
-    protocol: MqttProtocol = MqttProtocol.AUTO
+    protocol: MqttProtocol | str = MqttProtocol.AUTO
     window: int = 64
     """QoS 1 publishes in flight at once (awaiting their PUBACK)."""
     batch: int = 500
@@ -68,6 +68,12 @@ class LinkSettings:
             raise SettingsError("cert_file and key_file go together")
         if self.window < 1 or self.batch < 1:
             raise SettingsError("window and batch must be at least 1")
+        try:  # "auto", "5" and "3.1.1" as plain strings too
+            object.__setattr__(self, "protocol", MqttProtocol(self.protocol))
+        except ValueError as err:
+            raise SettingsError(
+                f"mqtt protocol must be auto, 5 or 3.1.1: {self.protocol!r}"
+            ) from err
 
     @property
     def tls(self) -> bool:

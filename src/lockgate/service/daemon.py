@@ -11,8 +11,9 @@ and the MQTT link under one owner, and follows product.md's start and stop:
 - stop (SIGTERM, SIGINT): STOPPING, no new command starts, running ones get ``STOP_GRACE_S``, the
   outbox is flushed as far as the broker allows, status offline, exit 0.
 
-A failure an operator must mend (the store, the adapter) ends the process at start with its exit
-code (:class:`~lockgate.service.exits.Exit`) and one log line naming the cause.
+A failure an operator must mend (the store, the adapter, a key of signed commands) ends the process
+at start with its exit code (:class:`~lockgate.service.exits.Exit`) and one log line naming the
+cause.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ from lockgate.ble.driver import Driver
 from lockgate.ble.errors import AdapterError
 from lockgate.clock import utc_now
 from lockgate.config import Config
-from lockgate.contract.documents import BleStatus, StationStatus
+from lockgate.contract.documents import BleStatus, SealingKey, StationStatus
+from lockgate.contract.envelope import CommandGate, public_jwk
 from lockgate.engine import Engine
 from lockgate.model import Cause, StationState
 from lockgate.mqtt import Link, LinkState
 from lockgate.service.exits import Exit
 from lockgate.service.notify import Notifier, feed_watchdog, watchdog_interval
-from lockgate.service.settings import identities, link_settings, radio_settings, station
+from lockgate.service.settings import (
+    command_gate,
+    identities,
+    link_settings,
+    radio_settings,
+    station,
+)
 from lockgate.store import (
     Correlation,
     Outbox,
@@ -48,6 +56,7 @@ from lockgate.store import (
     StoreKeyError,
     load_station_key,
 )
+from lockgate.store.command_keys import CommandKeyError
 
 log = structlog.get_logger("lockgate.service")
 
@@ -79,6 +88,8 @@ class Daemon:
         self._started = utc_now()
         self._outbox_depth = 0
         self._driver: Driver | None = None
+        self._gate = CommandGate()
+        self._sealing_key: SealingKey | None = None  # the public half, for the status document
 
     @property
     def boot_id(self) -> str:
@@ -106,6 +117,19 @@ class Daemon:
             key = load_station_key(config.store.key_file)
         except StoreKeyError as err:
             return _refuse(Exit.IO_ERROR, "station key unusable", error=str(err))
+        try:
+            self._gate = command_gate(config.commands)
+        except CommandKeyError as err:
+            # The reason names the file and what is wrong with it, never a key's content.
+            return _refuse(Exit.KEYS, "command keys unusable", error=str(err))
+        if self._gate.station_key is not None:
+            self._sealing_key = SealingKey.model_validate(public_jwk(self._gate.station_key))
+        if self._gate.require_signed:
+            log.info("signed commands only", backend_keys=len(self._gate.backend_keys))
+        else:
+            log.warning(
+                "open: unsigned commands accepted", backend_keys=len(self._gate.backend_keys)
+            )
         async with contextlib.AsyncExitStack() as stack:
             try:
                 store = await stack.enter_async_context(
@@ -128,7 +152,7 @@ class Daemon:
                 return _refuse(Exit.UNAVAILABLE, "adapter unusable", adapter=name, error=str(err))
             self._driver = driver
             engine = await stack.enter_async_context(
-                Engine(store=store, radio=driver, station=self._station)
+                Engine(store=store, radio=driver, station=self._station, gate=self._gate)
             )
             await self._serve(driver, engine, Outbox(store))
         log.info("stopped", boot_id=self.boot_id)
@@ -240,6 +264,7 @@ class Daemon:
                 slots=self._config.ble.connection_slots,
                 in_use=driver.slots.in_use if driver is not None else 0,
             ),
+            sealing_key=self._sealing_key,
         ).to_bytes()
 
 

@@ -27,5 +27,9 @@ class Exit(IntEnum):
     """EX_CANTCREAT: the store's file or its directory cannot be created."""
     IO_ERROR = 74
     """EX_IOERR: the store cannot be opened or read (corrupt, wrong station key, disk error)."""
+    KEYS = 77
+    """EX_NOPERM: a key of signed and sealed commands is unusable (the station's sealing key or a
+    backend key: unreadable, open to others, not a key, the wrong kind). The station never starts
+    without the keys it was told to hold; a restart cannot mend a key, so systemd does not."""
     CONFIG = 78
     """EX_CONFIG: the configuration is invalid; restarting cannot help, so systemd does not."""

@@ -2,8 +2,8 @@
 
 Only the service reads :mod:`lockgate.config`; the driver takes a
 :class:`~lockgate.ble.settings.RadioSettings`, the link a :class:`~lockgate.mqtt.LinkSettings`, and
-the engine and store their own keyword arguments. Secrets named by file (the broker password) are
-read here, once, at start.
+the engine and store their own keyword arguments. Secrets named by file (the broker password, the
+keys of signed and sealed commands) are read here, once, at start.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import replace
 
 from lockgate.ble.discovery import LockIdentity
 from lockgate.ble.settings import DEFAULT_RADIO, RadioSettings
-from lockgate.config import BleSection, Config
+from lockgate.config import BleSection, CommandsSection, Config
+from lockgate.contract.envelope import CommandGate
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.mqtt import LinkSettings
+from lockgate.store.command_keys import CommandKeyError, load_backend_keys, load_station_jwk
 
 
 def radio_settings(ble: BleSection) -> RadioSettings:
@@ -61,3 +63,16 @@ def station(config: Config, boot_id: str) -> Station:
 
 def identities(config: Config) -> list[LockIdentity]:
     return [LockIdentity(lock.bike, lock.name, lock.address, lock.profile) for lock in config.locks]
+
+
+def command_gate(commands: CommandsSection) -> CommandGate:
+    """The engine's gate: the backend keys from their files and the station's sealing key (the
+    systemd credential, else ``station_key_file``, made on first start). Any problem with a key,
+    including a key file that cannot be made, is a :class:`CommandKeyError` naming the file."""
+    backend_keys = load_backend_keys(commands.backend_keys)
+    try:
+        station_key = load_station_jwk(commands.station_key_file)
+    except OSError as err:  # the key file could not be made (a read-only or missing directory)
+        path = commands.station_key_file
+        raise CommandKeyError(f"{path}: cannot be created ({err.strerror})") from err
+    return CommandGate(backend_keys, station_key, commands.require_signed)
