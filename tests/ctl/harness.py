@@ -36,9 +36,10 @@ class Station:
 
 @contextlib.asynccontextmanager
 async def station(
-    folder: Path, sim_world: WorldConfig, *, extra: str = ""
+    folder: Path, sim_world: WorldConfig, *, commands: str = ""
 ) -> AsyncIterator[Station]:
-    """A running station, READY; a backend (the tests' own aiomqtt client) sees every message."""
+    """A running station, READY; a backend (the tests' own aiomqtt client) sees every message.
+    ``commands``: lines for the config's ``[commands]`` section (``require_signed``, keys)."""
     async with (
         running_mosquitto(folder / "broker") as broker,
         run_simulator(sim_world, time_scale=0.1, subprocess=True) as sim,
@@ -46,7 +47,11 @@ async def station(
         backend(broker.port, station=STATION) as peer,
     ):
         config = write_config(
-            folder, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world, extra=extra
+            folder,
+            broker_port=broker.port,
+            bus_address=sim.bus_address,
+            sim=sim.world,
+            commands=commands,
         )
         daemon = Daemon(config, folder / "daemon.log", environ={"NOTIFY_SOCKET": str(notify.path)})
         try:

@@ -1,10 +1,10 @@
-"""``lockgate ctl --sign-key``: what it publishes is a request the station's own check opens.
+"""``lockgate ctl --sign-key``: what it publishes is exactly what the station's own check opens.
 
-The daemon does not take signed requests yet (that wiring is being built beside this), so these
-tests hold ctl's payload against :func:`lockgate.contract.envelope.open_request`, the station's
-check itself, and answer as the station does once it has: the receipt and the end on
-``commands/{id}``. ctl runs as a subprocess against a real mosquitto; the station's key comes from
-a retained ``status`` document, as a station publishes it, or from ``--station-key``.
+test_signed_station.py runs a signed unlock through ``lockgate run``; these tests look inside: they
+hold ctl's payload against :func:`lockgate.contract.envelope.open_request`, the station's check
+itself, compare what it opens with the credentials given, and answer on ``commands/{id}`` as a
+station does. ctl runs as a subprocess against a real mosquitto; the station's key comes from a
+retained ``status`` document, as a station publishes it, or from ``--station-key``.
 """
 
 from __future__ import annotations
