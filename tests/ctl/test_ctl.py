@@ -8,14 +8,17 @@ ctl claims is checked against what the station published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from tests.brokers import running_mosquitto
-from tests.ctl.harness import ctl, station, watching
+from tests.ctl.harness import ctl, ctl_command, station, watching
 from tests.e2e.backend import backend
 from tests.e2e.station import STATION, bike_of, keys_of, nobond, sharee, world
 
@@ -166,3 +169,36 @@ async def test_no_station_is_exit_3(tmp_path: Path) -> None:
     unreachable = await ctl(broker, "book", "B2200501", "--user-id", "u-1", "--wait-s", "2")
     assert unreachable.code == 3
     assert "cannot reach the broker" in unreachable.stderr
+
+
+async def test_watch_into_a_pipe_that_closes_ends_quietly(tmp_path: Path) -> None:
+    """``ctl watch --json | head -n 1``: once head has its line and leaves, the watch ends with 0
+    at its next message, without a traceback."""
+    code_file, err_file = tmp_path / "code", tmp_path / "stderr"
+    async with running_mosquitto(tmp_path / "broker") as broker:
+        watch = shlex.join(ctl_command(broker, "watch", "--json"))
+        pipeline = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            f"( {watch} 2>{shlex.quote(str(err_file))}; echo $? >{shlex.quote(str(code_file))} )"
+            " | head -n 1",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert pipeline.stdout is not None
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            first = b""
+            async with asyncio.timeout(60):
+                while not code_file.exists() or not code_file.read_text():
+                    status = {"station": STATION, "state": "online"}
+                    topic = f"lockgate/v1/{STATION}/status"
+                    await client.publish(topic, json.dumps(status), qos=1, retain=True)
+                    if not first:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.5):
+                                first = await pipeline.stdout.readline()
+                    else:
+                        await asyncio.sleep(0.2)
+        await pipeline.wait()
+    assert json.loads(first)["topic"] == "status"
+    assert code_file.read_text().strip() == "0"
+    assert "Traceback" not in err_file.read_text()

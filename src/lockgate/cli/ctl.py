@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import stat
 import sys
@@ -227,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(watch(settings, context, as_json=args.json))
         except KeyboardInterrupt:
             return Exit.OK
+        except BrokenPipeError:
+            _reader_gone()  # ``ctl watch | head``: the reader has what it wanted
         return Exit.OK
     try:
         outgoing = _outgoing(args)
@@ -239,6 +242,13 @@ def run(args: argparse.Namespace) -> int:
             f"\nlockgate ctl: interrupted; command {outgoing.id} may still run at the station\n"
         )
         return 130
+
+
+def _reader_gone() -> None:
+    """Standard output's reader closed it: no more output, and no error at exit for the flush
+    of what is still buffered (Python would print one)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _usage(reason: str) -> int:
@@ -428,7 +438,10 @@ async def _send(
         progress.end(f" {final.get('error_code')}")
     else:
         progress.end()
-    sys.stdout.write(json.dumps(final, indent=2) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(final, indent=2) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()  # ``| head``: the exit code still says how the command ended
     succeeded = backend.state_of(final) == CommandState.SUCCESS
     return Exit.OK if succeeded else Exit.ERROR
