@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -29,7 +30,13 @@ import structlog
 
 from lockgate.clock import utc_now
 from lockgate.contract.documents import ErrorDocument
-from lockgate.contract.request import RejectedRequest, read_envelope, validate
+from lockgate.contract.request import (
+    CommandRequest,
+    Envelope,
+    RejectedRequest,
+    read_envelope,
+    validate,
+)
 from lockgate.contract.station import Station
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
 from lockgate.engine.worker import Clock, Crew, Job, LockWorker
@@ -44,12 +51,16 @@ _log = structlog.get_logger(__name__)
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
+DEFAULT_REFUSAL_WINDOW = timedelta(hours=1)
+MAX_CORRELATION_BYTES = 1024
 _PRUNE_INTERVAL = timedelta(hours=1)
 
 __all__ = [
     "DEFAULT_DEDUPE_WINDOW",
+    "DEFAULT_REFUSAL_WINDOW",
     "DEFAULT_SETTLE_TIMEOUT_S",
     "DEFAULT_STOP_GRACE_S",
+    "MAX_CORRELATION_BYTES",
     "Clock",
     "Engine",
     "EngineStateError",
@@ -99,7 +110,10 @@ class Engine:
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
         settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
         dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
+        refusal_window: timedelta = DEFAULT_REFUSAL_WINDOW,
     ) -> None:
+        if refusal_window <= timedelta(0) or refusal_window > dedupe_window:
+            raise ValueError("refusal_window must be positive and no longer than dedupe_window")
         self._store = store
         self._radio = radio
         self._station = station
@@ -107,6 +121,9 @@ class Engine:
         self._clock = clock
         self._stop_grace_s = stop_grace_s
         self._dedupe_window = dedupe_window
+        self._refusal_window = refusal_window
+        # Refusals are forgotten at most half their window late.
+        self._prune_interval = min(_PRUNE_INTERVAL, refusal_window / 2)
         self._log = _log.bind(station=station.id)
         self._crew = Crew(
             store=store,
@@ -238,51 +255,118 @@ class Engine:
         so that the request is not acknowledged and the broker delivers it again."""
         if not self._recovered:
             raise EngineStateError("submit() before recover()")
-        correlation = correlation or Correlation()
+        correlation = self._bounded(correlation or Correlation())
         now = self._clock()
+        # Admission, in order: the raw bytes to an envelope with a usable id (or an error
+        # document), the id looked up (a repeat or a conflict), the rules checked (a refusal),
+        # the receipt stored, the command queued.
         envelope = read_envelope(payload, fingerprint_key=self._key.fingerprint_key)
         if isinstance(envelope, ErrorDocument):
-            self._log.info("request without a usable id", error=envelope.error_message)
-            await self._store.apply(Change(errors=(envelope,)), at=now)
-            return Submission(Admission.UNUSABLE, None, envelope.error_code)
-        log = self._log.bind(command_id=envelope.id)
+            return await self._unusable(envelope, now)
         async with self._admission:  # one id is looked up and stored by one request at a time
             known = await self._store.command(envelope.id)
             if known is not None:
-                if known.fingerprint == envelope.fingerprint:
-                    log.info("repeated request: its stored document again")
-                    reply = Reply(known.document(self._station.id), correlation)
-                    await self._store.apply(Change(replies=(reply,)), at=now)
-                    return Submission(Admission.REPEATED, envelope.id)
-                log.warning("id reused with different content")
-                conflict = ErrorDocument(
-                    error_message=f"id {envelope.id} was already used for a different request",
-                    status_code=409,
-                    correlation_id=envelope.id,
-                    error_code=ErrorCode.CONFLICT,
-                )
-                await self._store.apply(Change(errors=(conflict,)), at=now)
-                return Submission(Admission.CONFLICT, envelope.id, ErrorCode.CONFLICT)
-            verdict = validate(envelope, station=self._station, now=now)
+                return await self._again(known, envelope, correlation, now)
+            verdict = self._check(envelope, now)
             if isinstance(verdict, RejectedRequest):
-                log.info("request refused", error_code=verdict.error_code, reason=verdict.reason)
-                await self._write(rejected(verdict, now, correlation))
-                return Submission(Admission.REJECTED, envelope.id, verdict.error_code)
-            record = CommandRecord(
-                id=verdict.id,
-                fingerprint=verdict.fingerprint,
-                name=verdict.name.value,
-                bike=verdict.bike,
-                state=CommandState.NOT_SENT,
-                version=1,
-                received_at=now,
-                timeout_at=verdict.timeout_at,
-                events=(command_event("REQUEST", verdict.name, now),),
-                parameters=verdict.parameters(),
-                correlation=correlation,
+                return await self._refuse(verdict, correlation, now)
+            record = await self._receive(verdict, correlation, now)
+        return self._start(verdict, record)
+
+    def _bounded(self, correlation: Correlation) -> Correlation:
+        """MQTT 5 properties are kept and echoed only within a size a backend could mean."""
+        data, topic = correlation.correlation_data, correlation.response_topic
+        if data is not None and len(data) > MAX_CORRELATION_BYTES:
+            self._log.warning("correlation data too large to keep", size=len(data))
+            data = None
+        if topic is not None and len(topic.encode("utf-8", "replace")) > MAX_CORRELATION_BYTES:
+            self._log.warning("response topic too long to keep", size=len(topic))
+            topic = None
+        return Correlation(data, topic)
+
+    async def _unusable(self, error: ErrorDocument, now: datetime) -> Submission:
+        self._log.info("request without a usable id", error=error.error_message)
+        await self._store.apply(Change(errors=(error,)), at=now)
+        return Submission(Admission.UNUSABLE, None, error.error_code)
+
+    async def _again(
+        self, known: CommandRecord, envelope: Envelope, correlation: Correlation, now: datetime
+    ) -> Submission:
+        """A known id: its stored document again, or a conflict if the content differs."""
+        log = self._log.bind(command_id=envelope.id)
+        if known.fingerprint == envelope.fingerprint:
+            log.info("repeated request: its stored document again")
+            reply = Reply(known.document(self._station.id), correlation)
+            await self._store.apply(Change(replies=(reply,)), at=now)
+            return Submission(Admission.REPEATED, envelope.id)
+        log.warning("id reused with different content")
+        conflict = ErrorDocument(
+            error_message=f"id {envelope.id} was already used for a different request",
+            status_code=409,
+            correlation_id=envelope.id,
+            error_code=ErrorCode.CONFLICT,
+        )
+        await self._store.apply(Change(errors=(conflict,)), at=now)
+        return Submission(Admission.CONFLICT, envelope.id, ErrorCode.CONFLICT)
+
+    def _check(self, envelope: Envelope, now: datetime) -> CommandRequest | RejectedRequest:
+        """The contract's rules; a fault in checking them refuses the request (INTERNAL) rather
+        than escaping as a message the broker would deliver again for ever."""
+        try:
+            return validate(envelope, station=self._station, now=now)
+        except Exception as err:  # noqa: BLE001 - hostile input must get an answer, never a raise
+            self._log.error(
+                "request could not be checked",
+                command_id=envelope.id,
+                error=type(err).__name__,
+                traceback="".join(traceback.format_exception(err)),
             )
-            await self._write(record)
-        log.info("command accepted", command=verdict.name, bike=verdict.bike)
+            return RejectedRequest(
+                envelope.id,
+                envelope.command,
+                None,
+                None,
+                envelope.fingerprint,
+                ErrorCode.INTERNAL,
+                "request: the gateway could not check this request",
+            )
+
+    async def _refuse(
+        self, verdict: RejectedRequest, correlation: Correlation, now: datetime
+    ) -> Submission:
+        self._log.info(
+            "request refused",
+            command_id=verdict.id,
+            error_code=verdict.error_code,
+            reason=verdict.reason,
+        )
+        await self._write(rejected(verdict, now, correlation))
+        return Submission(Admission.REJECTED, verdict.id, verdict.error_code)
+
+    async def _receive(
+        self, verdict: CommandRequest, correlation: Correlation, now: datetime
+    ) -> CommandRecord:
+        """The receipt (NOT_SENT), stored before submit returns."""
+        record = CommandRecord(
+            id=verdict.id,
+            fingerprint=verdict.fingerprint,
+            name=verdict.name.value,
+            bike=verdict.bike,
+            state=CommandState.NOT_SENT,
+            version=1,
+            received_at=now,
+            timeout_at=verdict.timeout_at,
+            events=(command_event("REQUEST", verdict.name, now),),
+            parameters=verdict.parameters(),
+            correlation=correlation,
+        )
+        await self._write(record)
+        self._log.info(
+            "command accepted", command_id=verdict.id, command=verdict.name, bike=verdict.bike
+        )
+        return record
+
+    def _start(self, verdict: CommandRequest, record: CommandRecord) -> Submission:
         if self._crew.stopping.is_set():
             return Submission(Admission.ACCEPTED, verdict.id)  # runs after the next start
         if verdict.credentials is not None:
@@ -317,7 +401,10 @@ class Engine:
                 # The dedupe record of ids is kept for the window, then forgotten, so a station
                 # that runs for months does not grow its command table without end.
                 await self._store.prune_commands(now - self._dedupe_window)
-                next_prune = now + _PRUNE_INTERVAL
+                # A refused request is remembered only long enough to answer its repeats the
+                # same way; the store also keeps at most max_refusals of them (docs/store.md).
+                await self._store.prune_refusals(now - self._refusal_window)
+                next_prune = now + self._prune_interval
             upcoming: list[datetime] = [next_prune]
             for worker in self._workers.values():
                 for job in list(worker.waiting):
