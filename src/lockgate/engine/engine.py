@@ -44,7 +44,7 @@ from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord, Reply
-from lockgate.store.store import Store
+from lockgate.store.store import Store, StoreError
 
 _log = structlog.get_logger(__name__)
 
@@ -54,6 +54,7 @@ DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
 DEFAULT_REFUSAL_WINDOW = timedelta(hours=1)
 MAX_CORRELATION_BYTES = 1024
 _PRUNE_INTERVAL = timedelta(hours=1)
+_STORE_RETRY_S = 1.0
 
 __all__ = [
     "DEFAULT_DEDUPE_WINDOW",
@@ -387,11 +388,26 @@ class Engine:
         if worker is None:
             self._log.warning("observation of an unregistered bike", bike=observation.bike)
             return
-        await worker.observe(observation)
+        try:
+            await worker.observe(observation)
+        except StoreError as err:
+            # The record in memory stays as the disk has it, so the next observation of this lock
+            # (a sync read comes periodically) makes the same change again and writes it then.
+            self._log.error("the store failed to write an observation", error=str(err))
 
     # --- deadlines: queued commands and bookings -----------------------------------------------
 
     async def _watch_deadlines(self) -> None:
+        while True:
+            try:
+                await self._keep_deadlines()
+            except StoreError as err:
+                # A full or read-only disk must not end the task (and with it the engine): what
+                # was due is looked at again once the store writes.
+                self._log.error("the store failed while keeping deadlines", error=str(err))
+                await asyncio.sleep(_STORE_RETRY_S)
+
+    async def _keep_deadlines(self) -> None:
         changed = self._crew.deadlines_changed
         next_prune = self._clock()
         while True:
