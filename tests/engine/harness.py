@@ -74,6 +74,7 @@ class Harness:
         clock: Callable[[], datetime] = utc_now,
         max_outbox: int = 100_000,
         boot_id: str = "boot-1",
+        max_size_bytes: int | None = None,
     ) -> None:
         self.path = path
         self.radio = radio
@@ -81,7 +82,13 @@ class Harness:
         self.station = Station(
             STATION.id, STATION.latitude, STATION.longitude, STATION.locks, boot_id
         )
-        self.store = Store(path, station=self.station, key=STATION_KEY, max_outbox=max_outbox)
+        self.store = Store(
+            path,
+            station=self.station,
+            key=STATION_KEY,
+            max_outbox=max_outbox,
+            max_size_bytes=max_size_bytes,
+        )
         self.engine = Engine(store=self.store, radio=radio, station=self.station, clock=clock)
 
     async def start(self, *, recover: bool = True) -> Harness:

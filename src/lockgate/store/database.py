@@ -75,8 +75,18 @@ def marker_path(path: Path) -> Path:
 class Database:
     """One SQLite file behind one thread. :meth:`run` a job on it; :meth:`transaction` inside."""
 
-    def __init__(self, path: Path, *, timeout_s: float, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout_s: float,
+        fresh: bool = False,
+        max_size_bytes: int | None = None,
+    ) -> None:
+        if max_size_bytes is not None and max_size_bytes < 64 * 1024:
+            raise ValueError("max_size_bytes must be at least 64 KiB")
         self.path = path
+        self._max_size_bytes = max_size_bytes
         self._timeout = timeout_s
         self._fresh = fresh
         self._executor: ThreadPoolExecutor | None = None
@@ -198,6 +208,10 @@ class Database:
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute("PRAGMA busy_timeout=5000")
             connection.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+            if self._max_size_bytes is not None:
+                # A hard ceiling: past it a write fails as on a full disk (SQLITE_FULL).
+                page = int(connection.execute("PRAGMA page_size").fetchone()[0])
+                connection.execute(f"PRAGMA max_page_count={self._max_size_bytes // page}")
             found = migrate(connection)
         except sqlite3.Error as err:
             connection.close()

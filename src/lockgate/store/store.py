@@ -85,6 +85,7 @@ class Store:
         max_refusals: int = DEFAULT_MAX_REFUSALS,
         operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
         fresh: bool = False,
+        max_size_bytes: int | None = None,
     ) -> None:
         if max_outbox < 10:
             raise ValueError("max_outbox must be at least 10")
@@ -95,7 +96,9 @@ class Store:
         self.key = key
         self.max_outbox = max_outbox
         self.max_refusals = max_refusals
-        self._database = Database(path, timeout_s=operation_timeout_s, fresh=fresh)
+        self._database = Database(
+            path, timeout_s=operation_timeout_s, fresh=fresh, max_size_bytes=max_size_bytes
+        )
         # Refusals written since the last bound; the bound runs every 1 % of max_refusals.
         self._refusals_unbounded = max_refusals
         self._listeners: list[Callable[[], None]] = []
