@@ -139,9 +139,11 @@ class Database:
         except BadRow as err:
             raise StoreCorruptError(self.path, str(err)) from err
         except sqlite3.Error as err:
-            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+            if _damaged(err):
                 raise StoreCorruptError(self.path, f"the database is damaged ({err})") from err
             raise StoreError(f"{self.path}: the store failed: {err}") from err
+        except OSError as err:  # opening: a directory or file this user may not use
+            raise StoreError(f"{self.path}: cannot be opened ({err.strerror})") from err
 
     async def write(self, job: Callable[[], _T]) -> _T:
         """Runs ``job`` on the database thread in one transaction."""
@@ -215,7 +217,7 @@ class Database:
             found = migrate(connection)
         except sqlite3.Error as err:
             connection.close()
-            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+            if _damaged(err):
                 raise StoreCorruptError(path, f"not a usable database ({err})") from err
             raise StoreError(f"{path}: cannot be opened for writing ({err})") from err
         except BaseException:
@@ -280,6 +282,14 @@ class Database:
             finally:
                 self._connection.close()
                 self._connection = None
+
+
+def _damaged(err: sqlite3.Error) -> bool:
+    """SQLite's word that the file is damaged: SQLITE_CORRUPT, SQLITE_NOTADB, or stored text
+    that is not the UTF-8 it was written as (the sqlite3 module's own error, without a code)."""
+    if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+        return True
+    return isinstance(err, sqlite3.OperationalError) and str(err).startswith("Could not decode")
 
 
 def _wal(path: Path) -> Path:
