@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.model import Admission, ErrorCode
 from lockgate.store import (
     Store,
     StoreCorruptError,
@@ -208,3 +209,25 @@ def test_the_unusable_errors_are_store_errors() -> None:
     assert issubclass(StoreMissingError, StoreUnusableError)
     assert issubclass(StoreCorruptError, StoreUnusableError)
     assert issubclass(StoreUnusableError, StoreError)
+
+
+async def test_a_request_whose_stored_record_is_damaged_is_answered_not_raised(
+    tmp_path: Path,
+) -> None:
+    """Raising would leave the MQTT message unacknowledged, delivered again for ever."""
+    path = tmp_path / "lockgate.db"
+    await station_with_history(path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE command SET state = 'SOMETHING' WHERE id = 'c5'")
+    harness = await Harness(path, ModelRadio(*model_locks())).start()
+    try:
+        submission = await harness.send(id="c5", command="book", bike="FR1540", user_id="u5")
+        assert (submission.admission, submission.error_code) == (
+            Admission.REJECTED,
+            ErrorCode.INTERNAL,
+        )
+        errors = [doc for topic, doc in await harness.messages() if topic == "errors"]
+        assert errors[-1]["correlation_id"] == "c5"
+        assert errors[-1]["status_code"] == 500
+    finally:
+        await harness.close()

@@ -44,7 +44,7 @@ from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord, Reply
-from lockgate.store.store import Store, StoreError
+from lockgate.store.store import Store, StoreCorruptError, StoreError
 
 _log = structlog.get_logger(__name__)
 
@@ -265,7 +265,10 @@ class Engine:
         if isinstance(envelope, ErrorDocument):
             return await self._unusable(envelope, now)
         async with self._admission:  # one id is looked up and stored by one request at a time
-            known = await self._store.command(envelope.id)
+            try:
+                known = await self._store.command(envelope.id)
+            except StoreCorruptError as err:
+                return await self._unreadable(envelope, err, now)
             if known is not None:
                 return await self._again(known, envelope, correlation, now)
             verdict = self._check(envelope, now)
@@ -289,6 +292,23 @@ class Engine:
         self._log.info("request without a usable id", error=error.error_message)
         await self._store.apply(Change(errors=(error,)), at=now)
         return Submission(Admission.UNUSABLE, None, error.error_code)
+
+    async def _unreadable(
+        self, envelope: Envelope, err: StoreCorruptError, now: datetime
+    ) -> Submission:
+        """The stored record of this id is damaged: answered, not raised, or the broker would
+        deliver the request for ever. Nothing runs: the station cannot know what it did."""
+        self._log.error(
+            "the record of a known id cannot be read", command_id=envelope.id, error=str(err)
+        )
+        error = ErrorDocument(
+            error_message=f"id {envelope.id}: the station's record of this id cannot be read",
+            status_code=500,
+            correlation_id=envelope.id,
+            error_code=ErrorCode.INTERNAL,
+        )
+        await self._store.apply(Change(errors=(error,)), at=now)
+        return Submission(Admission.REJECTED, envelope.id, ErrorCode.INTERNAL)
 
     async def _again(
         self, known: CommandRecord, envelope: Envelope, correlation: Correlation, now: datetime
