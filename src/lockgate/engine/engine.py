@@ -38,8 +38,9 @@ from lockgate.contract.request import (
     validate,
 )
 from lockgate.contract.station import Station
+from lockgate.engine.jobs import Clock, Crew, Job
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
-from lockgate.engine.worker import Clock, Crew, Job, LockWorker
+from lockgate.engine.worker import LockWorker
 from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey

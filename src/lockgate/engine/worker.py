@@ -19,19 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 
 import structlog
 
 from lockgate.contract.documents import CommandEvent, Event
-from lockgate.contract.request import CommandRequest
 from lockgate.contract.station import RegisteredLock
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
+from lockgate.engine.jobs import STORE_RETRY_S, Crew, Job
 from lockgate.engine.ledger import (
     MOTION_ENDS,
-    Ledger,
     booking_event,
     booking_of,
     command_event,
@@ -41,7 +38,6 @@ from lockgate.engine.ledger import (
 from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode
 from lockgate.protocol.credentials import Credentials
 from lockgate.radio import (
-    LockRadio,
     Observation,
     Operation,
     Outcome,
@@ -52,46 +48,8 @@ from lockgate.radio import (
 )
 from lockgate.store.database import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
-from lockgate.store.store import Store
 
-Clock = Callable[[], datetime]
-# How long a worker waits between tries while its store does not write (disk full, read-only).
-STORE_RETRY_S = (0.2, 5.0)
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    """One command on its way through a lock's queue (mutable: its record moves on)."""
-
-    record: CommandRecord
-    request: CommandRequest
-    settle: bool = False  # recovered after it may have reached the lock: read, never move
-    started: bool = False
-    ended: bool = False
-    touched: bool = False  # the radio was asked to move the lock
-    store_failed: bool = False  # a write failed mid-command: settled once the store writes again
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Crew:
-    """What every worker of one engine shares: the store, the radio, the ledger and the clock."""
-
-    store: Store
-    radio: LockRadio
-    ledger: Ledger
-    clock: Clock
-    settle_timeout_s: float
-    log: structlog.stdlib.BoundLogger
-    secrets: dict[str, Credentials] = field(repr=False)
-    """A command's own credentials, by command id, in memory only, until the command ends."""
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set by the engine's stop: a queued command no longer starts (it runs after a restart)."""
-    deadlines_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """The engine's deadline task looks again (a command queued, a booking written)."""
+__all__ = ["LockWorker"]
 
 
 class LockWorker:
