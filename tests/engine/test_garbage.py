@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lockgate.contract.request import FIELDS as REQUEST_FIELDS
 from lockgate.model import Admission
+from lockgate.store import Correlation
 from tests.engine.harness import SHAREE_JSON, Harness
 
 FIELDS = [*REQUEST_FIELDS, "extra"]
@@ -167,3 +168,26 @@ def _times(document: Any) -> list[str]:
         elif isinstance(value, list):
             stack.extend(value)
     return found
+
+
+async def test_mqtt_properties_are_kept_only_within_bounds(harness: Harness) -> None:
+    """Correlation data and a response topic are the link's, but anyone's in content: over 1 KiB,
+    or a topic that is not UTF-8, they are not kept (the document still goes to its topic)."""
+    cases = [
+        ("p1", Correlation(b"x" * 2000, "reply/" + "t" * 2000)),
+        ("p2", Correlation(b"ok", "reply/\udc80")),
+        ("p3", Correlation(b"ok", "reply/here")),
+    ]
+    for command_id, correlation in cases:
+        payload = json.dumps({"id": command_id, "command": "book", "bike": "FR9999"}).encode()
+        await harness.engine.submit(payload, correlation=correlation)
+    kept = {
+        row.topic: row.correlation
+        for row in await harness.store.queued(after=0, limit=1000)
+        if row.topic in ("commands/p1", "commands/p2", "commands/p3")
+    }
+    assert kept == {
+        "commands/p1": Correlation(None, None),
+        "commands/p2": Correlation(b"ok", None),
+        "commands/p3": Correlation(b"ok", "reply/here"),
+    }

@@ -284,8 +284,8 @@ class Engine:
         if data is not None and len(data) > MAX_CORRELATION_BYTES:
             self._log.warning("correlation data too large to keep", size=len(data))
             data = None
-        if topic is not None and len(topic.encode("utf-8", "replace")) > MAX_CORRELATION_BYTES:
-            self._log.warning("response topic too long to keep", size=len(topic))
+        if topic is not None and not _fits(topic, MAX_CORRELATION_BYTES):
+            self._log.warning("response topic too long or not UTF-8: not kept")
             topic = None
         return Correlation(data, topic)
 
@@ -463,3 +463,11 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(delay, 0.0) + 0.001):
                     await changed.wait()
+
+
+def _fits(text: str, limit: int) -> bool:
+    """Whether ``text`` is valid UTF-8 (no lone surrogate) of at most ``limit`` bytes."""
+    try:
+        return len(text.encode("utf-8")) <= limit
+    except UnicodeEncodeError:
+        return False
