@@ -19,7 +19,7 @@ import pytest
 
 from lockgate.contract.documents import HealthEvent
 from lockgate.contract.stamps import stamp
-from lockgate.model import Admission, Cause, CommandState, LockState
+from lockgate.model import Admission, Cause, CommandState, ErrorCode, LockState
 from lockgate.radio import StateObserved
 from lockgate.store import Change, StoreError
 from tests.engine.harness import SHAREE_JSON, Harness
@@ -144,5 +144,47 @@ async def test_an_observation_on_a_full_disk_is_written_when_seen_again(full: Ha
         assert memory is not None
         assert memory.lock_state is LockState.UNLOCKED
         assert [e["lock_state"] for e in await harness.events("lock_state")][-1:] == ["unlocked"]
+    finally:
+        await harness.close()
+
+
+async def test_a_queued_command_behind_a_failed_one_runs_once_when_the_store_writes(
+    full: Harness,
+) -> None:
+    """An unlock at the lock when the disk fills, a booking queued behind it: the unlock is
+    settled by a read, the booking (which never touched the lock) runs from the start, once."""
+    harness = full
+    try:
+        lock = harness.radio.locks[BIKE]
+        lock.hold = asyncio.Event()  # the motion waits here after it started
+        await harness.send(id="u3", command="unlock", bike=BIKE, user_id="U")
+        await harness.radio_moved(BIKE)
+        await harness.send(id="b3", command="book", bike=BIKE, user_id="V")
+        await fill(harness)
+        lock.hold.set()
+        await lock.arrived.wait()
+        await asyncio.sleep(0.5)
+        waiting = await harness.store.command("b3")
+        assert waiting is not None
+        assert waiting.state is CommandState.NOT_SENT
+
+        before = await harness.store.queued(after=0, limit=1_000_000)
+        await free(harness)
+        await harness.engine.wait_idle(15)
+        after = await harness.store.queued(after=0, limit=1_000_000)
+
+        unlock = await harness.store.command("u3")
+        booking = await harness.store.command("b3")
+        assert unlock is not None
+        assert booking is not None
+        assert unlock.state is CommandState.SUCCESS
+        assert (booking.state, booking.error_code) == (
+            CommandState.ERROR,
+            ErrorCode.ALREADY_OCCUPIED,
+        )
+        assert harness.radio.unlocks(BIKE) == 1
+        published = [json.loads(row.payload) for row in {r.id: r for r in before + after}.values()]
+        versions = [d["version"] for d in published if d.get("id") == "b3"]
+        assert versions == [1, 2], "the booking's receipt, then its one end"
     finally:
         await harness.close()

@@ -357,11 +357,11 @@ class LockWorker:
             events=(command_event("RESPONSE", job.request.name, now, "ok"),),
             reason="credentials removed" if credentials is None else "credentials stored",
         )
-        job.record = command
         await crew.store.apply(
             Change(commands=(command,), provisioning=(Provisioning(self.bike, credentials),)),
             at=now,
         )
+        job.record = command  # only once written: a failed write leaves the job to run again
         self.standing = credentials
         crew.radio.set_standing_credentials(self.bike, credentials)
 
