@@ -388,3 +388,21 @@ def test_deep_or_huge_documents_are_config_errors(tmp_path: Path) -> None:
     assert _problems(path)[0].startswith(f"{path}: not valid TOML")
     path.write_bytes(b'[station]\nid = "\xff"\n')
     assert _problems(path) == [f"{path}: not UTF-8 text (invalid start byte)"]
+
+
+def test_the_store_budget_keys_are_strict_and_overridable(tmp_path: Path) -> None:
+    path = station_config(tmp_path)
+    config = load(path, environ={"LOCKGATE_STORE__MAX_SIZE_MB": "256"})
+    assert (config.store.max_refusals, config.store.refusal_window_s) == (10_000, 3600.0)
+    assert config.store.max_size_mb == 256
+    problems = _problems(
+        path,
+        {
+            "LOCKGATE_STORE__MAX_REFUSALS": "lots",
+            "LOCKGATE_STORE__REFUSAL_WINDOW_S": "inf",
+            "LOCKGATE_STORE__MAX_SIZE_MB": "0",
+        },
+    )
+    assert len(problems) == 3
+    for variable in ("MAX_REFUSALS", "REFUSAL_WINDOW_S", "MAX_SIZE_MB"):
+        assert any(f"LOCKGATE_STORE__{variable}" in problem for problem in problems), problems

@@ -37,7 +37,7 @@ from pydantic import (
 from lockgate.ble.settings import DEFAULT_RADIO
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
-from lockgate.store import DEFAULT_MAX_OUTBOX
+from lockgate.store import DEFAULT_MAX_OUTBOX, DEFAULT_MAX_REFUSALS
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_PREFIX = "LOCKGATE_"
@@ -193,6 +193,11 @@ class StoreSection(_Section):
     path: StorePath = Path("/var/lib/lockgate/lockgate.db")
     max_outbox: Annotated[int, Field(ge=100)] = DEFAULT_MAX_OUTBOX
     key_file: KeyFile = Path("/var/lib/lockgate/store.key")
+    # Refused requests: at most this many kept, each at most this long (docs/store.md, Budget).
+    max_refusals: Annotated[int, Field(ge=100, le=10_000_000)] = DEFAULT_MAX_REFUSALS
+    refusal_window_s: Annotated[float, Field(ge=60, le=7 * 24 * 3600)] = 3600.0
+    # A hard ceiling on the database file; past it writes fail as on a full disk. None: no ceiling.
+    max_size_mb: Annotated[int, Field(ge=1)] | None = None
 
 
 class CommandsSection(_Section):

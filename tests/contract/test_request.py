@@ -302,3 +302,32 @@ JSON = st.recursive(
 )
 def test_validate_never_raises(document: dict[str, Any]) -> None:
     assert isinstance(check(document), CommandRequest | RejectedRequest)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+01:00",  # before datetime.min once converted to UTC
+        "9999-12-31T23:59:59-01:00",  # after datetime.max once converted to UTC
+        "0000-01-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T00:00:00",
+        "2026-01-01 00:00:00Z",
+        "2026-01-01T00:00Z",
+        "+02026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00+0100",
+        "２０２６-01-01T00:00:00Z",  # noqa: RUF001 - full-width digits are not RFC 3339 digits
+    ],
+)
+def test_times_outside_rfc3339_or_utc_are_value_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_time(text)
+
+
+def test_times_are_written_with_four_digit_years_and_read_back() -> None:
+    early = datetime(999, 6, 1, tzinfo=UTC)
+    assert format_time(early) == "0999-06-01T00:00:00.000Z"
+    assert parse_time(format_time(early)) == early
+    assert parse_time("2026-11-22t10:15:03.123456789z") == datetime(
+        2026, 11, 22, 10, 15, 3, 123456, tzinfo=UTC
+    )

@@ -17,7 +17,7 @@ import pytest
 from lockgate.service.exits import Exit
 from lockgate_sim.testing import RunningSimulator, run_simulator
 from tests.brokers import Mosquitto, running_mosquitto
-from tests.e2e.station import Daemon, sharee, world, write_config
+from tests.e2e.station import Daemon, notify_socket, sharee, world, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -104,3 +104,37 @@ async def test_a_station_key_others_can_read(
     (refusal,) = [line for line in lines(daemon) if line.get("level") == "error"]
     assert refusal["event"] == "station key unusable"
     assert key.read_text() not in daemon.output()
+
+
+async def test_fresh_starts_anew_and_keeps_the_unusable_files(
+    tmp_path: Path, things: tuple[Mosquitto, RunningSimulator]
+) -> None:
+    """The operator's way out of a corrupt store: ``--fresh`` sets the files aside and starts."""
+    broker, sim = things
+    config = write_config(
+        tmp_path, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
+    )
+    garbage = os.urandom(8192)
+    (tmp_path / "lockgate.db").write_bytes(garbage)
+    refused = Daemon(config, tmp_path / "refused.log")
+    assert await ended(refused) == Exit.IO_ERROR
+    assert (tmp_path / "lockgate.db").read_bytes() == garbage  # left as found
+
+    async with notify_socket(tmp_path) as notify:
+        daemon = Daemon(
+            config,
+            tmp_path / "daemon.log",
+            environ={"NOTIFY_SOCKET": str(notify.path)},
+            arguments=("--fresh",),
+        )
+        await daemon.start()
+        try:
+            await notify.wait_for("READY=1")
+        finally:
+            assert await daemon.terminate() == 0
+    assert garbage in set_aside(tmp_path)
+
+
+def set_aside(folder: Path) -> list[bytes]:
+    """The contents of the files the store renamed aside."""
+    return [p.read_bytes() for p in folder.iterdir() if ".unusable-" in p.name and p.is_file()]

@@ -87,6 +87,7 @@ class Harness:
         max_outbox: int = 100_000,
         boot_id: str = "boot-1",
         gate: CommandGate = GATE,
+        max_size_bytes: int | None = None,
     ) -> None:
         self.path = path
         self.radio = radio
@@ -94,7 +95,13 @@ class Harness:
         self.station = Station(
             STATION.id, STATION.latitude, STATION.longitude, STATION.locks, boot_id
         )
-        self.store = Store(path, station=self.station, key=STATION_KEY, max_outbox=max_outbox)
+        self.store = Store(
+            path,
+            station=self.station,
+            key=STATION_KEY,
+            max_outbox=max_outbox,
+            max_size_bytes=max_size_bytes,
+        )
         self.gate = gate
         self.engine = Engine(
             store=self.store, radio=radio, station=self.station, clock=clock, gate=gate

@@ -35,6 +35,12 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.Argu
     command.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
+    command.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start on a new, empty store when the old one has vanished or is corrupt (its "
+        "files are renamed aside, never deleted); every command id it knew is forgotten",
+    )
     command.set_defaults(func=run)
     return command
 
@@ -49,4 +55,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)  # noqa: T201
         return Exit.CONFIG
     logs.configure(level=args.log_level)
-    return asyncio.run(run_daemon(config))
+    return asyncio.run(run_daemon(config, fresh=args.fresh))

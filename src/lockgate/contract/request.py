@@ -5,7 +5,10 @@ Two steps, because idempotency sits between them: :func:`read_envelope` finds th
 looks the id up; only a new id goes through :func:`validate`, which checks every field by the
 contract's rules and maps each failure to its ``ERRORS.*`` code with a reason naming the field.
 Nothing here raises for bad input, and nothing here ever puts a key byte into a message: the
-fingerprint is an HMAC under the station key, and reasons name fields, never values.
+fingerprint is an HMAC under the station key, and reasons name fields, never values. Every text
+that leaves here is valid UTF-8: a request with a lone surrogate anywhere (a JSON ``\\ud800``
+escape, which Python's parser accepts) or nested deeper than any request can be is refused before
+its fields are read, and a reason echoes a value only when it is short and plain.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ DEFAULT_TIMEOUT = timedelta(seconds=60)
 DEFAULT_BOOKING_TIMEOUT = timedelta(hours=1)
 MIN_COMMENT_LENGTH = 5
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The deepest a request goes is ``credentials`` holding a list of byte values: three levels.
+MAX_DEPTH = 8
+MAX_REASON_LENGTH = 200
+# What a reason may repeat of a request: a short plain token (a bike id, a field name).
+_PLAIN = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
 
 # Fields that only some commands take; any other command given one is refused, so that a
 # misdirected field (``end_rental`` on an unlock) is never silently ignored.
@@ -140,7 +148,7 @@ def fingerprint(document: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 of the request's canonical JSON: equal for equal content, and keyed, so the
     stored fingerprint of a request with credentials gives nothing to whoever reads the store."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(key, canonical.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def read_envelope(payload: bytes, *, fingerprint_key: bytes) -> Envelope | ErrorDocument:
@@ -154,16 +162,62 @@ def read_envelope(payload: bytes, *, fingerprint_key: bytes) -> Envelope | Error
     if not isinstance(document, dict):
         return _error_document("payload is not a JSON object", None)
     raw_id = document.get("id")
+    usable_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
+    problem = hostile_structure(document)
+    if problem is not None:
+        return _error_document(f"payload: {problem}", usable_id)
     if raw_id is None:
         return _error_document("id: required", None)
-    if not isinstance(raw_id, str) or not ID_PATTERN.match(raw_id):
+    if usable_id is None:
+        # The contract echoes a broken string id too, so the backend can match the answer.
         echo = raw_id if isinstance(raw_id, str) and len(raw_id) <= 256 else None
         return _error_document("id: must be 1 to 64 of A-Z a-z 0-9 _ -", echo)
     try:
         digest = fingerprint(document, fingerprint_key)
     except (ValueError, TypeError, RecursionError):
-        return _error_document("payload is not valid JSON", raw_id)
-    return Envelope(raw_id, document, digest)
+        return _error_document("payload is not valid JSON", usable_id)
+    return Envelope(usable_id, document, digest)
+
+
+def hostile_structure(document: object) -> str | None:
+    """What makes a parsed request unusable before any field is read: text that is not valid
+    Unicode (a lone surrogate, in a key or a value) or nesting deeper than :data:`MAX_DEPTH`.
+    Walked with an explicit stack, so a deep document cannot exhaust Python's recursion."""
+    stack: list[tuple[object, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                return "text that is not valid Unicode (a lone surrogate)"
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and not _is_unicode(key):
+                    return "text that is not valid Unicode (a lone surrogate)"
+                stack.append((item, depth + 1))
+    return None
+
+
+def plain(value: object) -> str | None:
+    """``value`` if it is short plain text a reason or a document may repeat, else ``None``."""
+    return value if isinstance(value, str) and _PLAIN.fullmatch(value) else None
+
+
+def safe_reason(reason: str) -> str:
+    """A reason as it may be stored, logged and published: valid UTF-8, at most
+    :data:`MAX_REASON_LENGTH` characters (the checks above already keep values out of it)."""
+    text = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(
@@ -175,11 +229,11 @@ def validate(
         return RejectedRequest(
             envelope.id,
             envelope.command,
-            envelope.bike,
+            plain(envelope.bike),
             timeout_at,
             envelope.fingerprint,
             code,
-            reason,
+            safe_reason(reason),
         )
 
     try:
@@ -196,7 +250,9 @@ def validate(
         return reject(ErrorCode.BAD_REQUEST, f"command: unknown command, expected one of {known}")
     lock = station.lock(body.bike)
     if lock is None:
-        return reject(ErrorCode.NOT_FOUND, f"bike: {body.bike} is not registered at this station")
+        shown = plain(body.bike)
+        named = f"{shown} is" if shown is not None else "is"
+        return reject(ErrorCode.NOT_FOUND, f"bike: {named} not registered at this station")
 
     for field_name, commands in _ONLY_FOR.items():
         if getattr(body, field_name) is not None and name not in commands:
@@ -278,10 +334,12 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
 
     error = min(err.errors(include_input=False, include_url=False), key=rank)
     location = str(error["loc"][0]) if error["loc"] else "request"
+    if location not in FIELDS and error["type"] != "extra_forbidden":
+        location = "request"
     if error["type"] == "missing":
         return location, "required"
     if error["type"] == "extra_forbidden":
-        return location[:64], "not a field of the contract"
+        return plain(location) or "request", "not a field of the contract"
     return location, str(error["msg"])
 
 

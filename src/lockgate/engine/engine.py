@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -32,27 +33,39 @@ import structlog
 from lockgate.clock import utc_now
 from lockgate.contract.documents import ErrorDocument
 from lockgate.contract.envelope import CommandGate, Refused
-from lockgate.contract.request import RejectedRequest, read_envelope, validate
+from lockgate.contract.request import (
+    CommandRequest,
+    Envelope,
+    RejectedRequest,
+    read_envelope,
+    validate,
+)
 from lockgate.contract.station import Station
+from lockgate.engine.jobs import Clock, Crew, Job
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
-from lockgate.engine.worker import Clock, Crew, Job, LockWorker
+from lockgate.engine.worker import LockWorker
 from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord, Reply
-from lockgate.store.store import Store
+from lockgate.store.store import Store, StoreCorruptError, StoreError
 
 _log = structlog.get_logger(__name__)
 
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
+DEFAULT_REFUSAL_WINDOW = timedelta(hours=1)
+MAX_CORRELATION_BYTES = 1024
 _PRUNE_INTERVAL = timedelta(hours=1)
+_STORE_RETRY_S = 1.0
 
 __all__ = [
     "DEFAULT_DEDUPE_WINDOW",
+    "DEFAULT_REFUSAL_WINDOW",
     "DEFAULT_SETTLE_TIMEOUT_S",
     "DEFAULT_STOP_GRACE_S",
+    "MAX_CORRELATION_BYTES",
     "Clock",
     "Engine",
     "EngineStateError",
@@ -103,7 +116,10 @@ class Engine:
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
         settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
         dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
+        refusal_window: timedelta = DEFAULT_REFUSAL_WINDOW,
     ) -> None:
+        if refusal_window <= timedelta(0) or refusal_window > dedupe_window:
+            raise ValueError("refusal_window must be positive and no longer than dedupe_window")
         self._store = store
         self._radio = radio
         self._station = station
@@ -112,6 +128,9 @@ class Engine:
         self._clock = clock
         self._stop_grace_s = stop_grace_s
         self._dedupe_window = dedupe_window
+        self._refusal_window = refusal_window
+        # Refusals are forgotten at most half their window late.
+        self._prune_interval = min(_PRUNE_INTERVAL, refusal_window / 2)
         self._log = _log.bind(station=station.id)
         self._crew = Crew(
             store=store,
@@ -243,59 +262,145 @@ class Engine:
         so that the request is not acknowledged and the broker delivers it again."""
         if not self._recovered:
             raise EngineStateError("submit() before recover()")
-        correlation = correlation or Correlation()
+        correlation = self._bounded(correlation or Correlation())
         now = self._clock()
-        # Signature, claims and sealed credentials first: a refused request is answered here and
-        # never read further (docs/mqtt-contract.md, Refusals).
+        # Admission, in order: signature, claims and sealed credentials (a refused request is
+        # answered here and never read further: docs/mqtt-contract.md, Refusals); the raw bytes
+        # to an envelope with a usable id (or an error document); the id looked up (a repeat or
+        # a conflict); the rules checked (a refusal); the receipt stored; the command queued.
         opened = self._gate.open(
             payload, station=self._station.id, now=now, max_lifetime=self._dedupe_window
         )
         if isinstance(opened, Refused):
-            return await self._refuse(opened, payload, correlation, now)
+            return await self._turn_away(opened, payload, correlation, now)
         payload = opened.payload
         envelope = read_envelope(payload, fingerprint_key=self._key.fingerprint_key)
         if isinstance(envelope, ErrorDocument):
-            self._log.info("request without a usable id", error=envelope.error_message)
-            await self._store.apply(Change(errors=(envelope,)), at=now)
-            return Submission(Admission.UNUSABLE, None, envelope.error_code)
-        log = self._log.bind(command_id=envelope.id)
+            return await self._unusable(envelope, now)
         async with self._admission:  # one id is looked up and stored by one request at a time
-            known = await self._store.command(envelope.id)
+            try:
+                known = await self._store.command(envelope.id)
+            except StoreCorruptError as err:
+                return await self._unreadable(envelope.id, err, now)
             if known is not None:
-                if known.fingerprint == envelope.fingerprint:
-                    log.info("repeated request: its stored document again")
-                    reply = Reply(known.document(self._station.id), correlation)
-                    await self._store.apply(Change(replies=(reply,)), at=now)
-                    return Submission(Admission.REPEATED, envelope.id)
-                log.warning("id reused with different content")
-                conflict = ErrorDocument(
-                    error_message=f"id {envelope.id} was already used for a different request",
-                    status_code=409,
-                    correlation_id=envelope.id,
-                    error_code=ErrorCode.CONFLICT,
-                )
-                await self._store.apply(Change(errors=(conflict,)), at=now)
-                return Submission(Admission.CONFLICT, envelope.id, ErrorCode.CONFLICT)
-            verdict = validate(envelope, station=self._station, now=now)
+                return await self._again(known, envelope, correlation, now)
+            verdict = self._check(envelope, now)
             if isinstance(verdict, RejectedRequest):
-                log.info("request refused", error_code=verdict.error_code, reason=verdict.reason)
-                await self._write(rejected(verdict, now, correlation))
-                return Submission(Admission.REJECTED, envelope.id, verdict.error_code)
-            record = CommandRecord(
-                id=verdict.id,
-                fingerprint=verdict.fingerprint,
-                name=verdict.name.value,
-                bike=verdict.bike,
-                state=CommandState.NOT_SENT,
-                version=1,
-                received_at=now,
-                timeout_at=verdict.timeout_at,
-                events=(command_event("REQUEST", verdict.name, now),),
-                parameters=verdict.parameters(),
-                correlation=correlation,
+                return await self._refuse(verdict, correlation, now)
+            record = await self._receive(verdict, correlation, now)
+        return self._start(verdict, record)
+
+    def _bounded(self, correlation: Correlation) -> Correlation:
+        """MQTT 5 properties are kept and echoed only within a size a backend could mean."""
+        data, topic = correlation.correlation_data, correlation.response_topic
+        if data is not None and len(data) > MAX_CORRELATION_BYTES:
+            self._log.warning("correlation data too large to keep", size=len(data))
+            data = None
+        if topic is not None and not _fits(topic, MAX_CORRELATION_BYTES):
+            self._log.warning("response topic too long or not UTF-8: not kept")
+            topic = None
+        return Correlation(data, topic)
+
+    async def _unusable(self, error: ErrorDocument, now: datetime) -> Submission:
+        self._log.info("request without a usable id", error=error.error_message)
+        await self._store.apply(Change(errors=(error,)), at=now)
+        return Submission(Admission.UNUSABLE, None, error.error_code)
+
+    async def _unreadable(
+        self, command_id: str, err: StoreCorruptError, now: datetime
+    ) -> Submission:
+        """The stored record of this id is damaged: answered, not raised, or the broker would
+        deliver the request for ever. Nothing runs: the station cannot know what it did."""
+        self._log.error(
+            "the record of a known id cannot be read", command_id=command_id, error=str(err)
+        )
+        error = ErrorDocument(
+            error_message=f"id {command_id}: the station's record of this id cannot be read",
+            status_code=500,
+            correlation_id=command_id,
+            error_code=ErrorCode.INTERNAL,
+        )
+        await self._store.apply(Change(errors=(error,)), at=now)
+        return Submission(Admission.REJECTED, command_id, ErrorCode.INTERNAL)
+
+    async def _again(
+        self, known: CommandRecord, envelope: Envelope, correlation: Correlation, now: datetime
+    ) -> Submission:
+        """A known id: its stored document again, or a conflict if the content differs."""
+        log = self._log.bind(command_id=envelope.id)
+        if known.fingerprint == envelope.fingerprint:
+            log.info("repeated request: its stored document again")
+            reply = Reply(known.document(self._station.id), correlation)
+            await self._store.apply(Change(replies=(reply,)), at=now)
+            return Submission(Admission.REPEATED, envelope.id)
+        log.warning("id reused with different content")
+        conflict = ErrorDocument(
+            error_message=f"id {envelope.id} was already used for a different request",
+            status_code=409,
+            correlation_id=envelope.id,
+            error_code=ErrorCode.CONFLICT,
+        )
+        await self._store.apply(Change(errors=(conflict,)), at=now)
+        return Submission(Admission.CONFLICT, envelope.id, ErrorCode.CONFLICT)
+
+    def _check(self, envelope: Envelope, now: datetime) -> CommandRequest | RejectedRequest:
+        """The contract's rules; a fault in checking them refuses the request (INTERNAL) rather
+        than escaping as a message the broker would deliver again for ever."""
+        try:
+            return validate(envelope, station=self._station, now=now)
+        except Exception as err:  # noqa: BLE001 - hostile input must get an answer, never a raise
+            self._log.error(
+                "request could not be checked",
+                command_id=envelope.id,
+                error=type(err).__name__,
+                traceback="".join(traceback.format_exception(err)),
             )
-            await self._write(record)
-        log.info("command accepted", command=verdict.name, bike=verdict.bike)
+            return RejectedRequest(
+                envelope.id,
+                envelope.command,
+                None,
+                None,
+                envelope.fingerprint,
+                ErrorCode.INTERNAL,
+                "request: the gateway could not check this request",
+            )
+
+    async def _refuse(
+        self, verdict: RejectedRequest, correlation: Correlation, now: datetime
+    ) -> Submission:
+        self._log.info(
+            "request refused",
+            command_id=verdict.id,
+            error_code=verdict.error_code,
+            reason=verdict.reason,
+        )
+        await self._write(rejected(verdict, now, correlation))
+        return Submission(Admission.REJECTED, verdict.id, verdict.error_code)
+
+    async def _receive(
+        self, verdict: CommandRequest, correlation: Correlation, now: datetime
+    ) -> CommandRecord:
+        """The receipt (NOT_SENT), stored before submit returns."""
+        record = CommandRecord(
+            id=verdict.id,
+            fingerprint=verdict.fingerprint,
+            name=verdict.name.value,
+            bike=verdict.bike,
+            state=CommandState.NOT_SENT,
+            version=1,
+            received_at=now,
+            timeout_at=verdict.timeout_at,
+            events=(command_event("REQUEST", verdict.name, now),),
+            parameters=verdict.parameters(),
+            correlation=correlation,
+        )
+        await self._write(record)
+        self._log.info(
+            "command accepted", command_id=verdict.id, command=verdict.name, bike=verdict.bike
+        )
+        return record
+
+    def _start(self, verdict: CommandRequest, record: CommandRecord) -> Submission:
         if self._crew.stopping.is_set():
             return Submission(Admission.ACCEPTED, verdict.id)  # runs after the next start
         if verdict.credentials is not None:
@@ -303,7 +408,7 @@ class Engine:
         self._workers[verdict.bike].enqueue(Job(record, verdict))
         return Submission(Admission.ACCEPTED, verdict.id)
 
-    async def _refuse(
+    async def _turn_away(
         self, refusal: Refused, payload: bytes, correlation: Correlation, now: datetime
     ) -> Submission:
         """A request that failed a check of its signature, claims or sealed credentials."""
@@ -314,7 +419,10 @@ class Engine:
             await self._store.apply(Change(errors=(refusal.error_document(),)), at=now)
             return Submission(Admission.UNUSABLE, None, refusal.error_code)
         async with self._admission:
-            known = await self._store.command(refusal.command_id)
+            try:
+                known = await self._store.command(refusal.command_id)
+            except StoreCorruptError as err:
+                return await self._unreadable(refusal.command_id, err, now)
             if known is not None:
                 # A late re-send of a command that ran (now expired, say) learns how it ended.
                 reply = Reply(known.document(self._station.id), correlation)
@@ -337,11 +445,26 @@ class Engine:
         if worker is None:
             self._log.warning("observation of an unregistered bike", bike=observation.bike)
             return
-        await worker.observe(observation)
+        try:
+            await worker.observe(observation)
+        except StoreError as err:
+            # The record in memory stays as the disk has it, so the next observation of this lock
+            # (a sync read comes periodically) makes the same change again and writes it then.
+            self._log.error("the store failed to write an observation", error=str(err))
 
     # --- deadlines: queued commands and bookings -----------------------------------------------
 
     async def _watch_deadlines(self) -> None:
+        while True:
+            try:
+                await self._keep_deadlines()
+            except StoreError as err:
+                # A full or read-only disk must not end the task (and with it the engine): what
+                # was due is looked at again once the store writes.
+                self._log.error("the store failed while keeping deadlines", error=str(err))
+                await asyncio.sleep(_STORE_RETRY_S)
+
+    async def _keep_deadlines(self) -> None:
         changed = self._crew.deadlines_changed
         next_prune = self._clock()
         while True:
@@ -351,7 +474,10 @@ class Engine:
                 # The dedupe record of ids is kept for the window, then forgotten, so a station
                 # that runs for months does not grow its command table without end.
                 await self._store.prune_commands(now - self._dedupe_window)
-                next_prune = now + _PRUNE_INTERVAL
+                # A refused request is remembered only long enough to answer its repeats the
+                # same way; the store also keeps at most max_refusals of them (docs/store.md).
+                await self._store.prune_refusals(now - self._refusal_window)
+                next_prune = now + self._prune_interval
             upcoming: list[datetime] = [next_prune]
             for worker in self._workers.values():
                 for job in list(worker.waiting):
@@ -373,3 +499,11 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(delay, 0.0) + 0.001):
                     await changed.wait()
+
+
+def _fits(text: str, limit: int) -> bool:
+    """Whether ``text`` is valid UTF-8 (no lone surrogate) of at most ``limit`` bytes."""
+    try:
+        return len(text.encode("utf-8")) <= limit
+    except UnicodeEncodeError:
+        return False

@@ -199,9 +199,16 @@ def settled_state(name: CommandName) -> LockState | None:
 
 
 def settled_command(
-    record: CommandRecord, name: CommandName, result: Result, now: datetime
+    record: CommandRecord,
+    name: CommandName,
+    result: Result,
+    now: datetime,
+    *,
+    store_failed: bool = False,
 ) -> CommandRecord:
-    """A recovered command's end after the settling read, before any booking step it causes."""
+    """A recovered command's end after the settling read, before any booking step it causes
+    (``store_failed``: settled because the store failed mid-command, not after a restart)."""
+    what = "the store failed" if store_failed else "the gateway restarted"
     wanted = settled_state(name)
     lock_state = result.reading.lock_state
     if lock_state is None:
@@ -215,7 +222,7 @@ def settled_command(
             CommandState.ERROR,
             now,
             error_code=code,
-            reason="the gateway restarted during the command and could not read the lock "
+            reason=f"{what} during the command and the lock could not be read "
             f"to settle it: {result.reason}",
         )
     if wanted is None or lock_state is wanted:
@@ -223,7 +230,8 @@ def settled_command(
             CommandState.SUCCESS,
             now,
             events=(state_event(lock_state, now),),
-            reason=f"settled after a restart: the lock is {lock_state}",
+            reason=f"settled after {'a store failure' if store_failed else 'a restart'}: "
+            f"the lock is {lock_state}",
         )
     return record.advanced(
         CommandState.ERROR,

@@ -5,7 +5,10 @@ record changes (a command's step, the radio's observation, a booking's expiry). 
 queued commands in arrival order: it checks the booking table, writes ahead what must survive a
 crash (a rental start, the mark that the lock may be touched), asks the radio, turns the radio's
 progress into the command document's states, concludes, and settles a command recovered after a
-restart by reading, never by moving the lock again. What a change is comes from the pure
+restart by reading, never by moving the lock again. A store that fails mid-command is met the same
+way, without a restart: the worker waits until the store writes again, then settles the command by
+a read if the radio may have touched the lock, or runs it again from the start if it cannot have
+(its memory of the lock was rolled back with the failed write). What a change is comes from the pure
 :class:`~lockgate.engine.ledger.Ledger`; every change is one transaction of the store. The engine
 (:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
 workers' tasks.
@@ -16,19 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 
 import structlog
 
 from lockgate.contract.documents import CommandEvent, Event
-from lockgate.contract.request import CommandRequest
 from lockgate.contract.station import RegisteredLock
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
+from lockgate.engine.jobs import STORE_RETRY_S, Crew, Job
 from lockgate.engine.ledger import (
     MOTION_ENDS,
-    Ledger,
     booking_event,
     booking_of,
     command_event,
@@ -38,7 +38,6 @@ from lockgate.engine.ledger import (
 from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode
 from lockgate.protocol.credentials import Credentials
 from lockgate.radio import (
-    LockRadio,
     Observation,
     Operation,
     Outcome,
@@ -47,43 +46,10 @@ from lockgate.radio import (
     Step,
     StepReached,
 )
+from lockgate.store.database import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
-from lockgate.store.store import Store
 
-Clock = Callable[[], datetime]
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    """One command on its way through a lock's queue (mutable: its record moves on)."""
-
-    record: CommandRecord
-    request: CommandRequest
-    settle: bool = False  # recovered after it may have reached the lock: read, never move
-    started: bool = False
-    ended: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Crew:
-    """What every worker of one engine shares: the store, the radio, the ledger and the clock."""
-
-    store: Store
-    radio: LockRadio
-    ledger: Ledger
-    clock: Clock
-    settle_timeout_s: float
-    log: structlog.stdlib.BoundLogger
-    secrets: dict[str, Credentials] = field(repr=False)
-    """A command's own credentials, by command id, in memory only, until the command ends."""
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set by the engine's stop: a queued command no longer starts (it runs after a restart)."""
-    deadlines_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """The engine's deadline task looks again (a command queued, a booking written)."""
+__all__ = ["LockWorker"]
 
 
 class LockWorker:
@@ -134,7 +100,7 @@ class LockWorker:
                 # Bound for the command's duration, so every log line under it (the driver's too)
                 # names the command and the bike (product.md, Logs).
                 with structlog.contextvars.bound_contextvars(command_id=job.id, bike=self.bike):
-                    await self._run(job)
+                    await self._run_until_stored(job)
             except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue
                 # The traceback as plain text: a renderer that shows frame locals could print a
                 # driver's key bytes, so no exc_info reaches the logger.
@@ -151,6 +117,32 @@ class LockWorker:
                 self.idle.set()
                 crew.secrets.pop(job.id, None)
                 self.queue.task_done()
+
+    async def _run_until_stored(self, job: Job) -> None:
+        """Runs the job; while the store fails, waits and tries again. A job that may have
+        touched the lock is then settled by a read, never run again; one that cannot have is run
+        from the start. Left as stored when the engine stops (the next start settles it)."""
+        crew = self._crew
+        delay, longest = STORE_RETRY_S
+        while True:
+            try:
+                await self._run(job)
+            except StoreError as err:
+                job.ended = False  # the final write, if it was one, did not land
+                if job.touched:
+                    job.settle = job.store_failed = True
+                crew.log.error(  # noqa: TRY400 - no exc_info: a frame's locals may hold a key
+                    "the store failed during a command: it is settled once the store writes again",
+                    command_id=job.id,
+                    error=str(err),
+                    settle=job.settle,
+                )
+            else:
+                return
+            if crew.stopping.is_set():
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
 
     async def _run(self, job: Job) -> None:
         if job.settle:
@@ -231,8 +223,16 @@ class LockWorker:
         remaining = max((job.request.timeout_at - self._crew.clock()).total_seconds(), 0.001)
 
         async def progress(event: Progress) -> None:
-            await self._progress(job, event)
+            try:
+                await self._progress(job, event)
+            except StoreError as err:
+                # Not the radio's fault: the motion goes on, and the result is written at the end
+                # (or, if the store still fails then, the command is settled by a read).
+                self._crew.log.error(  # noqa: TRY400 - no exc_info: locals may hold a key
+                    "the store failed to write a step", error=str(err)
+                )
 
+        job.touched = True
         # The outer deadline (_run) also bounds this await; timeout_s lets the driver stop cleanly.
         return await self._crew.radio.perform(
             self.bike, operation, credentials, timeout_s=remaining, progress=progress
@@ -357,11 +357,11 @@ class LockWorker:
             events=(command_event("RESPONSE", job.request.name, now, "ok"),),
             reason="credentials removed" if credentials is None else "credentials stored",
         )
-        job.record = command
         await crew.store.apply(
             Change(commands=(command,), provisioning=(Provisioning(self.bike, credentials),)),
             at=now,
         )
+        job.record = command  # only once written: a failed write leaves the job to run again
         self.standing = credentials
         crew.radio.set_standing_credentials(self.bike, credentials)
 
@@ -380,21 +380,24 @@ class LockWorker:
                 result = await crew.radio.perform(
                     self.bike,
                     Operation.READ,
-                    self.standing,
+                    crew.secrets.get(job.id) or self.standing,
                     timeout_s=crew.settle_timeout_s,
                     progress=_ignore_progress,
                 )
         now = crew.clock()
         shown = result.reading.lock_state
+        cause = Cause.COMMAND if job.store_failed else Cause.STARTUP
         async with self.mutex:
             record, events = self.record, list[Event]()
             if shown is not None:
-                update = crew.ledger.transition(record, shown, now, Cause.STARTUP, job.id)
+                update = crew.ledger.transition(record, shown, now, cause, job.id)
                 if update is not None:
                     record, events = update
             record, read_events = crew.ledger.absorb(record, result.reading, now, job.id, result)
             events += read_events
-            command = settled_command(job.record, request.name, result, now)
+            command = settled_command(
+                job.record, request.name, result, now, store_failed=job.store_failed
+            )
             if command.state is CommandState.SUCCESS and shown is not None:
                 decision = decide(
                     request.name,
@@ -429,7 +432,11 @@ class LockWorker:
             error_code=code,
             reason=reason,
         )
-        await self._write(command, job=job)
+        try:
+            await self._write(command, job=job)
+        except StoreError:
+            job.ended = False
+            raise
         self._crew.log.info(
             "command ended", command_id=job.id, state=command.state, error_code=code, reason=reason
         )
@@ -442,8 +449,7 @@ class LockWorker:
             return booking
         step = BookingStep(Booking(), BookingChange.CANCELED)
         record, events = self._crew.ledger.book(self.record, step, now, None, "the booking expired")
-        self.record = record
-        await self._crew.store.apply(Change(locks=(record,), events=tuple(events)), at=now)
+        await self._store_record(record, events)
         self._crew.log.info("booking expired", bike=self.bike, user_id=booking.user)
         return booking_of(record)
 
@@ -453,10 +459,19 @@ class LockWorker:
             record, events = self._crew.ledger.observed(self.record, observation)
             if record == self.record:
                 return
-            self.record = record
+            await self._store_record(record, events)
+
+    async def _store_record(self, record: LockRecord, events: list[Event]) -> None:
+        """The lock's record and its events, in one transaction; memory moves on only if the
+        write lands, so a later write repeats the change rather than forgetting it."""
+        previous, self.record = self.record, record
+        try:
             await self._crew.store.apply(
                 Change(locks=(record,), events=tuple(events)), at=self._crew.clock()
             )
+        except StoreError:
+            self.record = previous
+            raise
 
     async def _write(
         self,
@@ -469,15 +484,25 @@ class LockWorker:
         """One transaction: the command's new version, the lock's record, their events. Memory is
         set first: the store finishes a write even when its caller is cancelled (see the store's
         database thread)."""
+        previous = (job.record if job is not None else None, self.record)
         if job is not None:
             job.record = command
         locks: tuple[LockRecord, ...] = ()
         if record is not None:
             self.record = record
             locks = (record,)
-        await self._crew.store.apply(
-            Change(commands=(command,), locks=locks, events=tuple(events)), at=self._crew.clock()
-        )
+        try:
+            await self._crew.store.apply(
+                Change(commands=(command,), locks=locks, events=tuple(events)),
+                at=self._crew.clock(),
+            )
+        except StoreError:
+            # Nothing of it landed (one transaction): memory goes back to what the disk holds, so
+            # the command is settled or run again from there and no event is silently skipped.
+            if job is not None and previous[0] is not None:
+                job.record = previous[0]
+            self.record = previous[1]
+            raise
 
 
 async def _ignore_progress(_: Progress) -> None:

@@ -284,7 +284,9 @@ class Link:
             # Its own status too: a will can come after this connection's "online" (the broker
             # ends a session it had not yet seen die when the station, back from a power cut,
             # takes it over), and the retained status must not stay "offline" while it is up.
-            await client.subscribe(self._topic("status"), qos=1)
+            # QoS 0: a broker may send the retained status before its SUBACK and wait for that
+            # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
+            await client.subscribe(self._topic("status"), qos=0)
             await client.subscribe(self._topic("commands"), qos=1)
             self._set(connected=True, since=utc_now(), protocol=self._protocol)
             self._up.set()

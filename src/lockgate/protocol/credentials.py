@@ -182,8 +182,17 @@ def parse_credentials(profile: Profile | str, document: object) -> Credentials:
         if missing:
             parts.append("missing " + ", ".join(missing))
         if unknown:
-            parts.append("unexpected " + ", ".join(str(k) for k in unknown))
+            # A request's key names are anyone's: named only when short and plain.
+            shown = [str(k) for k in unknown if _plain_name(k)][:4]
+            hidden = len(unknown) - len(shown)
+            parts.append(
+                "unexpected " + ", ".join([*shown, *([f"{hidden} more"] if hidden else [])])
+            )
         raise CredentialsError(f"{profile} credentials: " + "; ".join(parts))
     if profile is Profile.SHAREE:
         return ShareeCredentials.parse(document["K_seed"], document["K_u"])
     return NobondCredentials.parse(document["auth_id"], document["phone_id"], document["ltk"])
+
+
+def _plain_name(key: object) -> bool:
+    return isinstance(key, str) and 0 < len(key) <= 32 and key.isascii() and key.isidentifier()

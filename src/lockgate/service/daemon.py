@@ -25,6 +25,7 @@ import os
 import signal
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import timedelta
 from typing import Any, Literal
 
 import structlog
@@ -80,8 +81,9 @@ def version() -> str:
 class Daemon:
     """One run of the station gateway, from start to exit code."""
 
-    def __init__(self, config: Config, *, notifier: Notifier) -> None:
+    def __init__(self, config: Config, *, notifier: Notifier, fresh: bool = False) -> None:
         self._config = config
+        self._fresh = fresh
         self._notifier = notifier
         self._stop = asyncio.Event()
         self._station = station(config, uuid.uuid4().hex)
@@ -138,6 +140,9 @@ class Daemon:
                         station=self._station,
                         key=key,
                         max_outbox=config.store.max_outbox,
+                        max_refusals=config.store.max_refusals,
+                        max_size_bytes=_bytes(config.store.max_size_mb),
+                        fresh=self._fresh,
                     )
                 )
             except (StoreError, SchemaError) as err:
@@ -152,7 +157,13 @@ class Daemon:
                 return _refuse(Exit.UNAVAILABLE, "adapter unusable", adapter=name, error=str(err))
             self._driver = driver
             engine = await stack.enter_async_context(
-                Engine(store=store, radio=driver, station=self._station, gate=self._gate)
+                Engine(
+                    store=store,
+                    radio=driver,
+                    station=self._station,
+                    gate=self._gate,
+                    refusal_window=timedelta(seconds=config.store.refusal_window_s),
+                )
             )
             await self._serve(driver, engine, Outbox(store))
         log.info("stopped", boot_id=self.boot_id)
@@ -268,9 +279,10 @@ class Daemon:
         ).to_bytes()
 
 
-async def run(config: Config, *, notifier: Notifier | None = None) -> Exit:
-    """Run the station until SIGTERM or SIGINT; the exit code says how it ended."""
-    daemon = Daemon(config, notifier=notifier or Notifier.from_environment())
+async def run(config: Config, *, notifier: Notifier | None = None, fresh: bool = False) -> Exit:
+    """Run the station until SIGTERM or SIGINT; the exit code says how it ended. ``fresh``
+    starts on a new store when the old one is unusable (its files are set aside, not deleted)."""
+    daemon = Daemon(config, notifier=notifier or Notifier.from_environment(), fresh=fresh)
     structlog.contextvars.bind_contextvars(station=config.station.id)
     with _on_signals(daemon.request_stop):
         return await daemon.run()
@@ -284,6 +296,10 @@ def _refuse(code: Exit, event: str, **fields: str) -> Exit:
 
 def _lost(bike: str, error: StoreError) -> None:
     log.error("observation not stored", bike=bike, error=str(error))
+
+
+def _bytes(megabytes: int | None) -> int | None:
+    return None if megabytes is None else megabytes * 2**20
 
 
 def _without_credentials(url: str) -> str:

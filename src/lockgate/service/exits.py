@@ -19,6 +19,8 @@ class Exit(IntEnum):
     """A check failed (``check-config`` found problems) or a command ended in error."""
     USAGE = 2
     """The command line itself is wrong (argparse's own code)."""
+    NO_ANSWER = 3
+    """``lockgate ctl``: the broker could not be reached, or the station did not answer in time."""
     UNAVAILABLE = 69
     """EX_UNAVAILABLE: the Bluetooth adapter (or the D-Bus it is reached through) is missing."""
     CANT_CREATE = 73

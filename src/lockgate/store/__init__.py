@@ -5,7 +5,12 @@
 seals provisioned credentials. Below the engine, above the contract: it imports nothing higher.
 """
 
-from lockgate.store.database import StoreError
+from lockgate.store.database import (
+    StoreCorruptError,
+    StoreError,
+    StoreMissingError,
+    StoreUnusableError,
+)
 from lockgate.store.key import StationKey, StoreKeyError, load_station_key
 from lockgate.store.outbox import Outbox, OutboxMessage
 from lockgate.store.records import (
@@ -17,10 +22,11 @@ from lockgate.store.records import (
     Reply,
 )
 from lockgate.store.schema import SCHEMA_VERSION, SchemaError
-from lockgate.store.store import DEFAULT_MAX_OUTBOX, Applied, Store
+from lockgate.store.store import DEFAULT_MAX_OUTBOX, DEFAULT_MAX_REFUSALS, Applied, Store
 
 __all__ = [
     "DEFAULT_MAX_OUTBOX",
+    "DEFAULT_MAX_REFUSALS",
     "SCHEMA_VERSION",
     "Applied",
     "Change",
@@ -34,7 +40,10 @@ __all__ = [
     "SchemaError",
     "StationKey",
     "Store",
+    "StoreCorruptError",
     "StoreError",
     "StoreKeyError",
+    "StoreMissingError",
+    "StoreUnusableError",
     "load_station_key",
 ]

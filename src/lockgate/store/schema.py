@@ -81,6 +81,11 @@ MIGRATIONS: tuple[str, ...] = (
         acked_generation   INTEGER NOT NULL
     );
     """,
+    # 2: refused requests found quickly, to forget them within their own bound (docs/store.md).
+    """
+    CREATE INDEX command_refused ON command (arrival)
+        WHERE version = 1 AND ended_at IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

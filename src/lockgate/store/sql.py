@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from lockgate.contract.documents import CommandEvent
 from lockgate.contract.times import format_time, parse_time
@@ -28,7 +28,10 @@ from lockgate.model import (
     LockState,
     MessageKind,
 )
+from lockgate.store.database import BadRow
 from lockgate.store.records import CommandRecord, Correlation, LockRecord
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,32 @@ def unacknowledge_retained(db: sqlite3.Connection) -> None:
     db.execute("UPDATE retained SET acked_generation = 0")
 
 
+# A refused request is the only kind of command that is final at version 1: an accepted one is
+# stored NOT_SENT at version 1 and every later change raises the version. The partial index
+# ``command_refused`` (migration 2) serves both statements below.
+_REFUSED = "version = 1 AND ended_at IS NOT NULL"
+
+
+def prune_refusals(db: sqlite3.Connection, ended_before: datetime) -> int:
+    return int(
+        db.execute(
+            f"DELETE FROM command WHERE {_REFUSED} AND ended_at < ?",  # noqa: S608 - constant
+            (format_time(ended_before),),
+        ).rowcount
+    )
+
+
+def bound_refusals(db: sqlite3.Connection, keep: int) -> int:
+    """Forgets the oldest refusals beyond the newest ``keep``."""
+    return int(
+        db.execute(
+            f"DELETE FROM command WHERE arrival IN (SELECT arrival FROM command WHERE {_REFUSED}"  # noqa: S608 - constant
+            " ORDER BY arrival DESC LIMIT -1 OFFSET ?)",
+            (keep,),
+        ).rowcount
+    )
+
+
 def prune_commands(db: sqlite3.Connection, ended_before: datetime) -> int:
     return int(
         db.execute(
@@ -231,16 +260,25 @@ _SELECT_LOCK = (
 
 def command(db: sqlite3.Connection, command_id: str) -> CommandRecord | None:
     rows = db.execute(_SELECT_COMMAND + " WHERE id = ?", (command_id,)).fetchall()
-    return _command(rows[0]) if rows else None
+    return _read("command", _command, rows[0]) if rows else None
 
 
 def unfinished_commands(db: sqlite3.Connection) -> list[CommandRecord]:
     rows = db.execute(_SELECT_COMMAND + " WHERE ended_at IS NULL ORDER BY arrival").fetchall()
-    return [_command(row) for row in rows]
+    return [_read("command", _command, row) for row in rows]
 
 
 def locks(db: sqlite3.Connection) -> dict[str, LockRecord]:
-    return {row[0]: _lock(row) for row in db.execute(_SELECT_LOCK).fetchall()}
+    return {row[0]: _read("lock", _lock, row) for row in db.execute(_SELECT_LOCK).fetchall()}
+
+
+def _read(table: str, reader: Callable[[Any], _R], row: Any) -> _R:
+    """A row turned into its record, or :class:`BadRow` naming the row (never its values)."""
+    try:
+        return reader(row)
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        key = row[0] if isinstance(row[0], str) and len(row[0]) <= 64 else "?"
+        raise BadRow(f"the {table} row {key!r} cannot be read ({type(err).__name__})") from err
 
 
 def sealed_credentials(db: sqlite3.Connection) -> list[tuple[str, str, bytes]]:

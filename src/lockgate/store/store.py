@@ -28,7 +28,13 @@ from lockgate.contract.station import Station
 from lockgate.model import MessageKind, Profile
 from lockgate.protocol.credentials import Credentials
 from lockgate.store import sql
-from lockgate.store.database import Database, StoreError
+from lockgate.store.database import (
+    Database,
+    StoreCorruptError,
+    StoreError,
+    StoreMissingError,
+    StoreUnusableError,
+)
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord
 from lockgate.store.sql import Stored, StoredRetained
@@ -37,17 +43,22 @@ _log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_OUTBOX = 100_000
 DEFAULT_OPERATION_TIMEOUT_S = 10.0
+DEFAULT_MAX_REFUSALS = 10_000
 # Kinds the outbox may drop when full. A command document at a change of state is the only answer
 # the backend gets to its command, and there are at most a few per command, so it is never dropped.
 DROPPABLE = (MessageKind.EVENT, MessageKind.REPLY, MessageKind.ERROR)
 
 __all__ = [
     "DEFAULT_MAX_OUTBOX",
+    "DEFAULT_MAX_REFUSALS",
     "DEFAULT_OPERATION_TIMEOUT_S",
     "DROPPABLE",
     "Applied",
     "Store",
+    "StoreCorruptError",
     "StoreError",
+    "StoreMissingError",
+    "StoreUnusableError",
     "Stored",
     "StoredRetained",
 ]
@@ -71,23 +82,42 @@ class Store:
         station: Station,
         key: StationKey,
         max_outbox: int = DEFAULT_MAX_OUTBOX,
+        max_refusals: int = DEFAULT_MAX_REFUSALS,
         operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
+        fresh: bool = False,
+        max_size_bytes: int | None = None,
     ) -> None:
         if max_outbox < 10:
             raise ValueError("max_outbox must be at least 10")
+        if max_refusals < 1:
+            raise ValueError("max_refusals must be at least 1")
         self.path = path
         self.station = station
         self.key = key
         self.max_outbox = max_outbox
-        self._database = Database(path, timeout_s=operation_timeout_s)
+        self.max_refusals = max_refusals
+        self._database = Database(
+            path, timeout_s=operation_timeout_s, fresh=fresh, max_size_bytes=max_size_bytes
+        )
+        # Refusals written since the last bound; the bound runs every 1 % of max_refusals.
+        self._refusals_unbounded = max_refusals
         self._listeners: list[Callable[[], None]] = []
         self.schema_found = 0
 
     # --- life ----------------------------------------------------------------------------------
 
     async def open(self) -> Self:
+        """Opens the file; :class:`StoreMissingError` if the database this station created has
+        vanished or is empty, :class:`StoreCorruptError` if it is not a sound database, unless the
+        store was made with ``fresh=True`` (the old files are then set aside: :attr:`set_aside`);
+        :class:`StoreError` (naming the file) for anything else that keeps it from being written."""
         self.schema_found = await self._database.open()
         return self
+
+    @property
+    def set_aside(self) -> tuple[Path, ...]:
+        """The unusable files an open with ``fresh=True`` renamed out of the way."""
+        return self._database.set_aside
 
     async def close(self) -> None:
         await self._database.close()
@@ -132,9 +162,13 @@ class Store:
             sql.put_command(db, command)
             document = command.document(self.station.id).to_bytes()
             topic = topics.command(command.id)
-            sql.queue(
-                db, MessageKind.COMMAND, topic, document, correlation=command.correlation, at=at
-            )
+            # A refusal's document may be dropped like a reply: a repeat of the request gets it
+            # again from the stored record, and a flood of refusals must not outgrow the bound.
+            refused = command.version == 1 and command.ended_at is not None
+            kind = MessageKind.REPLY if refused else MessageKind.COMMAND
+            sql.queue(db, kind, topic, document, correlation=command.correlation, at=at)
+            if refused:
+                self._refusals_unbounded += 1
         for dispatched in change.dispatches:
             sql.mark_dispatched(db, dispatched)
         for reply in change.replies:
@@ -147,6 +181,9 @@ class Store:
                 db, MessageKind.ERROR, topics.ERRORS, payload, correlation=Correlation(), at=at
             )
         seqs = [self._queue_event(event, at) for event in change.events]
+        if self._refusals_unbounded >= max(1, self.max_refusals // 100):
+            sql.bound_refusals(db, self.max_refusals)
+            self._refusals_unbounded = 0
         dropped = self._bound(at)
         seq = sql.counter(db, "seq")
         for lock in change.locks:
@@ -208,6 +245,10 @@ class Store:
     async def prune_commands(self, ended_before: datetime) -> int:
         """Forgets final commands that ended before ``ended_before`` (the dedupe window)."""
         return await self._database.write(lambda: sql.prune_commands(self._db, ended_before))
+
+    async def prune_refusals(self, ended_before: datetime) -> int:
+        """Forgets refused requests answered before ``ended_before`` (the refusal window)."""
+        return await self._database.write(lambda: sql.prune_refusals(self._db, ended_before))
 
     async def locks(self) -> dict[str, LockRecord]:
         return await self._database.run(lambda: sql.locks(self._db))
