@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Protocol
 
-from lockgate.cli import check_config, ctl, keys, run
+from lockgate.cli import check_config, ctl, demo, keys, run
 from lockgate.service.exits import Exit
 
 # argparse names no public type for what add_subparsers returns.
@@ -26,7 +26,7 @@ class Subcommand(Protocol):
         ...
 
 
-SUBCOMMANDS: list[Subcommand] = [run, check_config, keys, ctl]
+SUBCOMMANDS: list[Subcommand] = [run, check_config, keys, ctl, demo]
 
 
 def parser() -> argparse.ArgumentParser:
