@@ -57,6 +57,10 @@ class Backend:
         self._changed = asyncio.Condition()
 
     async def _receive(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # the broker went away: this backend ends
+            await self._messages_until_disconnected()
+
+    async def _messages_until_disconnected(self) -> None:
         async for message in self._client.messages:
             payload = message.payload
             assert isinstance(payload, bytes)

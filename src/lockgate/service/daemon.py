@@ -89,6 +89,7 @@ class Daemon:
         self._station = station(config, uuid.uuid4().hex)
         self._started = utc_now()
         self._outbox_depth = 0
+        self._published_depth = 0  # the depth the last status document was written with
         self._driver: Driver | None = None
         self._gate = CommandGate()
         self._sealing_key: SealingKey | None = None  # the public half, for the status document
@@ -239,11 +240,14 @@ class Daemon:
                 _lost(observation.bike, err)
 
     async def _report(self, outbox: Outbox, link: Link) -> None:
-        """Keep systemd's STATUS and the status document's depth current."""
+        """Keep systemd's STATUS and the retained status document's depth current."""
         while True:
             await asyncio.sleep(STATUS_INTERVAL_S)
             with contextlib.suppress(StoreError):
                 self._outbox_depth = await outbox.depth()
+                if link.state.connected and self._outbox_depth != self._published_depth:
+                    # A new generation of the retained status: the link publishes the newest.
+                    await outbox.set_retained("status", self._status("online"))
             self._notifier.status(self._status_line(link.state))
 
     def _status_line(self, state: LinkState) -> str:
@@ -262,6 +266,7 @@ class Daemon:
     def _status(self, state: Literal["online", "offline"]) -> bytes:
         """The retained ``status`` document (the will carries the offline one)."""
         driver = self._driver
+        self._published_depth = self._outbox_depth
         return StationStatus(
             station=self._station.id,
             state=StationState(state),
