@@ -24,7 +24,7 @@ from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import format_time
 from lockgate.engine import Engine
-from lockgate.model import Cause, CommandState, LockState, MessageKind
+from lockgate.model import Cause, CommandState, ErrorCode, LockState, MessageKind
 from lockgate.protocol.identity import address_to_guid
 from lockgate.store import StationKey, Store
 from lockgate_sim.testing import RunningSimulator, run_simulator
@@ -173,3 +173,24 @@ async def test_the_startup_read_is_mirrored(gateway: Gateway) -> None:
     assert lock_documents[-1]["lock_state"] == "locked"
     assert lock_documents[-1]["battery"] == lock.battery
     assert lock_documents[-1]["heartbeat_v2"]["health"] == "HEALTHY"
+
+
+async def test_a_blocked_unlock_leaves_the_lock_where_it_was(gateway: Gateway) -> None:
+    """The lock says unlocking, then that its bolt is blocked (0x0C): the command ends in ERROR
+    and the lock is mirrored as locked again, not left unlocking."""
+    lock = gateway.sim.world.locks[0]
+    bike = bike_of(lock)
+    await gateway.sim.control.jam(lock.name)
+    keys = {"K_seed": lock.k_seed, "K_u": lock.k_u}
+    submission = await gateway.engine.submit(request(bike, "unlock", credentials=keys))
+    await gateway.engine.wait_idle(30)
+    record = await gateway.store.command(submission.command_id or "")
+    assert record is not None
+    assert record.state is CommandState.ERROR
+    assert record.error_code is ErrorCode.LOCK_BLOCKED
+    lock_record = gateway.engine.lock_record(bike)
+    assert lock_record is not None
+    assert lock_record.lock_state is LockState.LOCKED
+    states = [state for state, _, _ in await gateway.lock_events(bike)]
+    assert states[-1] == "locked"
+    assert (await gateway.sim.control.lock(lock.name)).bolt == "locked"

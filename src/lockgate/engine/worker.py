@@ -29,6 +29,7 @@ from lockgate.engine.booking import Booking, BookingStep, Decision, decide
 from lockgate.engine.jobs import STORE_RETRY_S, Crew, Job
 from lockgate.engine.ledger import (
     MOTION_ENDS,
+    UNMOVED,
     booking_event,
     booking_of,
     command_event,
@@ -50,6 +51,9 @@ from lockgate.store.database import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
 
 __all__ = ["LockWorker"]
+
+UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
+"""The lock answered that it could not move the bolt: the bolt stayed where it was."""
 
 
 class LockWorker:
@@ -277,6 +281,12 @@ class LockWorker:
             seen = reading.lock_state
             if result.ok and seen is None and decision.operation in MOTION_ENDS:
                 seen = MOTION_ENDS[decision.operation]  # ok means the lock reported the end
+            if (
+                seen is None
+                and result.outcome in UNMOVED_OUTCOMES
+                and decision.operation in UNMOVED
+            ):
+                seen = UNMOVED[decision.operation]  # the bolt is where it was
             if seen is not None:
                 update = ledger.transition(record, seen, now, Cause.COMMAND, job.id)
                 if update is not None:
