@@ -199,3 +199,28 @@ async def test_an_end_of_rental_settled_after_a_restart_ends_the_rental(harness:
         assert len(harness.radio.motions) == 2
     finally:
         await again.close()
+
+
+async def test_a_command_whose_motor_still_runs_at_the_restart_ends_as_the_motion_does(
+    harness: Harness,
+) -> None:
+    """Killed mid-motion and back before the motor stopped: the settling read sees the bolt
+    moving, waits for it, and the command ends as the motion did, not INTERRUPTED."""
+    await harness.run(command="provision", bike=BIKE, credentials=SHAREE_JSON)
+    harness.radio.locks[BIKE].motor_s = 1.5
+    await harness.send(id="u", command="unlock", bike=BIKE, user_id="U")
+    await harness.radio_moved(BIKE)
+    await harness.engine.stop(grace_s=0)
+    await harness.close()
+    assert harness.radio.locks[BIKE].state is LockState.UNLOCKING  # the motor still runs
+    again = await restart(harness)
+    try:
+        await again.engine.wait_idle(10)
+        record = await again.store.command("u")
+        assert record is not None
+        assert record.state is CommandState.SUCCESS, record.reason
+        assert harness.radio.unlocks(BIKE) == 1
+        reads = [c for c in again.radio.calls if c[:2] == (BIKE, Operation.READ)]
+        assert len(reads) >= 2  # it read the moving bolt, then the bolt at rest
+    finally:
+        await again.close()

@@ -36,7 +36,7 @@ from lockgate.engine.ledger import (
     settled_command,
     state_event,
 )
-from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode
+from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.radio import (
     Observation,
@@ -54,6 +54,10 @@ __all__ = ["LockWorker"]
 
 UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
 """The lock answered that it could not move the bolt: the bolt stayed where it was."""
+MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
+SETTLE_AGAIN_S = 1.0
+"""A settling read that finds the bolt moving reads again this much later (a motion takes at most
+15 s, ilockit-ble.md), within the engine's ``settle_timeout_s``."""
 
 
 class LockWorker:
@@ -387,13 +391,19 @@ class LockWorker:
         )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(crew.settle_timeout_s):
-                result = await crew.radio.perform(
-                    self.bike,
-                    Operation.READ,
-                    crew.secrets.get(job.id) or self.standing,
-                    timeout_s=crew.settle_timeout_s,
-                    progress=_ignore_progress,
-                )
+                while True:
+                    result = await crew.radio.perform(
+                        self.bike,
+                        Operation.READ,
+                        crew.secrets.get(job.id) or self.standing,
+                        timeout_s=crew.settle_timeout_s,
+                        progress=_ignore_progress,
+                    )
+                    if result.reading.lock_state not in MOVING:
+                        break
+                    # The motor of the interrupted command still runs (it finishes whatever
+                    # happens to the link): its end is what the command is settled by.
+                    await asyncio.sleep(SETTLE_AGAIN_S)
         now = crew.clock()
         shown = result.reading.lock_state
         cause = Cause.COMMAND if job.store_failed else Cause.STARTUP
