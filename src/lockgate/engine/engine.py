@@ -14,6 +14,10 @@ Durability rules, in the order a command meets them: the receipt (NOT_SENT) is s
 :meth:`Engine.submit` returns; a rental start (``occupied``) and a write-ahead mark are stored
 before the radio is asked to move the lock; a command that may have reached the lock when the
 daemon died is settled by reading the lock at :meth:`Engine.recover`, never by moving it again.
+
+Why it is one module of about 500 lines: admission is one ordered chain (gate, envelope, known id,
+rules, receipt) under one lock, and recovery and deadlines share the workers' lifecycle with it;
+the per-lock work and the pure rules already live apart (worker, ledger, jobs).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ a read if the radio may have touched the lock, or runs it again from the start i
 :class:`~lockgate.engine.ledger.Ledger`; every change is one transaction of the store. The engine
 (:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
 workers' tasks.
+
+Why it is one module of about 500 lines: every path here (run, conclude, settle, provision, observe)
+changes the one record under the one mutex, and splitting them would spread that invariant.
 """
 
 from __future__ import annotations
