@@ -54,6 +54,7 @@ class Backend:
         self.prefix = prefix
         self._client = client
         self._messages: list[Message] = []
+        self._by_topic: dict[str, list[Message]] = {}  # a thousand-kill run holds 10^5 of them
         self._changed = asyncio.Condition()
 
     async def _receive(self) -> None:
@@ -66,13 +67,15 @@ class Backend:
             assert isinstance(payload, bytes)
             topic = str(message.topic).removeprefix(self.prefix)
             async with self._changed:
-                self._messages.append(Message(topic, payload, message.retain, time.monotonic()))
+                seen = Message(topic, payload, message.retain, time.monotonic())
+                self._messages.append(seen)
+                self._by_topic.setdefault(topic, []).append(seen)
                 self._changed.notify_all()
 
     # --- reading -----------------------------------------------------------------------------
 
     def messages(self, topic: str | None = None) -> list[Message]:
-        return [m for m in self._messages if topic is None or m.topic == topic]
+        return list(self._messages if topic is None else self._by_topic.get(topic, ()))
 
     def documents(self, topic: str) -> list[dict[str, Any]]:
         return [m.json() for m in self.messages(topic)]
