@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -134,6 +135,8 @@ async def backend(
         identifier=f"backend-{uuid.uuid4().hex[:8]}",
         username=station if password is not None else None,
         password=password,
+        # Small messages out at once (no Nagle): a backend waits for every answer.
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) as client:
         prefix = f"{root}/{station}/"
         await client.subscribe(prefix + "#", qos=1)
