@@ -13,10 +13,10 @@ loop (one request at a time; its PUBACK sent only once the engine has stored the
 from __future__ import annotations
 
 import asyncio
-import socket
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime

@@ -75,20 +75,32 @@ class Database:
         except sqlite3.Error as err:
             raise StoreError(f"the store failed: {err}") from err
 
-    async def write(self, job: Callable[[], _T]) -> _T:
-        """Runs ``job`` on the database thread in one transaction."""
-        return await self.run(lambda: self.transaction(job))
+    async def write(self, job: Callable[[], _T], *, durable: bool = True) -> _T:
+        """Runs ``job`` on the database thread in one transaction.
 
-    def transaction(self, job: Callable[[], _T]) -> _T:
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for this
+        transaction): in WAL mode the next durable commit syncs it along, and a power cut before
+        that loses this transaction whole, never part of it. For writes whose loss only repeats
+        work, such as removing acknowledged messages from the outbox.
+        """
+        return await self.run(lambda: self.transaction(job, durable=durable))
+
+    def transaction(self, job: Callable[[], _T], *, durable: bool = True) -> _T:
         """On the thread: ``job`` in one immediate transaction, rolled back if it raises."""
         db = self.connection
-        db.execute("BEGIN IMMEDIATE")
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            result = job()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = job()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
         return result
 
     def _open(self) -> int:
