@@ -125,7 +125,12 @@ class Backend:
 
 @contextlib.asynccontextmanager
 async def backend(
-    port: int, *, station: str, root: str = "lockgate/v1", password: str | None = None
+    port: int,
+    *,
+    station: str,
+    root: str = "lockgate/v1",
+    password: str | None = None,
+    topics: tuple[str, ...] = ("#",),
 ) -> AsyncIterator[Backend]:
     """A backend connected to the broker on 127.0.0.1:``port``, subscribed to the station (as the
     station's own user where the broker wants a password)."""
@@ -139,7 +144,8 @@ async def backend(
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) as client:
         prefix = f"{root}/{station}/"
-        await client.subscribe(prefix + "#", qos=1)
+        for topic in topics:
+            await client.subscribe(prefix + topic, qos=1)
         peer = Backend(client, prefix)
         receiving = asyncio.create_task(peer._receive(), name="backend-receive")
         try:
