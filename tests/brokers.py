@@ -200,6 +200,9 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            # Small messages out at once, as a station's broker should send them (Nagle's
+            # algorithm behind a delayed ACK holds one back up to 40 ms; docs/station.md).
+            "set_tcp_nodelay true",
             # A slow test subscriber must not lose QoS 1 messages: no queue limit.
             "max_queued_messages 0",
             "max_inflight_messages 0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -131,7 +132,12 @@ class Backend:
 
 @contextlib.asynccontextmanager
 async def backend(
-    port: int, *, station: str, root: str = "lockgate/v1", password: str | None = None
+    port: int,
+    *,
+    station: str,
+    root: str = "lockgate/v1",
+    password: str | None = None,
+    topics: tuple[str, ...] = ("#",),
 ) -> AsyncIterator[Backend]:
     """A backend connected to the broker on 127.0.0.1:``port``, subscribed to the station (as the
     station's own user where the broker wants a password)."""
@@ -141,9 +147,12 @@ async def backend(
         identifier=f"backend-{uuid.uuid4().hex[:8]}",
         username=station if password is not None else None,
         password=password,
+        # Small messages out at once (no Nagle): a backend waits for every answer.
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) as client:
         prefix = f"{root}/{station}/"
-        await client.subscribe(prefix + "#", qos=1)
+        for topic in topics:
+            await client.subscribe(prefix + topic, qos=1)
         peer = Backend(client, prefix)
         receiving = asyncio.create_task(peer._receive(), name="backend-receive")
         try:

@@ -91,6 +91,9 @@ def write_config(
     ble: str = "",
     commands: str = "",
     extra: str = "",
+    slots: int = 3,
+    watch: bool = True,
+    sync_interval_s: float = 3600.0,
 ) -> Path:
     """A station config for the simulated world, its state (and its sealing key) kept in
     ``directory``; ``commands`` adds lines to the ``[commands]`` section."""
@@ -108,9 +111,10 @@ def write_config(
         "",
         "[ble]",
         f'dbus_address = "{bus_address}"',
-        "connection_slots = 3",
+        f"connection_slots = {slots}",
         "connect_timeout_s = 10.0",
-        "sync_interval_s = 3600.0",
+        f"sync_interval_s = {sync_interval_s}",
+        f"watch = {'true' if watch else 'false'}",
         ble,
         "",
         "[store]",

@@ -115,10 +115,15 @@ class Link:
             raise
         except Exception as err:
             raise connect_failure(err, aborts=aborts.count) from err
+        client = link._client
         try:
-            for uuid in (GDIO, USDIO):
-                async with asyncio.timeout(step_timeout_s):
-                    await link._client.start_notify(uuid, link._on_indication)
+            # Both at once: one D-Bus round trip's wait per connect instead of two.
+            # (gather, not a TaskGroup: bleak's own error, not a group, says what failed; the
+            # link is closed below whichever way it fails.)
+            async with asyncio.timeout(step_timeout_s):
+                await asyncio.gather(
+                    *(client.start_notify(uuid, link._on_indication) for uuid in (GDIO, USDIO))
+                )
         except asyncio.CancelledError:
             await link.close(step_timeout_s)
             raise

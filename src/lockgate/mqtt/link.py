@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,6 +34,11 @@ from lockgate.mqtt.settings import LinkSettings, MqttProtocol, tls_context
 from lockgate.store import Correlation, Outbox, OutboxMessage, StoreError
 
 _log = structlog.get_logger(__name__)
+
+_NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""Every message here is small and someone waits for it (a receipt, a SUCCESS, a PUBACK): without
+this, Nagle's algorithm holds a publish back until the broker acknowledges the previous segment,
+which a delayed ACK puts off for up to 40 ms."""
 
 Intake = Callable[[bytes, Correlation], Awaitable[object]]
 """Takes one raw request from ``commands``; returns once its answer is stored. Raising
@@ -265,6 +271,7 @@ class Link:
             max_inflight_messages=settings.window,
             tls_context=tls_context(settings),
             logger=paho_log,
+            socket_options=_NO_DELAY,
         )
         # aiomqtt has no switch for it, so its paho client is told directly: a request's PUBACK is
         # sent by _take (after the engine stored its answer), not by paho on arrival.

@@ -145,23 +145,35 @@ class Database:
         except OSError as err:  # opening: a directory or file this user may not use
             raise StoreError(f"{self.path}: cannot be opened ({err.strerror})") from err
 
-    async def write(self, job: Callable[[], _T]) -> _T:
-        """Runs ``job`` on the database thread in one transaction."""
-        return await self.run(lambda: self.transaction(job))
+    async def write(self, job: Callable[[], _T], *, durable: bool = True) -> _T:
+        """Runs ``job`` on the database thread in one transaction.
 
-    def transaction(self, job: Callable[[], _T]) -> _T:
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for this
+        transaction): in WAL mode the next durable commit syncs it along, and a power cut before
+        that loses this transaction whole, never part of it. For writes whose loss only repeats
+        work, such as removing acknowledged messages from the outbox.
+        """
+        return await self.run(lambda: self.transaction(job, durable=durable))
+
+    def transaction(self, job: Callable[[], _T], *, durable: bool = True) -> _T:
         """On the thread: ``job`` in one immediate transaction, rolled back if it or the commit
         fails (a full disk fails at COMMIT, and an open transaction would block every later one)."""
         db = self.connection
-        db.execute("BEGIN IMMEDIATE")
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            result = job()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = job()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
         return result
 
     # --- opening -------------------------------------------------------------------------------

@@ -70,9 +70,10 @@ class Outbox:
     async def next_batch(self, limit: int = 100, *, after: int = 0) -> list[OutboxMessage]:
         """Retained documents not yet acknowledged at their newest generation, then up to
         ``limit`` queued messages with an id above ``after``, oldest first."""
+        stored_retained, stored_queued = await self._store.outbox_batch(after=after, limit=limit)
         retained = [
             OutboxMessage(row.topic, row.topic, row.payload, retain=True, generation=row.generation)
-            for row in await self._store.unacknowledged_retained()
+            for row in stored_retained
         ]
         queued = [
             OutboxMessage(
@@ -83,7 +84,7 @@ class Outbox:
                 kind=row.kind,
                 correlation=row.correlation,
             )
-            for row in await self._store.queued(after=after, limit=limit)
+            for row in stored_queued
         ]
         return retained + queued
 
@@ -97,7 +98,11 @@ class Outbox:
         while True:
             self._changed.clear()
             progressed = False
-            for message in await self.next_batch(batch, after=cursor):
+            messages = await self.next_batch(batch, after=cursor)
+            # A short batch was everything: unless the store changed since, the next read would
+            # find nothing (one trip to the store's thread saved per change).
+            complete = sum(1 for m in messages if not m.retain) < batch
+            for message in messages:
                 if message.retain:
                     if handed.get(message.topic, 0) >= message.generation:
                         continue
@@ -107,7 +112,7 @@ class Outbox:
                     cursor = message.key
                 progressed = True
                 yield message
-            if not progressed:
+            if not progressed or complete:
                 await self._changed.wait()
 
     async def acknowledge(self, *messages: OutboxMessage) -> None:

@@ -271,9 +271,27 @@ class Store:
     async def unacknowledged_retained(self) -> list[StoredRetained]:
         return await self._database.run(lambda: sql.unacknowledged_retained(self._db))
 
+    async def outbox_batch(
+        self, *, after: int, limit: int
+    ) -> tuple[list[StoredRetained], list[Stored]]:
+        """:meth:`unacknowledged_retained` and :meth:`queued` in one trip to the store's thread
+        (the link asks for both each time the outbox changes)."""
+
+        def both() -> tuple[list[StoredRetained], list[Stored]]:
+            return (
+                sql.unacknowledged_retained(self._db),
+                sql.queued(self._db, after=after, limit=limit),
+            )
+
+        return await self._database.run(both)
+
     async def acknowledge(self, queued: Iterable[int], retained: Iterable[tuple[str, int]]) -> None:
+        """Removes what the broker acknowledged. Not synced on its own: the next durable write
+        syncs it along; a power cut before that only publishes these again (at least once)."""
         ids, generations = list(queued), list(retained)
-        await self._database.write(lambda: sql.acknowledge(self._db, ids, generations))
+        await self._database.write(
+            lambda: sql.acknowledge(self._db, ids, generations), durable=False
+        )
 
     async def unacknowledge_retained(self) -> None:
         """Every retained document is to be published again (after a reconnect)."""
