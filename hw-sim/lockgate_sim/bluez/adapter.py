@@ -10,16 +10,27 @@ StopDiscovery or leaves the bus. While discovering, the
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dbus_fast.annotations import DBusBool, DBusDict, DBusObjectPath, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from lockgate_sim.bluez.dbus_types import READ, DBusStrList
 from lockgate_sim.bluez.errors import BluezError
+from lockgate_sim.bluez.objects import ObjectTree
 
-if TYPE_CHECKING:
-    from lockgate_sim.bluez.station import Station
+
+class AdapterHost(Protocol):
+    """What the adapter asks of the world behind it (the station): who is calling, advertising,
+    and forgetting a device."""
+
+    @property
+    def objects(self) -> ObjectTree: ...
+
+    def advertise(self) -> None: ...
+
+    def remove_device(self, path: str) -> bool: ...
+
 
 log = logging.getLogger("lockgate_sim")
 
@@ -29,7 +40,7 @@ ADAPTER_INTERFACE = "org.bluez.Adapter1"
 class Adapter(ServiceInterface):
     """``org.bluez.Adapter1``: discovery and device removal."""
 
-    def __init__(self, station: "Station", address: str, name: str) -> None:
+    def __init__(self, station: AdapterHost, address: str, name: str) -> None:
         super().__init__(ADAPTER_INTERFACE)
         self._station = station
         self._address = address

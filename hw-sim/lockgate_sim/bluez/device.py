@@ -11,7 +11,7 @@ bus as PropertiesChanged.
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dbus_fast.annotations import DBusBool, DBusDict, DBusInt16, DBusObjectPath, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
@@ -23,10 +23,33 @@ from lockgate_sim.bluez.errors import BluezError
 from lockgate_sim.bluez.gatt_characteristic import GattCharacteristic
 from lockgate_sim.bluez.gatt_descriptor import GattDescriptor
 from lockgate_sim.bluez.gatt_service import LAYOUT, GattService, Role
+from lockgate_sim.bluez.objects import ObjectTree
 from lockgate_sim.firmware import BatteryChanged, Effect, Indication, LinkDropped, Lock
 
-if TYPE_CHECKING:
-    from lockgate_sim.bluez.station import Station
+
+class LockClock(Protocol):
+    def now(self) -> float:
+        """The lock's own seconds."""
+        ...
+
+
+class DeviceHost(Protocol):
+    """What a device asks of the world behind it (the station): its adapter's path, the object
+    tree, the lock's clock, and a link made or ended."""
+
+    @property
+    def adapter_path(self) -> str: ...
+
+    @property
+    def objects(self) -> ObjectTree: ...
+
+    @property
+    def clock(self) -> LockClock: ...
+
+    async def connect(self, device: "Device") -> None: ...
+
+    def disconnect(self, device: "Device") -> None: ...
+
 
 log = logging.getLogger("lockgate_sim")
 
@@ -40,7 +63,7 @@ def device_path(adapter_path: str, address: str) -> str:
 class Device(ServiceInterface):
     """``org.bluez.Device1`` of one lock, and the link the adapter holds to it."""
 
-    def __init__(self, station: "Station", lock: Lock) -> None:
+    def __init__(self, station: DeviceHost, lock: Lock) -> None:
         super().__init__(DEVICE_INTERFACE)
         self.station = station
         self.lock = lock

@@ -8,7 +8,7 @@ lock's firmware. The lock's indications come back through :meth:`GattCharacteris
 with notifications on, a PropertiesChanged of ``Value`` is what bleak delivers as a notification.
 """
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusBool, DBusBytes, DBusDict, DBusObjectPath, DBusStr, DBusUInt16
@@ -17,10 +17,18 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 from lockgate.protocol import gatt
 from lockgate_sim.bluez.dbus_types import READ, DBusStrList
 from lockgate_sim.bluez.errors import INVALID_ARGUMENTS_TEXT, BluezError
-from lockgate_sim.bluez.gatt_service import CharacteristicLayout
+from lockgate_sim.bluez.gatt_service import CharacteristicLayout, Role
 
-if TYPE_CHECKING:
-    from lockgate_sim.bluez.device import Device
+
+class CharacteristicHost(Protocol):
+    """What a characteristic asks of its device: a read, a write, notifications on or off."""
+
+    def read(self, role: Role) -> bytes: ...
+
+    def write(self, role: Role, value: bytes) -> None: ...
+
+    def subscribe(self, role: Role, *, on: bool) -> None: ...
+
 
 CHARACTERISTIC_INTERFACE = "org.bluez.GattCharacteristic1"
 WRITE_TYPES = ("command", "request", "reliable")
@@ -50,7 +58,9 @@ def write_options(options: dict[str, Variant]) -> tuple[int, str | None]:
 class GattCharacteristic(ServiceInterface):
     """``org.bluez.GattCharacteristic1``: reads, writes with response, indications."""
 
-    def __init__(self, device: "Device", service_path: str, layout: CharacteristicLayout) -> None:
+    def __init__(
+        self, device: CharacteristicHost, service_path: str, layout: CharacteristicLayout
+    ) -> None:
         super().__init__(CHARACTERISTIC_INTERFACE)
         self._device = device
         self._service_path = service_path
