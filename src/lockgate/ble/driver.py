@@ -22,11 +22,12 @@ consumer has taken every observation made so far, so that what the engine applie
 in the order the lock showed it: a rider's close seen by the watch comes before the next command's
 ``unlocking``.
 
-Why one module of about 700 lines: operations, the watch and the sync loop all change one lock's
-link, slot, turn and health together, and each hand-over between them (a command taking a watch's
-link, a watch queueing behind an operation, a sync skipping a watched lock) is one invariant
-that reads best in one place. What does not need that state lives beside it: the session over a
-link (conversation.py), the link itself (link.py), slots, discovery, health and errors.
+Why the scheduling stays in one module of about 600 lines: operations, the watch and the sync
+loop all change one lock's link, slot, turn and health together, and each hand-over between them (a
+command taking a watch's link, a watch queueing behind an operation, a sync skipping a watched
+lock) is one invariant that reads best in one place. What does not need the other locks lives
+beside it: one lock's own state and what its unsolicited statuses mean (radio_lock.py), the
+session over a link (conversation.py), the link itself (link.py), slots, discovery, health, errors.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -44,19 +45,15 @@ import structlog
 from lockgate.ble.conversation import Conversation
 from lockgate.ble.discovery import Discovery, LockIdentity
 from lockgate.ble.errors import OperationError
-from lockgate.ble.health import HealthTracker, HealthView
-from lockgate.ble.link import Chunk, Link
+from lockgate.ble.health import HealthTracker
+from lockgate.ble.link import Chunk, Link, next_chunk
+from lockgate.ble.radio_lock import RadioLock, merge_readings
 from lockgate.ble.settings import RadioSettings
-from lockgate.ble.slots import Priority, Slot, SlotPool
+from lockgate.ble.slots import Priority, SlotPool
 from lockgate.clock import utc_now
 from lockgate.model import Cause, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
-from lockgate.protocol.errors import ProtocolError
-from lockgate.protocol.gatt import Channel
-from lockgate.protocol.indications import GdioReader, StatusIndicated
-from lockgate.protocol.status import Status, meaning_of
 from lockgate.radio import (
-    HealthObserved,
     Observation,
     Operation,
     Outcome,
@@ -75,44 +72,6 @@ log = structlog.get_logger(__name__)
 _MISSES = frozenset(
     {Outcome.UNREACHABLE, Outcome.BUSY, Outcome.NO_SLOT, Outcome.LINK_LOST, Outcome.TIMED_OUT}
 )
-
-
-@dataclass(eq=False)
-class _RadioLock:
-    """The driver's state for one lock.
-
-    ``mutex`` is the lock's turn: whoever holds it owns the link and reads its chunks. Operations
-    take it in the order they arrive (asyncio.Lock is first come, first served); the watch takes
-    it between operations and gives it up as soon as an operation waits (``waiting``).
-    """
-
-    identity: LockIdentity
-    health: HealthTracker
-    mutex: asyncio.Lock = field(default_factory=asyncio.Lock)
-    lock_state: LockState = LockState.UNKNOWN
-    standing: Credentials | None = None
-    link: Link | None = None
-    slot: Slot | None = None
-    waiting: int = 0
-    """Operations waiting for the lock's turn."""
-    operation_waits: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while ``waiting`` is above zero: the watch's cue to step aside."""
-    watcher: asyncio.Task[None] | None = None
-    listening: bool = False
-    gdio: GdioReader = field(default_factory=GdioReader)
-    last_attempt: datetime | None = None
-    recheck: bool = False
-    """An operation ended without knowing where the bolt is (cancelled, timed out, link lost
-    mid-motion): the sync loop reads the lock at its next tick instead of waiting an interval."""
-    last_view: HealthView | None = None
-
-    @property
-    def bike(self) -> str:
-        return self.identity.bike
-
-    @property
-    def linked(self) -> bool:
-        return self.link is not None and not self.link.lost.is_set()
 
 
 @dataclass(slots=True)
@@ -137,7 +96,7 @@ class Driver:
         self._clock = clock
         now = clock()
         self._locks = {
-            lock.bike: _RadioLock(
+            lock.bike: RadioLock(
                 lock,
                 HealthTracker(
                     now,
@@ -271,7 +230,7 @@ class Driver:
 
     async def _operate(
         self,
-        entry: _RadioLock,
+        entry: RadioLock,
         *,
         operation: Operation,
         credentials: Credentials | None,
@@ -344,7 +303,7 @@ class Driver:
 
     async def _run(
         self,
-        entry: _RadioLock,
+        entry: RadioLock,
         *,
         operation: Operation,
         credentials: Credentials | None,
@@ -369,7 +328,7 @@ class Driver:
                     await progress(StepReached(Step.AUTHORISED, self._clock()))
                     if operation is Operation.READ:
                         config = await conversation.read_config()
-                        reading = _merge(
+                        reading = merge_readings(
                             reading, Reading(lock_state=config.lock_state, alarm=config.alarm)
                         )
                     else:
@@ -378,17 +337,19 @@ class Driver:
                             if operation is Operation.UNLOCK
                             else LockState.LOCKED
                         )
-                        reading = _merge(
+                        reading = merge_readings(
                             reading, Reading(lock_state=await conversation.move(target))
                         )
                 finally:
                     hardware = conversation.observed.hardware_state
                     if conversation.observed.alarm is not None:
-                        reading = _merge(reading, Reading(alarm=conversation.observed.alarm))
+                        reading = merge_readings(
+                            reading, Reading(alarm=conversation.observed.alarm)
+                        )
             if operation is Operation.READ:
                 battery = await link.read_battery(steps.gatt_s)
                 firmware = await link.read_firmware(steps.gatt_s)
-                reading = _merge(reading, Reading(battery=battery, firmware=firmware))
+                reading = merge_readings(reading, Reading(battery=battery, firmware=firmware))
             if reading.lock_state is not None and hardware is None:
                 hardware = (
                     HardwareState.ERROR
@@ -410,7 +371,7 @@ class Driver:
             self._record(entry, result)
         return result
 
-    def _record(self, entry: _RadioLock, result: Result) -> None:
+    def _record(self, entry: RadioLock, result: Result) -> None:
         now = self._clock()
         entry.last_attempt = now
         if result.reading.lock_state is not None:
@@ -422,7 +383,7 @@ class Driver:
         if result.reading.lock_state is not None:
             entry.lock_state = result.reading.lock_state
 
-    async def _link(self, entry: _RadioLock, priority: Priority, attempt: _Attempt) -> Link:
+    async def _link(self, entry: RadioLock, priority: Priority, attempt: _Attempt) -> Link:
         """The lock's open link (a watch's, taken over) or a new one in a new slot.
 
         A sync takes a slot only if one is free: it never waits behind watches, and a read that
@@ -449,7 +410,7 @@ class Driver:
         entry.slot = slot
         return entry.link
 
-    async def _connect(self, entry: _RadioLock) -> Link:
+    async def _connect(self, entry: RadioLock) -> Link:
         settings = self._settings
         device = await self._discovery.find(entry.bike, settings.find_timeout_s)
         async with self._connecting:
@@ -461,7 +422,7 @@ class Driver:
                 step_timeout_s=settings.steps.gatt_s,
             )
 
-    async def _drop_link(self, entry: _RadioLock) -> None:
+    async def _drop_link(self, entry: RadioLock) -> None:
         link, entry.link = entry.link, None
         slot, entry.slot = entry.slot, None
         entry.gdio.reset()
@@ -472,7 +433,7 @@ class Driver:
             if slot is not None:
                 self.slots.release(slot)
 
-    async def _keep_or_drop(self, entry: _RadioLock) -> None:
+    async def _keep_or_drop(self, entry: RadioLock) -> None:
         """In the lock's turn, after an operation: keep the link for a watch, or let it go."""
         if not self._should_watch(entry):
             await self._drop_link(entry)
@@ -483,7 +444,7 @@ class Driver:
             await self._drop_link(entry)
         self._ensure_watcher(entry)
 
-    def _should_watch(self, entry: _RadioLock) -> bool:
+    def _should_watch(self, entry: RadioLock) -> bool:
         return (
             self._settings.watch
             and not self._stopping
@@ -492,11 +453,11 @@ class Driver:
 
     # --- watching ------------------------------------------------------------------------
 
-    def _ensure_watcher(self, entry: _RadioLock) -> None:
+    def _ensure_watcher(self, entry: RadioLock) -> None:
         if (entry.watcher is None or entry.watcher.done()) and self._tasks is not None:
             entry.watcher = self._tasks.create_task(self._watch(entry), name=f"watch-{entry.bike}")
 
-    async def _watch(self, entry: _RadioLock) -> None:
+    async def _watch(self, entry: RadioLock) -> None:
         """Keep a link to an open lock and mirror what it indicates, until it is closed.
 
         The watch holds the lock's turn only while nobody else wants it: an operation that
@@ -527,7 +488,7 @@ class Driver:
             if not self._should_watch(entry):
                 await self._drop_link(entry)
 
-    async def _rewatch(self, entry: _RadioLock) -> bool:
+    async def _rewatch(self, entry: RadioLock) -> bool:
         """Connect again for a watch, in the lock's turn; False if not now (no slot) or failed."""
         if self._connecting.locked():
             return False  # a command's connection attempt goes first
@@ -553,7 +514,7 @@ class Driver:
         self._publish_health(entry)
         return True
 
-    async def _listen(self, entry: _RadioLock) -> None:
+    async def _listen(self, entry: RadioLock) -> None:
         """In the lock's turn: mirror the link's unprompted statuses until something else is due."""
         link, slot = entry.link, entry.slot
         assert link is not None
@@ -561,7 +522,9 @@ class Driver:
         entry.listening = True
         try:
             while self._should_watch(entry) and not entry.waiting:
-                chunk = await _first(link.chunks, link.lost, slot.evicted, entry.operation_waits)
+                chunk = await next_chunk(
+                    link.chunks, link.lost, slot.evicted, entry.operation_waits
+                )
                 if chunk is not None:
                     self._on_watched_chunk(entry, chunk)
                     continue
@@ -577,7 +540,7 @@ class Driver:
         finally:
             entry.listening = False
 
-    def _drain(self, entry: _RadioLock) -> None:
+    def _drain(self, entry: RadioLock) -> None:
         """Mirror what the lock said since the watch last listened, before an operation talks."""
         if entry.link is None:
             return
@@ -585,31 +548,9 @@ class Driver:
         while not chunks.empty():
             self._on_watched_chunk(entry, chunks.get_nowait())
 
-    def _on_watched_chunk(self, entry: _RadioLock, chunk: Chunk) -> None:
-        channel, data = chunk
-        if channel is not Channel.GDIO:
-            return
-        try:
-            indication = entry.gdio.feed(data)
-        except ProtocolError as err:
-            log.warning("bad frame from watched lock", bike=entry.bike, error=str(err))
-            return
-        if not isinstance(indication, StatusIndicated):
-            return  # nothing complete yet, or an IV no session asked for
-        status = indication.status
-        if not isinstance(status, Status):
-            log.info("unrecognised status from lock", bike=entry.bike, status=status)
-            return
-        meaning = meaning_of(status)
-        now = self._clock()
-        entry.health.reached(now, meaning.hardware_state)
-        if status in (Status.ALARM_ON, Status.ALARM_OFF):
-            reading = Reading(alarm=status is Status.ALARM_ON)
-            self._observe(ReadingObserved(entry.bike, reading, now))
-        if meaning.lock_state is not None and meaning.lock_state is not entry.lock_state:
-            entry.lock_state = meaning.lock_state
-            self._observe(StateObserved(entry.bike, meaning.lock_state, Cause.MANUAL, now))
-        self._publish_health(entry)
+    def _on_watched_chunk(self, entry: RadioLock, chunk: Chunk) -> None:
+        for observation in entry.heard(chunk, self._clock()):
+            self._observe(observation)
 
     # --- syncing and health --------------------------------------------------------------
 
@@ -647,62 +588,13 @@ class Driver:
             for entry in self._locks.values():
                 self._publish_health(entry)
 
-    def _publish_health(self, entry: _RadioLock) -> None:
-        if not entry.health.known:
-            return  # nothing to say of a lock not yet tried
-        view = entry.health.view(self._clock())
-        last = entry.last_view
-        if last is not None and (last.health, last.hardware_state) == (
-            view.health,
-            view.hardware_state,
-        ):
-            return
-        entry.last_view = view
-        self._observe(
-            HealthObserved(
-                entry.bike,
-                view.health,
-                view.hardware_state,
-                view.last_seen,
-                view.dead_since,
-                self._clock(),
-            )
-        )
+    def _publish_health(self, entry: RadioLock) -> None:
+        if (change := entry.health_change(self._clock())) is not None:
+            self._observe(change)
 
     def _observe(self, observation: Observation) -> None:
         self._observed.put_nowait(observation)
 
 
 async def _no_progress(_progress: object) -> None:
-    return None
-
-
-def _merge(old: Reading, new: Reading) -> Reading:
-    """``new`` over ``old``, field by field, where ``new`` knows something."""
-    return Reading(
-        lock_state=new.lock_state if new.lock_state is not None else old.lock_state,
-        battery=new.battery if new.battery is not None else old.battery,
-        firmware=new.firmware if new.firmware is not None else old.firmware,
-        rssi=new.rssi if new.rssi is not None else old.rssi,
-        alarm=new.alarm if new.alarm is not None else old.alarm,
-    )
-
-
-async def _first(queue: asyncio.Queue[Chunk], *events: asyncio.Event) -> Chunk | None:
-    """The next chunk, or None as soon as one of ``events`` is set."""
-    if not queue.empty():
-        return queue.get_nowait()
-    if any(e.is_set() for e in events):
-        return None
-    getter = asyncio.ensure_future(queue.get())
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait({getter, *waiters}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (getter, *waiters):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(getter, *waiters, return_exceptions=True)
-    if getter.done() and not getter.cancelled():
-        return getter.result()
     return None

@@ -240,3 +240,23 @@ class Link:
             log.debug("disconnect failed", bike=self.bike, error=type(err).__name__)
         finally:
             self.lost.set()
+
+
+async def next_chunk(queue: asyncio.Queue[Chunk], *events: asyncio.Event) -> Chunk | None:
+    """The next chunk, or None as soon as one of ``events`` is set."""
+    if not queue.empty():
+        return queue.get_nowait()
+    if any(e.is_set() for e in events):
+        return None
+    getter = asyncio.ensure_future(queue.get())
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait({getter, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (getter, *waiters):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(getter, *waiters, return_exceptions=True)
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None
