@@ -90,6 +90,7 @@ class Station:
         self.devices = [Device(self, lock.build(random_bytes)) for lock in world.locks]
         self._by_path = {device.path: device for device in self.devices}
         self._connecting: Device | None = None
+        self._attempt: asyncio.Task[object] | None = None  # the Connect call under way
         self.most_links = 0
         self.overlapping_connects = 0
         self._calls: set[asyncio.Task[object]] = set()
@@ -115,12 +116,13 @@ class Station:
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
-        self._connecting = device
+        self._connecting, self._attempt = device, task
         device.abort_connect.clear()
         try:
             await self._connect(device)
         finally:
-            self._connecting = None
+            if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
+                self._connecting, self._attempt = None, None
             self._calls.discard(task)
 
     async def _connect(self, device: Device) -> None:
@@ -166,9 +168,15 @@ class Station:
 
     def disconnect(self, device: Device) -> None:
         """``Device1.Disconnect``: cancels a pending Connect, ends a link; else nothing to do."""
+        self._cancel_connect(device)
+        device.detach("disconnected by the host")
+
+    def _cancel_connect(self, device: Device) -> None:
+        """A pending Connect of ``device`` is over for the adapter at once, as in bluetoothd: the
+        next Connect may start while the cancelled call is still answering "Operation aborted"."""
         if self._connecting is device:
             device.abort_connect.set()
-        device.detach("disconnected by the host")
+            self._connecting, self._attempt = None, None
 
     def remove_device(self, path: str) -> bool:
         device = self._by_path.get(path)
@@ -179,8 +187,7 @@ class Station:
 
     def forget(self, device: Device) -> None:
         """The adapter forgets the device: link ended, object gone (UnknownObject from now)."""
-        if self._connecting is device:
-            device.abort_connect.set()
+        self._cancel_connect(device)
         device.detach("device removed")
         if device.exported:
             self.objects.unexport(device.path, device)
