@@ -38,7 +38,7 @@ from lockgate.ble.driver import Driver
 from lockgate.ble.settings import RadioSettings
 from lockgate.model import LockState, Profile
 from lockgate.protocol.credentials import signed_byte_string
-from lockgate.radio import Operation, Progress, StateSeen, Step, StepReached
+from lockgate.radio import Operation, Progress, Step, StepReached
 from lockgate_sim.bus import PrivateBus, stop_process
 from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
 
@@ -68,11 +68,8 @@ class Command:
         self.final: float | None = None
 
     async def progress(self, progress: Progress) -> None:
-        now = time.perf_counter()
         if isinstance(progress, StepReached):
-            self.steps.setdefault(progress.step, now)
-        elif isinstance(progress, StateSeen) and progress.lock_state is FINAL[self.operation]:
-            self.final = now
+            self.steps.setdefault(progress.step, time.perf_counter())
 
 
 async def _discard(driver: Driver) -> None:
@@ -181,8 +178,10 @@ async def _command(driver: Driver, operation: Operation) -> Command:
     result = await driver.perform(
         "FR1540", operation, LOCK.credentials(), timeout_s=30, progress=command.progress
     )
+    # The state the motion ends in is the result's reading: the driver returns as it sees it.
+    command.final = time.perf_counter()
     assert result.ok, result.reason
-    assert command.final is not None, "the driver saw no final state"
+    assert result.reading.lock_state is FINAL[operation], "the driver saw no final state"
     return command
 
 

@@ -87,7 +87,11 @@ class StepReached:
 
 @dataclass(frozen=True, slots=True)
 class StateSeen:
-    """The lock indicated a state during the operation (unlocking, unlocked, locking, locked)."""
+    """The lock indicated a state during the operation (unlocking, unlocked, locking, locked).
+
+    Not for the state an unlock or lock ends in: that one is the :class:`Result`'s reading, and
+    the operation returns as soon as the lock shows it.
+    """
 
     lock_state: LockState
     at: datetime

@@ -170,7 +170,8 @@ async def test_the_outbox_hands_out_oldest_first_and_forgets_only_on_ack(store: 
     await store.apply(Change(commands=(command("a"),), events=(event(),)), at=now())
     await store.apply(Change(events=(event(LockState.UNLOCKED),)), at=now())
     batch = [m for m in await outbox.next_batch(10) if not m.retain]
-    assert [m.topic for m in batch] == ["commands/a", "events", "events"]
+    # In a change, its events are queued before its command documents.
+    assert [m.topic for m in batch] == ["events", "commands/a", "events"]
     assert all(m.qos == 1 for m in batch)
     await outbox.acknowledge(batch[0])
     again = [m for m in await outbox.next_batch(10) if not m.retain]
@@ -220,5 +221,5 @@ async def test_pending_waits_for_new_messages(store: Store) -> None:
     assert received == []
     await store.apply(Change(commands=(command("p"),), events=(event(),)), at=now())
     await asyncio.wait_for(task, 2)
-    assert received == ["commands/p", "events"]
+    assert received == ["events", "commands/p"]
     assert await outbox.depth() == 0

@@ -72,6 +72,7 @@ class Conversation:
         self._progress = progress
         self._queue = link.chunks
         self._awaiting_ack = False
+        self._target: LockState | None = None
         self.observed = Observed()
 
     async def authorise(self) -> None:
@@ -84,6 +85,7 @@ class Conversation:
         await self._write(write)
         await self._progress(StepReached(Step.SENT, self._clock()))
         self._awaiting_ack = True
+        self._target = target
         doing = "waiting for the lock to " + ("open" if target is LockState.UNLOCKED else "close")
         while True:
             event = await self._next_event(self._timeouts.motion_s, doing)
@@ -152,12 +154,17 @@ class Conversation:
                 return output.events[0]
 
     async def _report(self, status: Status) -> None:
-        """Progress for a status: the first answer to a lock control acknowledges it."""
+        """Progress for a status: the first answer to a lock control acknowledges it.
+
+        The state a motion ends in is not progress but the operation's result (:meth:`move`
+        returns it at once): the engine writes it with the command's conclusion, one transaction
+        and one document fewer between the bolt's end and the rider's answer.
+        """
         meaning = meaning_of(status)
         if self._awaiting_ack and (meaning.lock_state or meaning.error):
             self._awaiting_ack = False
             await self._progress(StepReached(Step.RECEIVED, self._clock()))
-        if meaning.lock_state is not None:
+        if meaning.lock_state is not None and meaning.lock_state is not self._target:
             await self._progress(StateSeen(meaning.lock_state, self._clock()))
 
     def _note(self, event: SessionEvent) -> None:

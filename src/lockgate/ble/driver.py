@@ -14,20 +14,14 @@ What it sees between commands it yields from :meth:`Driver.observations` (state 
 ``manual``, ``sync`` or ``startup``, readings, health), in the order it saw them. It owns one
 TaskGroup, entered through an exit stack in ``async with``; every task in it is named.
 
-The observations pass through an unbounded :class:`asyncio.Queue`: making an observation never
-waits and never drops one (the watch must not stall behind the store), and the queue stays short
-because its one consumer (the service's task feeding ``Engine.observe``) keeps up with a radio that
-sees a few changes a second at most. An operation waits, before it talks to the lock, until that
-consumer has taken every observation made so far, so that what the engine applies for a lock stays
-in the order the lock showed it: a rider's close seen by the watch comes before the next command's
-``unlocking``.
+The observations pass through an unbounded queue with one consumer (see :meth:`observations`);
+an operation waits until that consumer has taken what came before it, so that what the engine
+applies for a lock stays in the order the lock showed it.
 
-Why the scheduling stays in one module of about 600 lines: operations, the watch and the sync
-loop all change one lock's link, slot, turn and health together, and each hand-over between them (a
-command taking a watch's link, a watch queueing behind an operation, a sync skipping a watched
-lock) is one invariant that reads best in one place. What does not need the other locks lives
-beside it: one lock's own state and what its unsolicited statuses mean (radio_lock.py), the
-session over a link (conversation.py), the link itself (link.py), slots, discovery, health, errors.
+Why the scheduling stays in one module of about 600 lines: operations, the watch and the sync loop
+all change one lock's link, slot, turn and health together, and each hand-over between them is one
+invariant that reads best in one place. What does not need the other locks lives beside it
+(radio_lock.py, conversation.py, link.py, slots, discovery, health, errors).
 """
 
 from __future__ import annotations
@@ -239,18 +233,9 @@ class Driver:
         priority: Priority,
     ) -> tuple[Result, LockState | None]:
         """Run one operation in the lock's turn; also the lock state just before it ran."""
-        credentials = credentials or entry.standing
-        if operation is not Operation.READ and credentials is None:
-            return Result(
-                Outcome.MISSING_CREDENTIALS,
-                f"no credentials for {entry.bike}: send them with the command or provision them",
-            ), None
-        if credentials is not None and credentials.profile is not entry.identity.profile:
-            return Result(
-                Outcome.MISSING_CREDENTIALS,
-                f"{entry.bike} is a {entry.identity.profile} lock; the credentials are "
-                f"{credentials.profile}",
-            ), None
+        usable = entry.credentials_for(operation, credentials)
+        if isinstance(usable, Result):
+            return usable, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         entry.waiting += 1
@@ -267,6 +252,7 @@ class Driver:
                 entry.operation_waits.clear()
         attempt = _Attempt()
         entry.recheck = entry.recheck or operation is not Operation.READ
+        released_later = False
         try:
             self._drain(entry)
             before = entry.lock_state
@@ -275,7 +261,7 @@ class Driver:
                     result = await self._run(
                         entry,
                         operation=operation,
-                        credentials=credentials,
+                        credentials=usable,
                         progress=progress,
                         priority=priority,
                         attempt=attempt,
@@ -286,11 +272,16 @@ class Driver:
                 )
                 if attempt.started:
                     self._record(entry, result)
-            finally:
-                # Also when cancelled: the link is kept for a watch or let go, never left over.
+            except BaseException:
+                # Cancelled: the link is kept for a watch or let go, never left over.
+                await self._keep_or_drop(entry)
+                raise
+            released_later = self._release_later(entry)
+            if not released_later:
                 await self._keep_or_drop(entry)
         finally:
-            entry.mutex.release()
+            if not released_later:
+                entry.mutex.release()
         log.info(
             "operation ended",
             bike=entry.bike,
@@ -432,6 +423,21 @@ class Driver:
         finally:
             if slot is not None:
                 self.slots.release(slot)
+
+    def _release_later(self, entry: RadioLock) -> bool:
+        """The end of the lock's turn (keep the link or let it go, then free the turn) in a task,
+        so that the result goes back at once: nobody waits for a disconnect. The next operation
+        on this lock still waits for the turn, the next link for the slot. Not while stopping."""
+        if self._tasks is None or self._stopping:
+            return False
+        self._tasks.create_task(self._release(entry), name=f"release-{entry.bike}")
+        return True
+
+    async def _release(self, entry: RadioLock) -> None:
+        try:
+            await self._keep_or_drop(entry)
+        finally:
+            entry.mutex.release()
 
     async def _keep_or_drop(self, entry: RadioLock) -> None:
         """In the lock's turn, after an operation: keep the link for a watch, or let it go."""

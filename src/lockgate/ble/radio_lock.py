@@ -25,7 +25,16 @@ from lockgate.protocol.errors import ProtocolError
 from lockgate.protocol.gatt import Channel
 from lockgate.protocol.indications import GdioReader, StatusIndicated
 from lockgate.protocol.status import Status, meaning_of
-from lockgate.radio import HealthObserved, Observation, Reading, ReadingObserved, StateObserved
+from lockgate.radio import (
+    HealthObserved,
+    Observation,
+    Operation,
+    Outcome,
+    Reading,
+    ReadingObserved,
+    Result,
+    StateObserved,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +75,25 @@ class RadioLock:
     @property
     def linked(self) -> bool:
         return self.link is not None and not self.link.lost.is_set()
+
+    def credentials_for(
+        self, operation: Operation, credentials: Credentials | None
+    ) -> Credentials | Result | None:
+        """The credentials an operation runs with (the command's, else the standing ones), or
+        the result that ends it at once: none where a motion needs them, or another profile's."""
+        credentials = credentials or self.standing
+        if operation is not Operation.READ and credentials is None:
+            return Result(
+                Outcome.MISSING_CREDENTIALS,
+                f"no credentials for {self.bike}: send them with the command or provision them",
+            )
+        if credentials is not None and credentials.profile is not self.identity.profile:
+            return Result(
+                Outcome.MISSING_CREDENTIALS,
+                f"{self.bike} is a {self.identity.profile} lock; the credentials are "
+                f"{credentials.profile}",
+            )
+        return credentials
 
     def heard(self, chunk: Chunk, now: datetime) -> list[Observation]:
         """What a chunk the lock sent on a watched link says: an alarm, a state a rider caused,

@@ -283,7 +283,7 @@ class LockWorker:
         async with self.mutex:
             record = self.record
             events: list[Event] = []
-            command_events: list[CommandEvent] = []
+            state_events: list[CommandEvent] = []
             reading = result.reading
             seen = reading.lock_state
             if result.ok and seen is None and decision.operation in MOTION_ENDS:
@@ -299,9 +299,10 @@ class LockWorker:
                 if update is not None:
                     record, new = update
                     events += new
-                    command_events.append(state_event(seen, now))
+                    state_events.append(state_event(seen, now))
             record, read_events = ledger.absorb(record, reading, now, job.id, result)
             events += read_events
+            command_events = list(state_events)
             if request.power_cycle:
                 command_events.append(
                     CommandEvent(
@@ -327,7 +328,10 @@ class LockWorker:
                     )
                     events += booking_events
                     command_events.append(booking_event(decision.on_success, now))
-                command_events.insert(0, command_event("RESPONSE", request.name, now, "ok"))
+                # After the state the motion ended in (the lock's answer), before the booking.
+                command_events.insert(
+                    len(state_events), command_event("RESPONSE", request.name, now, "ok")
+                )
                 command = job.record.advanced(
                     CommandState.SUCCESS, now, events=tuple(command_events)
                 )

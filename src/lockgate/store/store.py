@@ -158,6 +158,9 @@ class Store:
                 sealed = self.key.seal(provisioning.bike, provisioning.credentials)
                 profile = provisioning.credentials.profile.value
                 sql.put_credentials(db, provisioning.bike, profile, sealed)
+        # What happened to the lock before what it meant for a command: a conclusion's final
+        # state reaches the backend before the command's SUCCESS (one transaction either way).
+        seqs = [self._queue_event(event, at) for event in change.events]
         for command in change.commands:
             sql.put_command(db, command)
             document = command.document(self.station.id).to_bytes()
@@ -180,7 +183,6 @@ class Store:
             sql.queue(
                 db, MessageKind.ERROR, topics.ERRORS, payload, correlation=Correlation(), at=at
             )
-        seqs = [self._queue_event(event, at) for event in change.events]
         if self._refusals_unbounded >= max(1, self.max_refusals // 100):
             sql.bound_refusals(db, self.max_refusals)
             self._refusals_unbounded = 0
