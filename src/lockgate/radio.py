@@ -99,6 +99,14 @@ class StateSeen:
 
 Progress = StepReached | StateSeen
 ProgressSink = Callable[[Progress], Awaitable[None]]
+"""Awaited by the radio before it goes on: ``AUTHORISED`` is the last step before the lock is
+asked to move, so a sink may hold the motion there (the engine waits for its write-ahead)."""
+
+
+class Withdrawn(Exception):  # noqa: N818 - a verdict, not an error of the radio
+    """Raised by a progress sink at ``AUTHORISED`` to stop the operation before the lock is asked
+    to move (the engine's write-ahead did not land). The radio lets the link go and raises it
+    from :meth:`LockRadio.perform` as it is: the one exception ``perform`` lets through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +183,8 @@ class LockRadio(Protocol):
         timeout_s: float,
         progress: ProgressSink,
     ) -> Result:
-        """Run one operation on one lock; never raises for a radio or lock failure."""
+        """Run one operation on one lock; never raises for a radio or lock failure (only the
+        progress sink's :class:`Withdrawn`)."""
         ...
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:

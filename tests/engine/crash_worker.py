@@ -77,7 +77,11 @@ class SocketRadio:
                         message = json.loads(line)
                         at = datetime.now(UTC)
                         if "step" in message:
-                            await progress(StepReached(Step(message["step"]), at))
+                            step = Step(message["step"])
+                            await progress(StepReached(step, at))
+                            if step is Step.AUTHORISED:  # past the engine's gate: the lock may move
+                                writer.write(b'{"go": true}\n')
+                                await writer.drain()
                         elif "state" in message:
                             await progress(StateSeen(LockState(message["state"]), at))
                         else:

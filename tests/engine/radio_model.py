@@ -53,6 +53,9 @@ class ModelLock:
     hold: asyncio.Event | None = None  # when set, a motion waits here after SENT until it is set
     connecting: asyncio.Event | None = None  # when set, a session waits here before anything
     before_motion: Callable[[str, Operation], Awaitable[None]] | None = None
+    on_control: Callable[[str, Operation], Awaitable[None]] | None = None
+    """Called as the lock control command reaches the lock: before SENT is reported, as with the
+    driver (which reports SENT once the write was answered)."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def push(self, operation: Operation) -> None:
@@ -131,6 +134,9 @@ class ModelRadio:
         if lock.failures and lock.failures[0] is Outcome.AUTH_FAILED:
             lock.failures.popleft()
             return Result(Outcome.AUTH_FAILED, "scripted: auth failed (0x97)")
+        # As the driver: the last step before the lock is asked to move (the engine holds the
+        # motion here until its write-ahead is on the disk).
+        await progress(StepReached(Step.AUTHORISED, now()))
         if operation is Operation.READ:
             return Result(
                 Outcome.OK,
@@ -138,6 +144,8 @@ class ModelRadio:
                 Reading(lock.state, lock.battery, lock.firmware, lock.rssi, alarm=False),
                 HardwareState.NORMAL,
             )
+        if lock.on_control is not None:
+            await lock.on_control(lock.bike, operation)
         await progress(StepReached(Step.SENT, now()))
         if lock.failures:
             outcome = lock.failures.popleft()

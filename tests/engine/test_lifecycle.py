@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 
 from lockgate.model import Admission, CommandState
 from lockgate.radio import Operation
@@ -66,3 +68,35 @@ async def test_mqtt5_correlation_is_echoed_on_every_document_of_the_command(
     outbox = Outbox(harness.store)  # as the service wires it, for the link
     messages = [m for m in await outbox.next_batch(1000) if m.topic == "commands/m5"]
     assert [m.correlation for m in messages] == [correlation, correlation, Correlation()]
+
+
+async def test_the_write_ahead_is_on_the_disk_before_the_lock_is_asked_to_move(
+    harness: Harness,
+) -> None:
+    """It is written while the radio connects, and the radio waits for it at AUTHORISED: here
+    another connection holds the database's write lock for a while just after the receipt, so
+    the write-ahead waits, and the control command must wait with it."""
+    seen: list[str | None] = []
+
+    async def look_at_the_disk(bike: str, operation: Operation) -> None:
+        with sqlite3.connect(harness.path) as other:
+            query = "SELECT dispatched_at FROM command WHERE id = ?"
+            seen.append(other.execute(query, ("c9",)).fetchone()[0])
+
+    harness.radio.locks["FR1540"].on_control = look_at_the_disk
+    blocker = sqlite3.connect(harness.path, isolation_level=None)
+    try:
+        await harness.send(id="c9", command="unlock", bike="FR1540", credentials=SHAREE_JSON)
+        blocker.execute("BEGIN IMMEDIATE")  # before the worker's first step: no await between
+        await asyncio.sleep(0.3)
+        assert harness.radio.calls, "the radio was not asked while the write-ahead waited"
+        assert seen == [], "the lock was asked to move before the write-ahead was durable"
+        blocker.execute("ROLLBACK")
+        await harness.engine.wait_idle(5)
+    finally:
+        blocker.close()
+    record = await harness.store.command("c9")
+    assert record is not None
+    assert record.state is CommandState.SUCCESS
+    assert len(seen) == 1
+    assert seen[0] is not None, "the lock moved before the write-ahead mark was durable"

@@ -58,6 +58,7 @@ from lockgate.radio import (
     StateObserved,
     Step,
     StepReached,
+    Withdrawn,
 )
 
 log = structlog.get_logger(__name__)
@@ -348,6 +349,9 @@ class Driver:
                     else HardwareState.NORMAL
                 )
             result = Result(Outcome.OK, "done", reading, hardware)
+        except Withdrawn:
+            await self._drop_link(entry)  # the lock was never asked to move
+            raise
         except OperationError as err:
             if err.outcome is Outcome.UNREACHABLE:
                 self._discovery.forget(entry.bike)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -49,6 +50,7 @@ from lockgate.radio import (
     Result,
     Step,
     StepReached,
+    Withdrawn,
 )
 from lockgate.store.database import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
@@ -210,30 +212,51 @@ class LockWorker:
                 await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the unlock")
                 return
             # Write-ahead: the rental start and the mark that the lock may be touched, durably,
-            # before the radio call (mqtt-contract.md: occupied is recorded whatever happens next).
-            await self._dispatch(job, decision.before)
-        result = await self._perform(job, decision.operation, credentials)
+            # before the lock is asked to move (mqtt-contract.md: occupied is recorded whatever
+            # happens next). Staged here, under the mutex; written while the radio connects and
+            # authorises (which cannot move the bolt), and awaited by the radio at AUTHORISED.
+            write_ahead = asyncio.ensure_future(self._commit(*self._stage_dispatch(job, decision)))
+        try:
+            result = await self._perform(job, decision.operation, credentials, write_ahead)
+        except Withdrawn:
+            pass  # the write-ahead failed: its StoreError is raised below
+        finally:
+            await asyncio.wait({write_ahead})  # a write asked for lands or fails, never left
+        write_ahead.result()
         await self._conclude(job, decision, result)
 
-    async def _dispatch(self, job: Job, before: BookingStep | None) -> None:
+    def _stage_dispatch(self, job: Job, decision: Decision) -> tuple[Change, Callable[[], None]]:
         now = self._crew.clock()
         marked = replace(job.record, dispatched_at=now)
+        before = decision.before
         if before is None:
-            job.record = marked
-            await self._crew.store.apply(Change(dispatches=(marked,)), at=now)
-            return
+            return self._stage(marked, job=job, dispatch=True)
         record, events = self._crew.ledger.book(
             self.record, before, now, job.id, "the rental started"
         )
         command = marked.advanced(
             marked.state, now, events=(booking_event(before, now),)
         )  # the rental start is visible on the command, published with the booking
-        await self._write(command, job=job, record=record, events=events)
+        return self._stage(command, job=job, record=record, events=events)
 
-    async def _perform(self, job: Job, operation: Operation, credentials: Credentials) -> Result:
+    async def _perform(
+        self,
+        job: Job,
+        operation: Operation,
+        credentials: Credentials,
+        write_ahead: asyncio.Future[None],
+    ) -> Result:
         remaining = max((job.request.timeout_at - self._crew.clock()).total_seconds(), 0.001)
 
         async def progress(event: Progress) -> None:
+            if isinstance(event, StepReached) and event.step is Step.AUTHORISED:
+                # The last step before the lock is asked to move: only once the write-ahead is
+                # on the disk, and not at all if it failed.
+                await asyncio.wait({write_ahead})
+                if write_ahead.exception() is not None:
+                    raise Withdrawn("the write-ahead did not land")
+                job.touched = True
+                return
             try:
                 await self._progress(job, event)
             except StoreError as err:
@@ -243,7 +266,6 @@ class LockWorker:
                     "the store failed to write a step", error=str(err)
                 )
 
-        job.touched = True
         # The outer deadline (_run) also bounds this await; timeout_s lets the driver stop cleanly.
         return await self._crew.radio.perform(
             self.bike, operation, credentials, timeout_s=remaining, progress=progress
@@ -511,24 +533,44 @@ class LockWorker:
         """One transaction: the command's new version, the lock's record, their events. Memory is
         set first: the store finishes a write even when its caller is cancelled (see the store's
         database thread)."""
-        previous = (job.record if job is not None else None, self.record)
+        await self._commit(*self._stage(command, job=job, record=record, events=events))
+
+    def _stage(
+        self,
+        command: CommandRecord,
+        *,
+        job: Job | None = None,
+        record: LockRecord | None = None,
+        events: list[Event] | tuple[Event, ...] = (),
+        dispatch: bool = False,
+    ) -> tuple[Change, Callable[[], None]]:
+        """Sets memory to a write's outcome; the change to write, and how to take it back."""
+        previous_command = job.record if job is not None else None
+        previous_record = self.record
         if job is not None:
             job.record = command
-        locks: tuple[LockRecord, ...] = ()
         if record is not None:
             self.record = record
-            locks = (record,)
-        try:
-            await self._crew.store.apply(
-                Change(commands=(command,), locks=locks, events=tuple(events)),
-                at=self._crew.clock(),
-            )
-        except StoreError:
+
+        def rollback() -> None:
             # Nothing of it landed (one transaction): memory goes back to what the disk holds, so
             # the command is settled or run again from there and no event is silently skipped.
-            if job is not None and previous[0] is not None:
-                job.record = previous[0]
-            self.record = previous[1]
+            # Only what is still as this write left it: a later change (an observation) stays.
+            if job is not None and previous_command is not None and job.record is command:
+                job.record = previous_command
+            if record is not None and self.record is record:
+                self.record = previous_record
+
+        if dispatch:
+            return Change(dispatches=(command,)), rollback
+        locks = () if record is None else (record,)
+        return Change(commands=(command,), locks=locks, events=tuple(events)), rollback
+
+    async def _commit(self, change: Change, rollback: Callable[[], None]) -> None:
+        try:
+            await self._crew.store.apply(change, at=self._crew.clock())
+        except StoreError:
+            rollback()
             raise
 
 
