@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbus_fast.aio import MessageBus
@@ -23,6 +23,7 @@ from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, BluezError
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
 from lockgate_sim.firmware import Effect, Lock, LockView, NoFreeLink, RandomBytes
+from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import WorldConfig
 
 log = logging.getLogger("lockgate_sim")
@@ -113,6 +114,7 @@ class Station:
         """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
         if device.connected and device.services_resolved:
             return
+        received = self.clock.now()
         lock = device.lock
         if self._connecting is not None:
             self.overlapping_connects += 1
@@ -128,6 +130,7 @@ class Station:
         device.abort_connect.clear()
         try:
             await self._connect(device)
+            device.times.connected(self.clock.now() - received)
         finally:
             if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
                 self._connecting, self._attempt = None, None
@@ -297,7 +300,10 @@ class Station:
                 late_ms = (loop.time() - when) * 1e3
                 log.debug("%s: timer ran %.2f ms late", device.lock.name, late_ms)
                 now = max(self.clock.now(), deadline)
+            motion = device.lock.motion
             device.apply(device.lock.advance(now))
+            if motion is not None and device.lock.motion is not motion and not motion.by_hand:
+                device.times.moved(self.clock.now() - motion.started_at)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -418,6 +424,10 @@ class Station:
         device = self.find(lock)
         self._act(device, device.lock.power_cycle())
 
+    def times(self, lock: str) -> LockTimes:
+        """What the lock really spent on its connects and motor runs (a copy)."""
+        return replace(self.find(lock).times)
+
     def view(self) -> StationView:
         return StationView(
             adapter=self.world.adapter.address,
@@ -425,7 +435,9 @@ class Station:
             links=self.links_in_use(),
             discovering=self.adapter.discovering,
             time_scale=self.clock.time_scale,
-            locks=tuple(device.lock.view() for device in self.devices),
+            locks=tuple(
+                replace(device.lock.view(), **asdict(device.times)) for device in self.devices
+            ),
             most_links=self.most_links,
             overlapping_connects=self.overlapping_connects,
         )
