@@ -35,7 +35,8 @@ MIN_REAL_INTERVAL_S = 0.02
 MIN_HEARING_GAP_S = 0.01
 """Real seconds at least between two moments of a round at which locks are heard."""
 MAX_HEARD_TOGETHER = 16
-"""Locks heard at one moment at most (a few kilobytes of signals)."""
+"""Locks heard at one moment at most, and signals sent before waiting for the bus daemon to
+take them (a few kilobytes, far below the 200 KB or so a socket holds)."""
 OBJECTS_PER_BATCH = 16
 """Devices removed at once when the simulator stops, before waiting for the bus to take them."""
 
@@ -250,14 +251,17 @@ class Station:
     async def _advertiser(self) -> None:
         """A round of advertisements every interval, each lock at its own moment of the round.
 
-        After each moment the advertiser waits for the bus daemon to take what it sent (a slow
-        bus delays the round rather than piling signals up). A round that ran late is not made
+        Once it has sent ``MAX_HEARD_TOGETHER`` signals, the advertiser waits for the bus daemon
+        to take them before it goes on (a slow bus delays the round rather than piling signals
+        up); a round trip per moment would cost a world of a dozen locks as much CPU as its
+        advertisements. A round that ran late is not made
         up for: the next one starts when it ends. Without discovery it sleeps until the next
         discovery starts a round.
         """
         loop = asyncio.get_running_loop()
         interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
         rounds = self._rounds(interval)
+        unconfirmed = 0  # signals sent since the bus daemon last confirmed it took them all
         while True:
             if not self.adapter.discovering:
                 await self._new_round.wait()
@@ -269,9 +273,10 @@ class Station:
                 )
                 if self._new_round.is_set():
                     break
-                heard = [self.hear(device) for device in group]
-                if any(heard):
+                unconfirmed += sum(self.hear(device) for device in group)
+                if unconfirmed >= MAX_HEARD_TOGETHER:
                     await self.objects.drained()
+                    unconfirmed = 0
             if self._new_round.is_set():
                 continue
             with contextlib.suppress(TimeoutError):
