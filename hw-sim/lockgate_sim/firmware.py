@@ -9,7 +9,7 @@ authorisation drops) become deadlines: the front calls :meth:`Lock.advance` once
 :meth:`Lock.next_deadline` has passed.
 
 Frames, CRC, cipher and credentials come from the protocol core (:mod:`lockgate.protocol`); only the
-lock's decisions live here. It stays one module (about 530 lines) because both profiles' sessions
+lock's decisions live here. It stays one module (about 540 lines) because both profiles' sessions
 and the motor share one lock state machine, which reads best in one place.
 """
 

@@ -254,9 +254,8 @@ class Station:
         Once it has sent ``MAX_HEARD_TOGETHER`` signals, the advertiser waits for the bus daemon
         to take them before it goes on (a slow bus delays the round rather than piling signals
         up); a round trip per moment would cost a world of a dozen locks as much CPU as its
-        advertisements. A round that ran late is not made
-        up for: the next one starts when it ends. Without discovery it sleeps until the next
-        discovery starts a round.
+        advertisements. A round that ran late is not made up for: the next one starts when it
+        ends. Without discovery it sleeps until the next discovery starts a round.
         """
         loop = asyncio.get_running_loop()
         interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
