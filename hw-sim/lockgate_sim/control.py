@@ -23,6 +23,7 @@ from dbus_fast.service import ServiceInterface, dbus_method
 
 from lockgate_sim.bluez import BLUEZ, Station, StationView, UnknownLockError
 from lockgate_sim.firmware import LockView
+from lockgate_sim.timings import LockTimes
 
 log = logging.getLogger("lockgate_sim")
 
@@ -159,7 +160,8 @@ def view_from_json(text: str) -> StationView:
 
 
 class SimulatorInterface(ServiceInterface):
-    """``org.lockgate.Simulator1``: ``Act(action, lock, [value])`` and ``Show()`` (JSON)."""
+    """``org.lockgate.Simulator1``: ``Act(action, lock, [value])``, ``Show()`` and
+    ``Times(lock)`` (JSON)."""
 
     def __init__(self, station: Station) -> None:
         super().__init__(CONTROL_INTERFACE)
@@ -184,6 +186,14 @@ class SimulatorInterface(ServiceInterface):
     @dbus_method(name="Show")
     def show(self) -> DBusStr:
         return view_to_json(self._station.view())
+
+    @dbus_method(name="Times")
+    def times(self, lock: DBusStr) -> DBusStr:
+        """One lock's real connect and motor times as JSON (cheaper than ``Show`` for one lock)."""
+        try:
+            return json.dumps(asdict(self._station.times(lock)))
+        except UnknownLockError as err:
+            raise DBusError(UNKNOWN_LOCK, str(err)) from err
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -293,6 +303,16 @@ class SimulatorControl:
             if wanted in (view.name.upper(), view.address.upper()):
                 return view
         raise SimulatorError(UNKNOWN_LOCK, f"no lock {lock!r} in this world")
+
+    async def times(self, lock: str) -> LockTimes:
+        """What the lock really spent: its last connect and motor run, and the totals.
+
+        A benchmark takes these off a command's end-to-end time rather than the world's
+        ``connect_ms`` and ``motor_ms``, which leave the simulator's own lateness in the
+        gateway's share.
+        """
+        reply = await self._call("Times", "s", [lock])
+        return LockTimes(**json.loads(reply.body[0]))
 
     async def _call(self, member: str, signature: str, body: list[Any]) -> Message:
         message = Message(

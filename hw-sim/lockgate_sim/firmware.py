@@ -9,7 +9,7 @@ authorisation drops) become deadlines: the front calls :meth:`Lock.advance` once
 :meth:`Lock.next_deadline` has passed.
 
 Frames, CRC, cipher and credentials come from the protocol core (:mod:`lockgate.protocol`); only the
-lock's decisions live here. It stays one module (about 530 lines) because both profiles' sessions
+lock's decisions live here. It stays one module (about 540 lines) because both profiles' sessions
 and the motor share one lock state machine, which reads best in one place.
 """
 
@@ -126,6 +126,7 @@ class Motion:
     ends_at: float
     blocked: bool
     by_hand: bool
+    started_at: float
 
 
 class Deadline(Enum):
@@ -171,6 +172,14 @@ class LockView:
     """Authorised open commands the lock accepted, whether the bolt had to move or not (a test's
     "no unlock twice" counts these)."""
     commanded_close: int = 0
+    # What the lock really spent (:mod:`lockgate_sim.timings`): the station measures it on the
+    # bus, so the firmware's own view leaves these at their defaults.
+    connects: int = 0
+    connect_s_total: float = 0.0
+    last_connect_s: float | None = None
+    motions: int = 0
+    motion_s_total: float = 0.0
+    last_motion_s: float | None = None
 
 
 class Lock:
@@ -461,7 +470,7 @@ class Lock:
         if blocked:
             self._jams -= 1
         duration = HAND_TRAVEL_S if by_hand else self.motor_ms / 1000
-        self._motion = Motion(target, now + duration, blocked, by_hand)
+        self._motion = Motion(target, now + duration, blocked, by_hand, started_at=now)
         self._schedule(now + duration, Deadline.MOTION_ENDS)
         return self._broadcast(Status.UNLOCKING if target is Bolt.OPEN else Status.LOCKING)
 

@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
@@ -60,22 +59,8 @@ async def serve(
         finally:
             await station.stop()
             if bus.connected:
-                station.power_off()
-                await _flush(bus)
+                await station.power_off()
     finally:
         bus.disconnect()
         with contextlib.suppress(Exception):
             await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-
-
-async def _flush(bus: MessageBus) -> None:
-    """Wait until the bus daemon has taken every signal sent so far (one round trip)."""
-    ping = Message(
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-        member="GetId",
-    )
-    with contextlib.suppress(TimeoutError, EOFError, OSError):
-        async with asyncio.timeout(BUS_TIMEOUT_S):
-            await bus.call(ping)

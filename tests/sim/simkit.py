@@ -151,3 +151,30 @@ class Link:
 
     async def close(self) -> None:
         await self.client.disconnect()
+
+
+def crowd(
+    count: int, *, time_scale: float, connect_ms: int = 250, motor_ms: int = 300
+) -> WorldConfig:
+    """A station of ``count`` sharee locks, all keyed as the vectors' sharee lock (the
+    simulator does not care that keys repeat), named and addressed by their index."""
+    s = SHAREE_VECTOR["credentials"]
+    locks = [
+        {
+            "name": crowd_name(index),
+            "address": f"FC:3C:00:2B:{index >> 8:02X}:{index & 0xFF:02X}",
+            "profile": "sharee",
+            "k_seed": s["K_seed"],
+            "k_u": s["K_u"],
+            "connect_ms": connect_ms,
+            "motor_ms": motor_ms,
+        }
+        for index in range(count)
+    ]
+    return WorldConfig.model_validate(
+        {"adapter": {"time_scale": time_scale, "connection_slots": 5}, "lock": locks}
+    )
+
+
+def crowd_name(index: int) -> str:
+    return f"ISHAREIT-{2300000 + index}"

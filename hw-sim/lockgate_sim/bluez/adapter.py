@@ -8,7 +8,6 @@ StopDiscovery or leaves the bus. While discovering, the
 :class:`~lockgate_sim.bluez.station.Station` advertises the locks in range.
 """
 
-import asyncio
 import logging
 from typing import Protocol
 
@@ -27,7 +26,7 @@ class AdapterHost(Protocol):
     @property
     def objects(self) -> ObjectTree: ...
 
-    def advertise(self) -> None: ...
+    def discovery_started(self) -> None: ...
 
     def remove_device(self, path: str) -> bool: ...
 
@@ -77,7 +76,7 @@ class Adapter(ServiceInterface):
         if len(self._discovery_clients) == 1:
             self.emit_properties_changed({"Discovering": True})
             log.info("discovery started")
-        asyncio.get_running_loop().call_soon(self._station.advertise)
+        self._station.discovery_started()
 
     @dbus_method(name="StopDiscovery")
     def stop_discovery(self) -> None:

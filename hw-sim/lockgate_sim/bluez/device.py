@@ -25,6 +25,7 @@ from lockgate_sim.bluez.gatt_descriptor import GattDescriptor
 from lockgate_sim.bluez.gatt_service import LAYOUT, GattService, Role
 from lockgate_sim.bluez.objects import ObjectTree
 from lockgate_sim.firmware import BatteryChanged, Effect, Indication, LinkDropped, Lock
+from lockgate_sim.timings import LockTimes
 
 
 class LockClock(Protocol):
@@ -75,6 +76,7 @@ class Device(ServiceInterface):
         self.characteristics: dict[Role, GattCharacteristic] = {}
         self.wake = asyncio.Event()
         self.abort_connect = asyncio.Event()
+        self.times = LockTimes()
         self._gatt_objects: list[tuple[str, ServiceInterface]] = []
         self._tree: list[tuple[str, ServiceInterface]] = []
 

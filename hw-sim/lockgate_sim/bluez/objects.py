@@ -26,6 +26,7 @@ BLUEZ = "org.bluez"
 BLUEZ_ROOT = "/org/bluez"
 DBUS = "org.freedesktop.DBus"
 MATCH_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0
 
 # The bus daemon tells everyone who asks when a unique name (a client connection) goes away.
 _NAME_OWNER_CHANGED = (
@@ -62,6 +63,26 @@ class ObjectTree:
 
     def exports(self, path: str) -> bool:
         return path in self._exported
+
+    async def drained(self) -> bool:
+        """Wait until the bus daemon has read everything sent so far: one round trip to it.
+
+        The socket is a queue, so the daemon's answer comes after it took every earlier message.
+        Whoever sends many signals at once waits on this between batches, as libdbus in
+        bluetoothd waits for the socket to take more: the kernel holds only about 200 KB of a
+        connection's unread messages, and dbus-fast takes a full socket (EAGAIN) for a lost
+        connection. False when the daemon did not answer in time or the bus is gone.
+        """
+        ping = Message(
+            destination=DBUS, path="/org/freedesktop/DBus", interface=DBUS, member="GetId"
+        )
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                reply = await self.bus.call(ping)
+        except (TimeoutError, EOFError, OSError) as err:
+            log.warning("the bus daemon did not take the simulator's messages: %r", err)
+            return False
+        return reply is not None and reply.message_type is MessageType.METHOD_RETURN
 
     # --- clients ------------------------------------------------------------------------------
 

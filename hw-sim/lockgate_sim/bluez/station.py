@@ -9,10 +9,11 @@ locks' firmware, and it is the one place the control interface and scenarios act
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbus_fast.aio import MessageBus
@@ -22,6 +23,7 @@ from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, BluezError
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
 from lockgate_sim.firmware import Effect, Lock, LockView, NoFreeLink, RandomBytes
+from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import WorldConfig
 
 log = logging.getLogger("lockgate_sim")
@@ -30,6 +32,13 @@ ADVERTISING_INTERVAL_S = 1.0
 """How often, in lock seconds, a lock in range is heard (an RSSI update) while discovering."""
 MIN_REAL_INTERVAL_S = 0.02
 """The advertiser never spins faster than this, whatever the time scale."""
+MIN_HEARING_GAP_S = 0.01
+"""Real seconds at least between two moments of a round at which locks are heard."""
+MAX_HEARD_TOGETHER = 16
+"""Locks heard at one moment at most, and signals sent before waiting for the bus daemon to
+take them (a few kilobytes, far below the 200 KB or so a socket holds)."""
+OBJECTS_PER_BATCH = 16
+"""Devices removed at once when the simulator stops, before waiting for the bus to take them."""
 
 
 class Clock:
@@ -95,6 +104,7 @@ class Station:
         self.overlapping_connects = 0
         self._calls: set[asyncio.Task[object]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._new_round = asyncio.Event()
 
     # --- connections --------------------------------------------------------------------------
 
@@ -105,6 +115,7 @@ class Station:
         """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
         if device.connected and device.services_resolved:
             return
+        received = self.clock.now()
         lock = device.lock
         if self._connecting is not None:
             self.overlapping_connects += 1
@@ -120,6 +131,7 @@ class Station:
         device.abort_connect.clear()
         try:
             await self._connect(device)
+            device.times.connected(self.clock.now() - received)
         finally:
             if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
                 self._connecting, self._attempt = None, None
@@ -195,34 +207,80 @@ class Station:
 
     # --- advertising --------------------------------------------------------------------------
 
-    def advertise(self) -> None:
-        """One round of advertisements heard: new locks appear, known ones update their RSSI."""
-        if not self.adapter.discovering:
-            return
-        for device in self.devices:
-            if not device.lock.in_range:
-                continue
-            if not device.exported:
-                self.objects.export(device.path, device)
-                device.exported = True
-                log.info("%s: discovered at %s dBm", device.lock.name, device.lock.rssi)
-            elif not device.connected:
-                device.emit_properties_changed({"RSSI": device.lock.rssi})
+    def hear(self, device: Device) -> bool:
+        """One advertisement of ``device`` heard: a new lock appears, a known one updates its RSSI.
+
+        Whether anything went onto the bus.
+        """
+        if not self.adapter.discovering or not device.lock.in_range:
+            return False
+        if not device.exported:
+            self.objects.export(device.path, device)
+            device.exported = True
+            log.info("%s: discovered at %s dBm", device.lock.name, device.lock.rssi)
+            return True
+        if not device.connected:
+            device.emit_properties_changed({"RSSI": device.lock.rssi})
+            return True
+        return False
+
+    def discovery_started(self) -> None:
+        """The adapter began discovering: a round of advertisements starts now, not at the next
+        tick of the advertiser."""
+        self._new_round.set()
+
+    def _rounds(self, real_interval: float) -> list[list[Device]]:
+        """The locks heard together at each moment of a round, spread evenly over the round.
+
+        Each lock advertises on its own schedule, so bluetoothd hears (and announces) them one
+        by one, never hundreds in one burst. Moments are at least ``MIN_HEARING_GAP_S`` apart,
+        so that a big world at a fast time scale does not spin the loop, yet hold at most
+        ``MAX_HEARD_TOGETHER`` locks, so that one moment's signals stay far below what the
+        socket to the bus daemon holds.
+        """
+        count = len(self.devices)
+        if count == 0:
+            return []
+        moments = min(count, max(1, int(real_interval / MIN_HEARING_GAP_S)))
+        moments = max(moments, -(-count // MAX_HEARD_TOGETHER))
+        groups: list[list[Device]] = [[] for _ in range(moments)]
+        for index, device in enumerate(self.devices):
+            groups[index * moments // count].append(device)
+        return groups
 
     async def _advertiser(self) -> None:
-        """A round of advertisements every interval, on a fixed schedule that does not drift.
+        """A round of advertisements every interval, each lock at its own moment of the round.
 
-        A round the loop could not run in time is dropped, not run in a burst to catch up.
+        Once it has sent ``MAX_HEARD_TOGETHER`` signals, the advertiser waits for the bus daemon
+        to take them before it goes on (a slow bus delays the round rather than piling signals
+        up); a round trip per moment would cost a world of a dozen locks as much CPU as its
+        advertisements. A round that ran late is not made up for: the next one starts when it
+        ends. Without discovery it sleeps until the next discovery starts a round.
         """
         loop = asyncio.get_running_loop()
         interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
-        next_round = loop.time() + interval
+        rounds = self._rounds(interval)
+        unconfirmed = 0  # signals sent since the bus daemon last confirmed it took them all
         while True:
-            await asyncio.sleep(max(0.0, next_round - loop.time()))
-            self.advertise()
-            next_round += interval
-            if next_round <= loop.time():
-                next_round = loop.time() + interval
+            if not self.adapter.discovering:
+                await self._new_round.wait()
+            started = loop.time()
+            self._new_round.clear()
+            for index, group in enumerate(rounds):
+                await asyncio.sleep(
+                    max(0.0, started + index * interval / len(rounds) - loop.time())
+                )
+                if self._new_round.is_set():
+                    break
+                unconfirmed += sum(self.hear(device) for device in group)
+                if unconfirmed >= MAX_HEARD_TOGETHER:
+                    await self.objects.drained()
+                    unconfirmed = 0
+            if self._new_round.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(max(loop.time(), started + interval)):
+                    await self._new_round.wait()
 
     async def _run_timers(self, device: Device) -> None:
         """Wake the lock when its next deadline (motor, dropped link) comes, or when told to.
@@ -246,7 +304,10 @@ class Station:
                 late_ms = (loop.time() - when) * 1e3
                 log.debug("%s: timer ran %.2f ms late", device.lock.name, late_ms)
                 now = max(self.clock.now(), deadline)
+            motion = device.lock.motion
             device.apply(device.lock.advance(now))
+            if motion is not None and device.lock.motion is not motion and not motion.by_hand:
+                device.times.moved(self.clock.now() - motion.started_at)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -281,17 +342,21 @@ class Station:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def power_off(self) -> None:
+    async def power_off(self) -> None:
         """As bluetoothd going down: every link ends and every object leaves the bus.
 
         Clients still connected see Connected turn false and the objects removed, rather than a
-        bus name that silently stops answering.
+        bus name that silently stops answering. The removals go out in batches, each taken by
+        the bus daemon before the next (a world of hundreds of locks is too much for one burst).
         """
-        for device in self.devices:
+        for index, device in enumerate(self.devices, start=1):
             self._act(device, device.lock.drop_links("simulator stopping"))
             self.forget(device)
+            if index % OBJECTS_PER_BATCH == 0:
+                await self.objects.drained()
         if self.objects.exports(self.adapter_path):
             self.objects.unexport(self.adapter_path, self.adapter)
+        await self.objects.drained()
 
     # --- the world's levers (control interface, scenarios) ------------------------------------
 
@@ -328,7 +393,7 @@ class Station:
             self._act(device, device.lock.drop_links("out of range"))
             self.forget(device)
         else:
-            self.advertise()
+            self.hear(device)
 
     def set_alarm(self, lock: str, on: bool) -> None:
         device = self.find(lock)
@@ -363,6 +428,10 @@ class Station:
         device = self.find(lock)
         self._act(device, device.lock.power_cycle())
 
+    def times(self, lock: str) -> LockTimes:
+        """What the lock really spent on its connects and motor runs (a copy)."""
+        return replace(self.find(lock).times)
+
     def view(self) -> StationView:
         return StationView(
             adapter=self.world.adapter.address,
@@ -370,7 +439,9 @@ class Station:
             links=self.links_in_use(),
             discovering=self.adapter.discovering,
             time_scale=self.clock.time_scale,
-            locks=tuple(device.lock.view() for device in self.devices),
+            locks=tuple(
+                replace(device.lock.view(), **asdict(device.times)) for device in self.devices
+            ),
             most_links=self.most_links,
             overlapping_connects=self.overlapping_connects,
         )
