@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lockgate.clock import utc_now
+from lockgate.mqtt.backpressure import ReadGate
 from lockgate.mqtt.settings import LinkSettings, MqttProtocol, tls_context
 from lockgate.store import Correlation, Outbox, OutboxMessage, StoreError
 
@@ -71,6 +72,10 @@ class LinkState:
     """When the link last came up or went down."""
     protocol: MqttProtocol | None = None
     """The MQTT version of the current connection."""
+    requests_waiting: int = 0
+    """Received requests waiting for the intake (the socket is not read beyond a few)."""
+    requests_waiting_peak: int = 0
+    """The most that ever waited at once since the link started."""
 
 
 def backoff_delay(attempt: int, *, initial_s: float, cap_s: float, jitter: float) -> float:
@@ -157,6 +162,8 @@ class Link:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._flush_timeout_s = 0.0
+        self._gate: ReadGate | None = None
+        self._peak_before = 0  # requests_waiting_peak of the connections before this one
         self._state = LinkState(
             connected=False, backlog=0, oldest_unsent_age_s=None, last_error=None, since=None
         )
@@ -165,6 +172,16 @@ class Link:
     @property
     def state(self) -> LinkState:
         return self._state
+
+    @property
+    def requests_waiting(self) -> int:
+        """Received requests waiting for the intake now (``state`` has it once a second)."""
+        return 0 if self._gate is None else self._gate.waiting
+
+    @property
+    def requests_waiting_peak(self) -> int:
+        """The most received requests that waited for the intake at once, since the start."""
+        return max(self._peak_before, 0 if self._gate is None else self._gate.peak)
 
     async def __aenter__(self) -> Self:
         if not self._settings.tls:
@@ -287,30 +304,46 @@ class Link:
         client = self._client()
         async with client:
             self._log.info("mqtt connected", protocol=str(self._protocol))
-            self._settled = True
-            await self._outbox.set_retained("status", self._status("online"))
-            await self._outbox.connected()
-            await self._publish_retained(client)
-            # Its own status too: a will can come after this connection's "online" (the broker
-            # ends a session it had not yet seen die when the station, back from a power cut,
-            # takes it over), and the retained status must not stay "offline" while it is up.
-            # QoS 0: a broker may send the retained status before its SUBACK and wait for that
-            # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
-            await client.subscribe(self._topic("status"), qos=0)
-            await client.subscribe(self._topic("commands"), qos=1)
-            self._set(connected=True, since=utc_now(), protocol=self._protocol)
-            self._up.set()
-            async with asyncio.TaskGroup() as group:
-                drain = group.create_task(self._drain(client), name="lockgate.mqtt.drain")
-                intake = group.create_task(self._take(client), name="lockgate.mqtt.intake")
-                await self._stopping.wait()
-                await client.unsubscribe(self._topic("commands"))
-                await client.unsubscribe(self._topic("status"))
-                intake.cancel()
-                await self._flush()
-                drain.cancel()
-            await client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
-            self._log.info("mqtt link stopped: status offline")
+            gate = ReadGate(
+                client,
+                limit=self._settings.max_waiting_requests,
+                max_pause_s=self._settings.keepalive_s / 2,
+            )
+            gate.install()
+            self._gate = gate
+            try:
+                await self._connected(client, gate)
+            finally:
+                gate.close()
+                self._peak_before = max(self._peak_before, gate.peak)
+                self._gate = None
+
+    async def _connected(self, client: aiomqtt.Client, gate: ReadGate) -> None:
+        """The connection's life once the broker accepted it."""
+        self._settled = True
+        await self._outbox.set_retained("status", self._status("online"))
+        await self._outbox.connected()
+        await self._publish_retained(client)
+        # Its own status too: a will can come after this connection's "online" (the broker
+        # ends a session it had not yet seen die when the station, back from a power cut,
+        # takes it over), and the retained status must not stay "offline" while it is up.
+        # QoS 0: a broker may send the retained status before its SUBACK and wait for that
+        # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
+        await client.subscribe(self._topic("status"), qos=0)
+        await client.subscribe(self._topic("commands"), qos=1)
+        self._set(connected=True, since=utc_now(), protocol=self._protocol)
+        self._up.set()
+        async with asyncio.TaskGroup() as group:
+            drain = group.create_task(self._drain(client), name="lockgate.mqtt.drain")
+            intake = group.create_task(self._take(client, gate), name="lockgate.mqtt.intake")
+            await self._stopping.wait()
+            await client.unsubscribe(self._topic("commands"))
+            await client.unsubscribe(self._topic("status"))
+            intake.cancel()
+            await self._flush()
+            drain.cancel()
+        await client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
+        self._log.info("mqtt link stopped: status offline")
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -429,10 +462,17 @@ class Link:
 
     # --- taking requests -----------------------------------------------------------------------
 
-    async def _take(self, client: aiomqtt.Client) -> None:
+    async def _take(self, client: aiomqtt.Client, gate: ReadGate) -> None:
         """Each request goes to the intake; its PUBACK follows the stored answer."""
+        try:
+            await self._take_each(client, gate)
+        finally:
+            gate.release()  # no intake any more (a stop): read on, for the flush's PUBACKs
+
+    async def _take_each(self, client: aiomqtt.Client, gate: ReadGate) -> None:
         status = self._topic("status")
         async for message in client.messages:
+            gate.taken()
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if message.topic.matches(status):
                 await self._contradicted(payload)
@@ -482,7 +522,12 @@ class Link:
                 self._log.warning("outbox depth unknown", reason=str(error))
             else:
                 age = None if oldest is None else max(0.0, (utc_now() - oldest).total_seconds())
-                self._set(backlog=backlog, oldest_unsent_age_s=age)
+                self._set(
+                    backlog=backlog,
+                    oldest_unsent_age_s=age,
+                    requests_waiting=self.requests_waiting,
+                    requests_waiting_peak=self.requests_waiting_peak,
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STATE_INTERVAL_S):
                     await self._stopped.wait()
