@@ -5,9 +5,11 @@ It sits between the broker and two things below it: the store's :class:`~lockgat
 PUBACK) and the intake (the engine's ``submit``, which stores an answer to each request on
 ``commands``). One :class:`Link` owns one TaskGroup: a task that connects and reconnects forever,
 and a task that keeps :class:`LinkState` fresh for the daemon's status. Each connection is one
-aiomqtt client with a will (``status`` offline, retained) and its own TaskGroup: a drain (a window
-of QoS 1 publishes in flight, acknowledged to the outbox in batches as PUBACKs come) and an intake
-loop (one request at a time; its PUBACK sent only once the engine has stored the answer).
+aiomqtt client with a will (``status`` offline, retained) and its own TaskGroup: a drain
+(:mod:`lockgate.mqtt.drain`: a window of QoS 1 publishes in flight, acknowledged to the outbox in
+batches as PUBACKs come) and an intake loop (one request at a time; its PUBACK sent only once the
+engine has stored the answer), which reads the socket only while few requests wait for it
+(:mod:`lockgate.mqtt.backpressure`).
 """
 
 from __future__ import annotations
@@ -21,19 +23,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal, Self, cast
+from typing import Literal, Self
 
 import aiomqtt
-import paho.mqtt.client as mqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.client import MQTT_ERR_SUCCESS, CallbackOnPublish_v2
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from lockgate.clock import utc_now
 from lockgate.mqtt.backpressure import ReadGate
+from lockgate.mqtt.drain import drain, publish_properties
 from lockgate.mqtt.settings import LinkSettings, MqttProtocol, tls_context
 from lockgate.store import Correlation, Outbox, OutboxMessage, StoreError
 
@@ -360,95 +358,15 @@ class Link:
         await self._outbox.acknowledge(*retained)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        """Oldest first, with up to ``window`` publishes awaiting their PUBACK; each message is
-        acknowledged to the outbox after its own PUBACK, in batches (one transaction each).
-
-        Publishes go to paho directly, and their PUBACKs come back through paho's ``on_publish``:
-        aiomqtt's ``publish`` costs a task, a timer and a count of its pending calls per message,
-        more than paho's own packing (docs/mqtt-link.md). A PUBACK that does not come within
-        ``publish_timeout_s`` ends the connection, as aiomqtt's timeout did."""
-        paho = client._client
-        loop = asyncio.get_running_loop()
-        timeout_s = self._settings.publish_timeout_s
-        in_flight: dict[int, tuple[OutboxMessage, float]] = {}  # mid: message, deadline; in order
-        done: list[OutboxMessage] = []
-        arrived = asyncio.Event()
-        room = asyncio.Event()
-        # aiomqtt's own (callback API version 2), for the publishes it makes itself: the
-        # retained documents at connect and the offline status at a stop.
-        theirs = cast("CallbackOnPublish_v2 | None", paho.on_publish)
-
-        def on_publish(
-            paho_client: mqtt.Client,
-            userdata: Any,
-            mid: int,
-            reason: ReasonCode,
-            properties: Properties,
-        ) -> None:
-            entry = in_flight.pop(mid, None)
-            if entry is None:
-                if theirs is not None:
-                    theirs(paho_client, userdata, mid, reason, properties)
-                return
-            done.append(entry[0])
-            arrived.set()
-            room.set()
-
-        paho.on_publish = on_publish
-
-        async def acknowledge() -> None:
-            while True:
-                # Woken by PUBACKs, or by the deadline of the oldest publish in flight (or
-                # after a timeout's length when none is: a later one is due after that).
-                deadline = next(iter(in_flight.values()))[1] if in_flight else None
-                try:
-                    async with asyncio.timeout_at(deadline or loop.time() + timeout_s):
-                        await arrived.wait()
-                except TimeoutError:
-                    if in_flight and next(iter(in_flight.values()))[1] <= loop.time():
-                        raise aiomqtt.MqttError(
-                            f"no PUBACK within {timeout_s} s: the broker is not answering"
-                        ) from None
-                    continue
-                arrived.clear()
-                batch = done.copy()
-                done.clear()
-                await self._outbox.acknowledge(*batch)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(acknowledge(), name="lockgate.mqtt.acknowledge")
-                async for message in self._outbox.pending(self._settings.batch):
-                    while len(in_flight) >= self._settings.window:
-                        room.clear()
-                        await room.wait()
-                    info = paho.publish(
-                        self._topic(message.topic),
-                        message.payload,
-                        message.qos,
-                        message.retain,
-                        self._properties(message),
-                    )
-                    if info.rc != MQTT_ERR_SUCCESS:
-                        raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-                    in_flight[info.mid] = (message, loop.time() + timeout_s)
-        finally:
-            if done:  # PUBACKs that came in before the end: not to be sent again
-                await self._outbox.acknowledge(*done)
-
-    def _properties(self, message: OutboxMessage) -> Properties | None:
-        """MQTT 5 correlation data and response topic of a command document, to echo."""
-        correlation = message.correlation
-        if self._protocol is not MqttProtocol.V5 or (
-            correlation.correlation_data is None and correlation.response_topic is None
-        ):
-            return None
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if correlation.correlation_data is not None:
-            properties.CorrelationData = correlation.correlation_data
-        if correlation.response_topic is not None:
-            properties.ResponseTopic = correlation.response_topic
-        return properties
+        await drain(
+            client,
+            self._outbox,
+            window=self._settings.window,
+            batch=self._settings.batch,
+            timeout_s=self._settings.publish_timeout_s,
+            prefix=self._settings.prefix,
+            v5=self._protocol is MqttProtocol.V5,
+        )
 
     async def _publish(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         await client.publish(
@@ -456,7 +374,7 @@ class Link:
             message.payload,
             qos=message.qos,
             retain=message.retain,
-            properties=self._properties(message),
+            properties=publish_properties(message, v5=self._protocol is MqttProtocol.V5),
             timeout=self._settings.publish_timeout_s,
         )
 
