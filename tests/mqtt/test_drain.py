@@ -1,5 +1,6 @@
-"""The outbox drained through a connection that is cut in the middle of it: the window of
-publishes in flight loses nothing and reorders nothing across reconnects."""
+"""The outbox drained through a connection that is cut in the middle of it, or whose broker stops
+answering: the window of publishes in flight loses nothing and reorders nothing across
+reconnects."""
 
 from __future__ import annotations
 
