@@ -1,8 +1,10 @@
-"""The outbox drained through a connection that is cut in the middle of it: the window of
-publishes in flight loses nothing and reorders nothing across reconnects."""
+"""The outbox drained through a connection that is cut in the middle of it, or whose broker stops
+answering: the window of publishes in flight loses nothing and reorders nothing across
+reconnects."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,3 +76,31 @@ async def test_a_drain_cut_twice_loses_and_reorders_nothing(tmp_path: Path) -> N
         assert all(e["replayed"] for e in events)
         await seen.wait_for(lambda: station.link.state.backlog == 0)
         print(f"{len(seen.events())} copies for {EVENTS} events")
+
+
+async def test_a_broker_that_stops_answering_is_left_and_the_events_go_later(
+    tmp_path: Path,
+) -> None:
+    """The broker frozen (SIGSTOP: its socket open, nothing answered): a publish without its
+    PUBACK for publish_timeout_s ends the connection, and everything goes once it answers again."""
+    async with (
+        running_mosquitto(tmp_path / "broker") as broker,
+        backend(broker) as seen,
+        running_station(
+            tmp_path, broker.url, publish_timeout_s=1.0, keepalive_s=60, backoff_max_s=1.0
+        ) as station,
+    ):
+        await station.link.wait_connected(30)
+        assert broker.process is not None
+        first = await station.store.seq()
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            await queue_events(station, 10)
+            await seen.wait_for(lambda: not station.link.state.connected, 30)
+            assert "no PUBACK within 1.0 s" in (station.link.state.last_error or "")
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        await station.link.wait_connected(30)
+        await seen.wait_for(
+            lambda: {e["seq"] for e in seen.events()} >= set(range(first + 1, first + 11)), 60
+        )

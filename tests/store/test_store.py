@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -223,3 +224,49 @@ async def test_pending_waits_for_new_messages(store: Store) -> None:
     await asyncio.wait_for(task, 2)
     assert received == ["events", "commands/p"]
     assert await outbox.depth() == 0
+
+
+def error_document(correlation_id: str) -> ErrorDocument:
+    return ErrorDocument(
+        error_message="refused",
+        status_code=400,
+        correlation_id=correlation_id,
+        error_code=ErrorCode.BAD_REQUEST,
+    )
+
+
+async def test_an_answer_without_its_own_sync_is_committed_before_apply_returns(
+    store: Store,
+) -> None:
+    await store.apply(Change(errors=(error_document("a"),)), at=now(), durable=False)
+    # Another connection (another process, as after a crash of this one) reads it at once.
+    with sqlite3.connect(store.path) as other:
+        payloads = [bytes(row[0]) for row in other.execute("SELECT payload FROM outbox")]
+    assert [json.loads(p)["correlation_id"] for p in payloads] == ["a"]
+
+
+async def test_an_answer_without_sync_that_gives_out_a_seq_is_synced(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's own syncs happen in C; the store's explicit one (Database.sync) goes through
+    # os.fsync, counted here and still done.
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    for _ in range(store.max_outbox - 1):
+        await store.apply(Change(events=(event(),)), at=now())
+    seq = await store.seq()
+    quiet = await store.apply(Change(errors=(error_document("a"),)), at=now(), durable=False)
+    assert quiet.dropped == 0
+    assert synced == []
+    # Past the bound: events dropped, announced by a health event whose seq must never be given
+    # out twice, so this transaction is synced before apply returns.
+    loud = await store.apply(Change(errors=(error_document("b"),)), at=now(), durable=False)
+    assert loud.dropped > 0
+    assert await store.seq() == seq + 1
+    assert len(synced) == 1

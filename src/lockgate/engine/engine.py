@@ -307,7 +307,8 @@ class Engine:
 
     async def _unusable(self, error: ErrorDocument, now: datetime) -> Submission:
         self._log.info("request without a usable id", error=error.error_message)
-        await self._store.apply(Change(errors=(error,)), at=now)
+        # Like a refusal, without its own disk sync (see _write): it changes nothing but the outbox.
+        await self._store.apply(Change(errors=(error,)), at=now, durable=False)
         return Submission(Admission.UNUSABLE, None, error.error_code)
 
     async def _unreadable(
@@ -344,7 +345,7 @@ class Engine:
             correlation_id=envelope.id,
             error_code=ErrorCode.CONFLICT,
         )
-        await self._store.apply(Change(errors=(conflict,)), at=now)
+        await self._store.apply(Change(errors=(conflict,)), at=now, durable=False)  # see _write
         return Submission(Admission.CONFLICT, envelope.id, ErrorCode.CONFLICT)
 
     def _check(self, envelope: Envelope, now: datetime) -> CommandRequest | RejectedRequest:
@@ -378,7 +379,7 @@ class Engine:
             error_code=verdict.error_code,
             reason=verdict.reason,
         )
-        await self._write(rejected(verdict, now, correlation))
+        await self._write(rejected(verdict, now, correlation), durable=False)
         return Submission(Admission.REJECTED, verdict.id, verdict.error_code)
 
     async def _receive(
@@ -420,7 +421,8 @@ class Engine:
         log.info("request refused", error_code=refusal.error_code, reason=refusal.reason)
         if refusal.command_id is None:
             # Not under a valid signature: nothing is stored under an id a forger chose.
-            await self._store.apply(Change(errors=(refusal.error_document(),)), at=now)
+            error = refusal.error_document()
+            await self._store.apply(Change(errors=(error,)), at=now, durable=False)  # see _write
             return Submission(Admission.UNUSABLE, None, refusal.error_code)
         async with self._admission:
             try:
@@ -433,12 +435,19 @@ class Engine:
                 await self._store.apply(Change(replies=(reply,)), at=now)
                 return Submission(Admission.REPEATED, refusal.command_id)
             digest = hmac.new(self._key.fingerprint_key, payload, hashlib.sha256).hexdigest()
-            await self._write(rejected(refusal.rejected(digest), now, correlation))
+            await self._write(rejected(refusal.rejected(digest), now, correlation), durable=False)
         return Submission(Admission.REJECTED, refusal.command_id, refusal.error_code)
 
-    async def _write(self, command: CommandRecord) -> None:
-        """A command's record on its own (a receipt, a refusal), in one transaction."""
-        await self._store.apply(Change(commands=(command,)), at=self._clock())
+    async def _write(self, command: CommandRecord, *, durable: bool = True) -> None:
+        """A command's record on its own (a receipt, a refusal), in one transaction.
+
+        A refusal is written without its own disk sync (``durable=False``), and so are the error
+        documents answering a conflict or a request without a usable id: lost in a power cut,
+        each costs nothing (no lock moved, and the same request is answered the same way again),
+        and a flood of bad requests is then not held to the disk's rate of syncs (docs/store.md).
+        Still stored before ``submit`` returns: before it is published, and before the request's
+        PUBACK."""
+        await self._store.apply(Change(commands=(command,)), at=self._clock(), durable=durable)
 
     # --- what the radio sees between commands --------------------------------------------------
 

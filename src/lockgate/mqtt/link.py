@@ -5,9 +5,11 @@ It sits between the broker and two things below it: the store's :class:`~lockgat
 PUBACK) and the intake (the engine's ``submit``, which stores an answer to each request on
 ``commands``). One :class:`Link` owns one TaskGroup: a task that connects and reconnects forever,
 and a task that keeps :class:`LinkState` fresh for the daemon's status. Each connection is one
-aiomqtt client with a will (``status`` offline, retained) and its own TaskGroup: a drain (a window
-of QoS 1 publishes in flight, acknowledged to the outbox in batches as PUBACKs come) and an intake
-loop (one request at a time; its PUBACK sent only once the engine has stored the answer).
+aiomqtt client with a will (``status`` offline, retained) and its own TaskGroup: a drain
+(:mod:`lockgate.mqtt.drain`: a window of QoS 1 publishes in flight, acknowledged to the outbox in
+batches as PUBACKs come) and an intake loop (one request at a time; its PUBACK sent only once the
+engine has stored the answer), which reads the socket only while few requests wait for it
+(:mod:`lockgate.mqtt.backpressure`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from typing import Literal, Self
 import aiomqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from lockgate.clock import utc_now
+from lockgate.mqtt.backpressure import ReadGate
+from lockgate.mqtt.drain import drain, publish_properties
 from lockgate.mqtt.settings import LinkSettings, MqttProtocol, tls_context
 from lockgate.store import Correlation, Outbox, OutboxMessage, StoreError
 
@@ -68,6 +70,10 @@ class LinkState:
     """When the link last came up or went down."""
     protocol: MqttProtocol | None = None
     """The MQTT version of the current connection."""
+    requests_waiting: int = 0
+    """Received requests waiting for the intake (the socket is not read beyond a few)."""
+    requests_waiting_peak: int = 0
+    """The most that ever waited at once since the link started."""
 
 
 def backoff_delay(attempt: int, *, initial_s: float, cap_s: float, jitter: float) -> float:
@@ -154,6 +160,8 @@ class Link:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._flush_timeout_s = 0.0
+        self._gate: ReadGate | None = None
+        self._peak_before = 0  # requests_waiting_peak of the connections before this one
         self._state = LinkState(
             connected=False, backlog=0, oldest_unsent_age_s=None, last_error=None, since=None
         )
@@ -162,6 +170,16 @@ class Link:
     @property
     def state(self) -> LinkState:
         return self._state
+
+    @property
+    def requests_waiting(self) -> int:
+        """Received requests waiting for the intake now (``state`` has it once a second)."""
+        return 0 if self._gate is None else self._gate.waiting
+
+    @property
+    def requests_waiting_peak(self) -> int:
+        """The most received requests that waited for the intake at once, since the start."""
+        return max(self._peak_before, 0 if self._gate is None else self._gate.peak)
 
     async def __aenter__(self) -> Self:
         if not self._settings.tls:
@@ -284,30 +302,46 @@ class Link:
         client = self._client()
         async with client:
             self._log.info("mqtt connected", protocol=str(self._protocol))
-            self._settled = True
-            await self._outbox.set_retained("status", self._status("online"))
-            await self._outbox.connected()
-            await self._publish_retained(client)
-            # Its own status too: a will can come after this connection's "online" (the broker
-            # ends a session it had not yet seen die when the station, back from a power cut,
-            # takes it over), and the retained status must not stay "offline" while it is up.
-            # QoS 0: a broker may send the retained status before its SUBACK and wait for that
-            # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
-            await client.subscribe(self._topic("status"), qos=0)
-            await client.subscribe(self._topic("commands"), qos=1)
-            self._set(connected=True, since=utc_now(), protocol=self._protocol)
-            self._up.set()
-            async with asyncio.TaskGroup() as group:
-                drain = group.create_task(self._drain(client), name="lockgate.mqtt.drain")
-                intake = group.create_task(self._take(client), name="lockgate.mqtt.intake")
-                await self._stopping.wait()
-                await client.unsubscribe(self._topic("commands"))
-                await client.unsubscribe(self._topic("status"))
-                intake.cancel()
-                await self._flush()
-                drain.cancel()
-            await client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
-            self._log.info("mqtt link stopped: status offline")
+            gate = ReadGate(
+                client,
+                limit=self._settings.max_waiting_requests,
+                max_pause_s=self._settings.keepalive_s / 2,
+            )
+            gate.install()
+            self._gate = gate
+            try:
+                await self._connected(client, gate)
+            finally:
+                gate.close()
+                self._peak_before = max(self._peak_before, gate.peak)
+                self._gate = None
+
+    async def _connected(self, client: aiomqtt.Client, gate: ReadGate) -> None:
+        """The connection's life once the broker accepted it."""
+        self._settled = True
+        await self._outbox.set_retained("status", self._status("online"))
+        await self._outbox.connected()
+        await self._publish_retained(client)
+        # Its own status too: a will can come after this connection's "online" (the broker
+        # ends a session it had not yet seen die when the station, back from a power cut,
+        # takes it over), and the retained status must not stay "offline" while it is up.
+        # QoS 0: a broker may send the retained status before its SUBACK and wait for that
+        # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
+        await client.subscribe(self._topic("status"), qos=0)
+        await client.subscribe(self._topic("commands"), qos=1)
+        self._set(connected=True, since=utc_now(), protocol=self._protocol)
+        self._up.set()
+        async with asyncio.TaskGroup() as group:
+            drain = group.create_task(self._drain(client), name="lockgate.mqtt.drain")
+            intake = group.create_task(self._take(client, gate), name="lockgate.mqtt.intake")
+            await self._stopping.wait()
+            await client.unsubscribe(self._topic("commands"))
+            await client.unsubscribe(self._topic("status"))
+            intake.cancel()
+            await self._flush()
+            drain.cancel()
+        await client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
+        self._log.info("mqtt link stopped: status offline")
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -324,64 +358,39 @@ class Link:
         await self._outbox.acknowledge(*retained)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        """Oldest first, with up to ``window`` publishes awaiting their PUBACK; each message is
-        acknowledged to the outbox after its own PUBACK, in batches (one transaction each)."""
-        window = asyncio.Semaphore(self._settings.window)
-        done: list[OutboxMessage] = []
-        arrived = asyncio.Event()
-
-        async def send(message: OutboxMessage) -> None:
-            try:
-                await self._publish(client, message)
-            finally:
-                window.release()
-            done.append(message)
-            arrived.set()
-
-        async def acknowledge() -> None:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                batch = done.copy()
-                done.clear()
-                await self._outbox.acknowledge(*batch)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(acknowledge(), name="lockgate.mqtt.acknowledge")
-                async for message in self._outbox.pending(self._settings.batch):
-                    await window.acquire()
-                    group.create_task(send(message), name="lockgate.mqtt.publish")
-        finally:
-            if done:  # PUBACKs that came in before the end: not to be sent again
-                await self._outbox.acknowledge(*done)
+        await drain(
+            client,
+            self._outbox,
+            window=self._settings.window,
+            batch=self._settings.batch,
+            timeout_s=self._settings.publish_timeout_s,
+            prefix=self._settings.prefix,
+            v5=self._protocol is MqttProtocol.V5,
+        )
 
     async def _publish(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
-        properties = None
-        correlation = message.correlation
-        if self._protocol is MqttProtocol.V5 and (
-            correlation.correlation_data is not None or correlation.response_topic is not None
-        ):
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if correlation.correlation_data is not None:
-                properties.CorrelationData = correlation.correlation_data
-            if correlation.response_topic is not None:
-                properties.ResponseTopic = correlation.response_topic
         await client.publish(
             self._topic(message.topic),
             message.payload,
             qos=message.qos,
             retain=message.retain,
-            properties=properties,
+            properties=publish_properties(message, v5=self._protocol is MqttProtocol.V5),
             timeout=self._settings.publish_timeout_s,
         )
 
     # --- taking requests -----------------------------------------------------------------------
 
-    async def _take(self, client: aiomqtt.Client) -> None:
+    async def _take(self, client: aiomqtt.Client, gate: ReadGate) -> None:
         """Each request goes to the intake; its PUBACK follows the stored answer."""
+        try:
+            await self._take_each(client, gate)
+        finally:
+            gate.release()  # no intake any more (a stop): read on, for the flush's PUBACKs
+
+    async def _take_each(self, client: aiomqtt.Client, gate: ReadGate) -> None:
         status = self._topic("status")
         async for message in client.messages:
+            gate.taken()
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if message.topic.matches(status):
                 await self._contradicted(payload)
@@ -431,7 +440,12 @@ class Link:
                 self._log.warning("outbox depth unknown", reason=str(error))
             else:
                 age = None if oldest is None else max(0.0, (utc_now() - oldest).total_seconds())
-                self._set(backlog=backlog, oldest_unsent_age_s=age)
+                self._set(
+                    backlog=backlog,
+                    oldest_unsent_age_s=age,
+                    requests_waiting=self.requests_waiting,
+                    requests_waiting_peak=self.requests_waiting_peak,
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STATE_INTERVAL_S):
                     await self._stopped.wait()

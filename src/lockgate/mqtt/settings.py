@@ -49,6 +49,9 @@ class LinkSettings:
     """QoS 1 publishes in flight at once (awaiting their PUBACK)."""
     batch: int = 500
     """Outbox rows read per query."""
+    max_waiting_requests: int = 16
+    """Received requests waiting for the intake at which the link stops reading its socket (the
+    rest wait at the broker); it reads again when half as many wait."""
     connect_timeout_s: float = 15.0
     publish_timeout_s: float = 30.0
     backoff_initial_s: float = 0.5
@@ -66,8 +69,8 @@ class LinkSettings:
             raise SettingsError(f"mqtt url has an invalid port: {self.url!r}") from err
         if (self.cert_file is None) != (self.key_file is None):
             raise SettingsError("cert_file and key_file go together")
-        if self.window < 1 or self.batch < 1:
-            raise SettingsError("window and batch must be at least 1")
+        if self.window < 1 or self.batch < 1 or self.max_waiting_requests < 1:
+            raise SettingsError("window, batch and max_waiting_requests must be at least 1")
         try:  # "auto", "5" and "3.1.1" as plain strings too
             object.__setattr__(self, "protocol", MqttProtocol(self.protocol))
         except ValueError as err:

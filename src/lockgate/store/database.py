@@ -176,6 +176,15 @@ class Database:
                 db.execute("PRAGMA synchronous=FULL")
         return result
 
+    def sync(self) -> None:
+        """On the thread: everything committed so far made durable, as a ``synchronous=FULL``
+        commit would (that is an fsync of the WAL: earlier commits are in it too)."""
+        descriptor = os.open(_wal(self.path), os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
     # --- opening -------------------------------------------------------------------------------
 
     def _open(self) -> int:

@@ -19,7 +19,8 @@ The link's loop, per connection::
         await outbox.acknowledge(message)
 
 An event that was already waiting when the connection came up is handed out with
-``"replayed": true`` (its stored bytes are not changed; the flag is set on the way out).
+``"replayed": true`` (its stored bytes are not changed; the flag is set on the way out, in the
+bytes: :func:`mark_replayed`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Outbox:
             OutboxMessage(
                 row.id,
                 row.topic,
-                self._replayed(row.payload) if self._is_replay(row.id, row.kind) else row.payload,
+                mark_replayed(row.payload) if self._is_replay(row.id, row.kind) else row.payload,
                 retain=False,
                 kind=row.kind,
                 correlation=row.correlation,
@@ -137,11 +138,28 @@ class Outbox:
     def _is_replay(self, message_id: int, kind: MessageKind) -> bool:
         return kind is MessageKind.EVENT and message_id < self._replay_below
 
-    @staticmethod
-    def _replayed(payload: bytes) -> bytes:
-        document = json.loads(payload)
-        document["replayed"] = True
-        return json.dumps(document, separators=(",", ":")).encode()
+
+_REPLAYED_KEY = b'"replayed":'
+
+
+def mark_replayed(payload: bytes) -> bytes:
+    """An event's stored bytes with ``replayed`` true, without parsing them (a drain after an
+    outage hands out tens of thousands; a JSON load and dump each was a tenth of its time).
+
+    Sound for what the store writes (``Event.to_bytes``: pydantic's compact JSON): every field of
+    an event is a scalar, so the only keys are the field names and just one is ``replayed``; and a
+    quote inside a JSON string is always escaped, so ``"replayed":`` cannot occur inside a value
+    (its last quote, followed by a colon, can only close a key). The first occurrence is therefore
+    the key. A payload not of that form (none is written so) is parsed and written again.
+    """
+    head, key, tail = payload.partition(_REPLAYED_KEY)
+    if key and tail.startswith(b"false"):
+        return b"".join((head, _REPLAYED_KEY, b"true", tail[5:]))
+    if key and tail.startswith(b"true"):
+        return payload
+    document = json.loads(payload)
+    document["replayed"] = True
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _retained(messages: Iterable[OutboxMessage]) -> list[tuple[str, int]]:

@@ -142,9 +142,23 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------------
 
-    async def apply(self, change: Change, *, at: datetime) -> Applied:
-        """Writes ``change`` and queues its messages, in one transaction."""
-        applied = await self._database.write(lambda: self._apply(change, at))
+    async def apply(self, change: Change, *, at: datetime, durable: bool = True) -> Applied:
+        """Writes ``change`` and queues its messages, in one transaction.
+
+        ``durable=False`` commits without waiting for the disk (the next durable write syncs it
+        along), for an answer whose loss in a power cut costs nothing but the same answer again:
+        a refused request, whose repeat is refused again (docs/store.md). Still committed, and so
+        readable by the outbox, before this returns. A transaction that gave out a ``seq`` (the
+        outbox bound's health event) is synced before it returns all the same: a ``seq`` must
+        never be given out twice, and a lost one would be."""
+
+        def write() -> Applied:
+            applied = self._database.transaction(lambda: self._apply(change, at), durable=durable)
+            if not durable and (applied.seqs or applied.dropped):  # a health event's seq
+                self._database.sync()
+            return applied
+
+        applied = await self._database.run(write)
         if change.commands or change.events or change.replies or change.errors or change.locks:
             self._notify()
         return applied
