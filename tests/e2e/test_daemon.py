@@ -263,10 +263,31 @@ async def test_ready_comes_before_the_first_reads_and_commands_do_not_wait_for_t
         assert counts == sorted(counts)
         assert counts[0] == 0
         assert set(range(8)) <= set(counts)
-        assert '"first reads done"' in s.daemon.output()
+        await s.backend.wait_for(lambda: '"first reads done"' in s.daemon.output())
         for lock in locks:  # each was read: its document shows the battery
             topic = f"locks/{bike_of(lock)}"
             await s.backend.wait_for(
                 lambda topic=topic: (d := s.backend.latest(topic)) and d["battery"]
             )
+        assert await s.daemon.terminate() == 0
+
+
+async def test_a_broker_that_is_away_does_not_hold_ready_back(tmp_path: Path) -> None:
+    """READY with the broker down (STATUS says so), and online with commands once it is back."""
+    lock = sharee(20)
+    async with site(tmp_path, world(lock)) as s:
+        await s.broker.stop()
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        (at_ready, *_) = s.notify.sent("STATUS=")
+        assert at_ready.startswith("STATUS=broker disconnected"), at_ready
+        assert "last error: " in at_ready, at_ready
+        await s.broker.start()
+        async with backend(s.broker.port, station=STATION) as later:
+            await later.wait_for(
+                lambda: (doc := later.latest("status")) and doc["state"] == "online", timeout_s=60
+            )
+            unlock = command(bike_of(lock), "unlock", credentials=keys_of(lock))
+            final = await later.run(unlock)
+            assert final["state"]["value"] == "SUCCESS", final
         assert await s.daemon.terminate() == 0

@@ -234,12 +234,13 @@ class Daemon:
             for bike in bikes:  # one iterator shared by the readers: each lock is read once
                 await _first_read(driver, bike, timeout_s)
                 self._unread -= 1
+                if not self._unread:
+                    log.info("first reads done", locks=len(driver.bikes))
                 self._notifier.status(self._status_line(link.state))
 
         async with asyncio.TaskGroup() as readers:
             for number in range(first_reads_at_once(ble.connection_slots)):
                 readers.create_task(reader(), name=f"lockgate.service.first-read-{number}")
-        log.info("first reads done", locks=len(driver.bikes))
 
     async def _mirror(self, driver: Driver, engine: Engine) -> None:
         """What the radio sees between commands becomes the engine's, and so the backend's."""
