@@ -389,6 +389,10 @@ async def station_run(
         async with site(folder / f"{count}-{slots}", world_locks, slots=slots) as s:
             start_cpu = 0.0
             await s.start()
+            # The first reads go on behind READY: their CPU is the start's, not the idle window's.
+            await s.backend.wait_for(
+                lambda s=s: '"first reads done"' in s.daemon.output(), timeout_s=600
+            )
             start_cpu = cpu_s(s.daemon.pid)
             await asyncio.sleep(2.0)  # the first reads' documents go out
             idle_from = cpu_s(s.daemon.pid)
