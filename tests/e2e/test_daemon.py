@@ -230,3 +230,64 @@ async def test_an_outage_is_delivered_after_it_and_status_shows_the_backlog(tmp_
             assert max(depths()) > 0  # the status at the reconnect showed the backlog
         assert before == 2
         assert await s.daemon.terminate() == 0
+
+
+async def test_ready_comes_before_the_first_reads_and_commands_do_not_wait_for_them(
+    tmp_path: Path,
+) -> None:
+    """READY once the station takes commands: the first reads of slow locks go on behind it,
+    STATUS counts them, and a command sent at READY runs without waiting for them all."""
+    # 2 s per connect at the time scale of 0.1; the daemon reads two locks at a time with 3
+    # slots and one connection attempt at a time, so the 8 reads take at least 16 s, and a
+    # command at most its own connect and the two queued before it.
+    locks = [sharee(index, connect_ms=20_000) for index in range(10, 18)]
+    async with site(tmp_path, world(*locks)) as s:
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        (at_ready, *_) = s.notify.sent("STATUS=")  # READY's own datagram carries the first one
+        assert ", 0/8 locks read, " in at_ready, at_ready
+        last = locks[-1]  # the last lock to be read: its command comes before its first read
+        unlock = command(bike_of(last), "unlock", credentials=keys_of(last))
+        final = await s.backend.run(unlock, timeout_s=30)
+        assert final["state"]["value"] == "SUCCESS", final
+        assert '"first reads done"' not in s.daemon.output()
+        assert (await s.sim.control.lock(last.name)).bolt == "unlocked"
+
+        # STATUS counts the reads up to 7/8, then says no more about them.
+        await s.notify.wait_for("STATUS=broker connected, backlog", timeout_s=60)
+        counts = [
+            int(line.split(" locks read")[0].rsplit(" ", 1)[1].split("/")[0])
+            for line in s.notify.sent("STATUS=")
+            if " locks read" in line
+        ]
+        assert counts == sorted(counts)
+        assert counts[0] == 0
+        assert set(range(8)) <= set(counts)
+        await s.backend.wait_for(lambda: '"first reads done"' in s.daemon.output())
+        for lock in locks:  # each was read: its document shows the battery
+            topic = f"locks/{bike_of(lock)}"
+            await s.backend.wait_for(
+                lambda topic=topic: (d := s.backend.latest(topic)) and d["battery"]
+            )
+        assert await s.daemon.terminate() == 0
+
+
+async def test_a_broker_that_is_away_does_not_hold_ready_back(tmp_path: Path) -> None:
+    """READY with the broker down (STATUS says so), and online with commands once it is back."""
+    lock = sharee(20)
+    async with site(tmp_path, world(lock)) as s:
+        await s.broker.stop()
+        await s.daemon.start()
+        await s.notify.wait_for("READY=1")
+        (at_ready, *_) = s.notify.sent("STATUS=")
+        assert at_ready.startswith("STATUS=broker disconnected"), at_ready
+        assert "last error: " in at_ready, at_ready
+        await s.broker.start()
+        async with backend(s.broker.port, station=STATION) as later:
+            await later.wait_for(
+                lambda: (doc := later.latest("status")) and doc["state"] == "online", timeout_s=60
+            )
+            unlock = command(bike_of(lock), "unlock", credentials=keys_of(lock))
+            final = await later.run(unlock)
+            assert final["state"]["value"] == "SUCCESS", final
+        assert await s.daemon.terminate() == 0

@@ -3,7 +3,10 @@
 Top of the layers: it may import anything. A subcommand module exposes ``add_parser(subparsers)``,
 which adds its parser and sets its ``func`` default to the function that does the work: that one
 takes the parsed arguments and returns an exit code (:class:`lockgate.service.exits.Exit`). Adding
-a command is writing its module and naming it in :data:`SUBCOMMANDS`.
+a command is writing its module and naming it in :data:`SUBCOMMANDS`. A command's module imports
+at its top only what its parser needs, and the rest where its work begins: every command builds
+the whole parser, and ``lockgate run`` decides how it logs (and so whether structlog may load
+rich) before structlog is first imported.
 """
 
 from __future__ import annotations

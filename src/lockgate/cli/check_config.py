@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockgate.config import ConfigError, load
 from lockgate.service.exits import Exit
 
 if TYPE_CHECKING:  # the package imports this module: no import back at run time
@@ -33,6 +32,8 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
+    from lockgate.config import ConfigError, load  # noqa: PLC0415 - see lockgate.cli
+
     path: Path = args.config
     try:
         config = load(path)

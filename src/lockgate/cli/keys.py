@@ -15,15 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from lockgate.config import CommandsSection
-from lockgate.contract.envelope import public_jwk
-from lockgate.store.command_keys import (
-    CommandKeyError,
-    create_backend_keypair,
-    create_station_jwk,
-    thumbprint,
-)
-
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``keys`` and its three commands to the ``lockgate`` command line."""
@@ -39,8 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     station.add_argument(
         "--out",
         type=Path,
-        default=CommandsSection().station_key_file,
-        help="the private key file to make, mode 0600 (default: %(default)s)",
+        help="the private key file to make, mode 0600 (default: the configuration's default "
+        "[commands] station_key_file)",
     )
 
     show = actions.add_parser("thumbprint", help="print a key file's RFC 7638 thumbprint")
@@ -60,9 +51,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Runs one ``keys`` command; 0 on success, 1 with the reason on stderr."""
+    # Imported here, as every command's work is (see lockgate.cli).
+    from lockgate.config import CommandsSection  # noqa: PLC0415
+    from lockgate.contract.envelope import public_jwk  # noqa: PLC0415
+    from lockgate.store.command_keys import (  # noqa: PLC0415
+        CommandKeyError,
+        create_backend_keypair,
+        create_station_jwk,
+        thumbprint,
+    )
+
     try:
         if args.keys_action == "station":
-            key = create_station_jwk(args.out)
+            key = create_station_jwk(args.out or CommandsSection().station_key_file)
             sys.stdout.write(json.dumps(public_jwk(key), indent=2) + "\n")
         elif args.keys_action == "thumbprint":
             sys.stdout.write(thumbprint(args.file) + "\n")

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockgate import logs
-from lockgate.config import ConfigError, load
-from lockgate.service.daemon import run as run_daemon
 from lockgate.service.exits import Exit
 
 if TYPE_CHECKING:  # the package imports this module: no import back at run time
@@ -46,6 +44,13 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
+    if not _console_logs():
+        _without_rich()
+    # The daemon's modules, structlog among them, only now (see lockgate.cli).
+    from lockgate import logs  # noqa: PLC0415
+    from lockgate.config import ConfigError, load  # noqa: PLC0415
+    from lockgate.service.daemon import run as run_daemon  # noqa: PLC0415
+
     path: Path = args.config
     try:
         config = load(path)
@@ -56,3 +61,22 @@ def run(args: argparse.Namespace) -> int:
         return Exit.CONFIG
     logs.configure(level=args.log_level)
     return asyncio.run(run_daemon(config, fresh=args.fresh))
+
+
+def _console_logs() -> bool:
+    """Whether :func:`lockgate.logs.configure` will write coloured lines (a terminal, no journal)
+    rather than JSON, as it decides by default."""
+    return sys.stderr.isatty() and "JOURNAL_STREAM" not in os.environ
+
+
+def _without_rich() -> None:
+    """Keep rich (and pygments through it, ~4 MB) out of a daemon that logs JSON.
+
+    structlog imports rich when it is installed, at its own import, for its console renderer's
+    tracebacks; JSON lines never use it. A ``None`` in ``sys.modules`` makes that import fail as
+    if rich were absent (as on a station, where it is not installed). Nothing else in the daemon
+    imports rich; the demo, which does, is another command.
+    """
+    if "structlog" not in sys.modules:  # too late otherwise: it has decided already
+        # typeshed types the values as modules; None is the documented "cannot be imported".
+        sys.modules.setdefault("rich", None)  # type: ignore[arg-type]

@@ -21,17 +21,20 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
-from joserfc import jwe, jws
 from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
 
 from lockgate.contract.documents import ErrorDocument
 from lockgate.contract.request import ID_PATTERN, MAX_PAYLOAD_BYTES, RejectedRequest
 from lockgate.contract.times import format_time, parse_time
 from lockgate.model import ErrorCode
+
+if TYPE_CHECKING:
+    # Keys are loaded by the store (lockgate.store.command_keys). JWS and JWE are imported where
+    # a signed or sealed request is opened: a station that is sent none never loads them.
+    from joserfc.jwk import OKPKey
 
 SIGNING_ALGORITHM = "Ed25519"  # RFC 9864's name; the older "EdDSA" is deprecated, so refused
 SEALING_ALGORITHM = "ECDH-ES"
@@ -271,6 +274,8 @@ def _open_signed(
         return untrusted(
             ErrorCode.UNKNOWN_KEY, f"kid: {_show(kid)} is not a backend key of this station"
         )
+    from joserfc import jws  # noqa: PLC0415 - see the imports above
+
     try:
         verified = jws.deserialize_compact(token, key, algorithms=[SIGNING_ALGORITHM])
     except (JoseError, ValueError, TypeError):
@@ -354,6 +359,8 @@ def _open_credentials(sealed: str, station_key: OKPKey | None) -> dict[str, Any]
     kid = header.get("kid")
     if kid is not None and kid != station_key.thumbprint():
         return "credentials: sealed to another key than this station's"
+    from joserfc import jwe  # noqa: PLC0415 - see the imports above
+
     try:
         opened = jwe.decrypt_compact(
             sealed, station_key, algorithms=[SEALING_ALGORITHM, SEALING_ENCRYPTION]

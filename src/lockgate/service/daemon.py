@@ -4,8 +4,13 @@
 and the MQTT link under one owner, and follows product.md's start and stop:
 
 - start: the store is opened, the driver starts and its observations flow into the engine, the
-  commands the last run left are settled (recovery, before any new request), the link connects
-  (status online, every lock document, then ``commands``), every lock is read once, then READY;
+  commands the last run left are queued to be settled (recovery, before any new request), the link
+  is started (it connects on its own: status online, every lock document, then ``commands``) and
+  given up to ``ONLINE_WAIT_S`` to be up (a broker that refuses is not waited for), then READY.
+  The first read of every lock goes on behind READY, a few at a time so that commands keep their
+  precedence, and STATUS counts the locks still to be read. (product.md asks READY only after
+  every read; one connection attempt per adapter at a time makes that one connect time per lock,
+  past systemd's start timeout for a large station, so READY says the station takes commands.)
 - running: the driver's observations go to the engine, the engine's outbox to the link, the link's
   requests to the engine; WATCHDOG from the event loop, STATUS with the link's state;
 - stop (SIGTERM, SIGINT): STOPPING, no new command starts, running ones get ``STOP_GRACE_S``, the
@@ -24,9 +29,9 @@ import importlib.metadata
 import os
 import signal
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
@@ -67,6 +72,9 @@ FLUSH_TIMEOUT_S = 3.0
 """How long the outbox is flushed at stop before the station says offline regardless."""
 STATUS_INTERVAL_S = 5.0
 """How often systemd's STATUS line and the status document's ``outbox_depth`` are refreshed."""
+ONLINE_WAIT_S = 3.0
+"""READY waits this long at most for the link to be up; a broker that refuses is not waited for."""
+_LINK_POLL_S = 0.05
 FIRST_READ_MARGIN_S = 15.0
 """The first read of a lock may take its connection attempts and this much for the session."""
 
@@ -93,6 +101,7 @@ class Daemon:
         self._driver: Driver | None = None
         self._gate = CommandGate()
         self._sealing_key: SealingKey | None = None  # the public half, for the status document
+        self._unread = len(config.locks)  # locks whose first read has not ended yet
 
     @property
     def boot_id(self) -> str:
@@ -188,14 +197,20 @@ class Daemon:
             await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
             async with link:
-                background.append(
-                    group.create_task(self._report(outbox, link), name="lockgate.service.status")
+                first_reads = group.create_task(
+                    self._first_reads(driver, link), name="lockgate.service.first-reads"
                 )
-                await self._until_stopped(self._first_reads(driver))
-                if not self._stop.is_set():
-                    self._notifier.ready(self._status_line(link.state))
-                    log.info("ready", boot_id=self.boot_id)
-                    await self._stop.wait()
+                background += [
+                    first_reads,
+                    group.create_task(self._report(outbox, link), name="lockgate.service.status"),
+                ]
+                await _online_or_away(link)
+                self._notifier.ready(self._status_line(link.state))
+                log.info("ready", boot_id=self.boot_id, locks_to_read=self._unread)
+                await self._stop.wait()
+                # No first read starts or goes on once stopping: the next start reads again.
+                first_reads.cancel()
+                await asyncio.gather(first_reads, return_exceptions=True)
                 self._notifier.stopping()
                 log.info("stopping")
                 await engine.stop(STOP_GRACE_S)
@@ -203,31 +218,29 @@ class Daemon:
             for task in background:
                 task.cancel()
 
-    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` until it ends or a stop is requested, whichever comes first."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (task, stopped):
-                pending.cancel()
-            await asyncio.gather(task, stopped, return_exceptions=True)
+    async def _first_reads(self, driver: Driver, link: Link) -> None:
+        """Every lock read once (cause ``startup``), behind READY.
 
-    async def _first_reads(self, driver: Driver) -> None:
-        """Every lock read once (cause ``startup``), all at once: the driver keeps to its slots."""
+        At most :func:`first_reads_at_once` at a time: with one connection attempt per adapter at
+        a time more would not read faster, and each would be one more connect a command could
+        find queued before its own (the driver serves a command and a first read in arrival
+        order). A command for a lock not read yet simply runs.
+        """
         ble = self._config.ble
         timeout_s = ble.connect_timeout_s * ble.connect_attempts + FIRST_READ_MARGIN_S
-        bikes = driver.bikes
-        results = await asyncio.gather(
-            *(driver.read(bike, Cause.STARTUP, timeout_s) for bike in bikes),
-            return_exceptions=True,
-        )
-        for bike, result in zip(bikes, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("first read failed", bike=bike, error=f"{type(result).__name__}")
-            elif not result.ok:
-                log.warning("first read failed", bike=bike, outcome=str(result.outcome))
+        bikes = iter(driver.bikes)
+
+        async def reader() -> None:
+            for bike in bikes:  # one iterator shared by the readers: each lock is read once
+                await _first_read(driver, bike, timeout_s)
+                self._unread -= 1
+                if not self._unread:
+                    log.info("first reads done", locks=len(driver.bikes))
+                self._notifier.status(self._status_line(link.state))
+
+        async with asyncio.TaskGroup() as readers:
+            for number in range(first_reads_at_once(ble.connection_slots)):
+                readers.create_task(reader(), name=f"lockgate.service.first-read-{number}")
 
     async def _mirror(self, driver: Driver, engine: Engine) -> None:
         """What the radio sees between commands becomes the engine's, and so the backend's."""
@@ -251,10 +264,11 @@ class Daemon:
             self._notifier.status(self._status_line(link.state))
 
     def _status_line(self, state: LinkState) -> str:
-        parts = [
-            f"broker {'connected' if state.connected else 'disconnected'}",
-            f"backlog {state.backlog}",
-        ]
+        parts = [f"broker {'connected' if state.connected else 'disconnected'}"]
+        if self._unread:
+            total = len(self._config.locks)
+            parts.append(f"{total - self._unread}/{total} locks read")
+        parts.append(f"backlog {state.backlog}")
         if state.oldest_unsent_age_s is not None:
             parts.append(f"oldest {state.oldest_unsent_age_s:.0f} s")
         if self._driver is not None:
@@ -291,6 +305,33 @@ async def run(config: Config, *, notifier: Notifier | None = None, fresh: bool =
     structlog.contextvars.bind_contextvars(station=config.station.id)
     with _on_signals(daemon.request_stop):
         return await daemon.run()
+
+
+async def _online_or_away(link: Link) -> None:
+    """Until the link is up (online, subscribed to ``commands``) or its first attempt failed, at
+    most :data:`ONLINE_WAIT_S`: a backend that sees READY's station online can send at once, and a
+    broker that is away does not hold the start back."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ONLINE_WAIT_S):
+            while not (link.state.connected or link.state.last_error):
+                with contextlib.suppress(TimeoutError):
+                    await link.wait_connected(_LINK_POLL_S)  # the link tells no failure: looked at
+
+
+def first_reads_at_once(connection_slots: int) -> int:
+    """How many first reads run at once: two (one connecting while the other talks to its
+    lock), fewer so that one slot stays free for a command."""
+    return max(1, min(2, connection_slots - 1))
+
+
+async def _first_read(driver: Driver, bike: str, timeout_s: float) -> None:
+    try:
+        result = await driver.read(bike, Cause.STARTUP, timeout_s)
+    except Exception:  # the driver's reads do not raise: a bug, logged whole; the others go on
+        log.exception("first read failed", bike=bike)
+        return
+    if not result.ok:
+        log.warning("first read failed", bike=bike, outcome=str(result.outcome))
 
 
 def _refuse(code: Exit, event: str, **fields: str) -> Exit:

@@ -1,6 +1,6 @@
 """Telling systemd how the daemon is doing: the sd_notify protocol, without a C library.
 
-The service (``Type=notify``) sends ``READY=1`` once the store is recovered and every lock read,
+The service (``Type=notify``) sends ``READY=1`` once the store is recovered and commands are taken,
 ``STATUS=…`` as it goes, ``WATCHDOG=1`` from its event loop, and ``STOPPING=1`` on SIGTERM, each
 as one datagram to the AF_UNIX socket named by ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the
 abstract namespace). Where that variable is unset (a terminal, a test) every call does nothing. A
