@@ -452,6 +452,11 @@ async def station_run(
             result["sustained"] = u | {"ratio": u["rate"] / ideal_rate(slots)}
             result["rss_after_load_mb"] = rss_mb(s.daemon.pid)
             result["daemon_alive"] = s.daemon.running
+            if b["failed"] or u["failed"]:
+                # Kept for whoever looks into it: the scratch folder goes with the run.
+                kept = RESULTS / f"daemon-{count}-{slots}-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+                kept.write_bytes(s.daemon.log.read_bytes())
+                result["daemon_log"] = kept.name
             runs.append(result)
             print(json.dumps(result), flush=True)
     return {"locks": count, "runs": runs}
