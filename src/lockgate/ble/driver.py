@@ -161,14 +161,9 @@ class Driver:
         self._locks[bike].standing = credentials
 
     async def observations(self) -> AsyncIterator[Observation]:
-        """What the driver sees between commands, in order, until the driver has stopped.
-
-        One consumer only (each observation is handed out once). Nothing is lost between the
-        driver and it: the queue is unbounded, and an operation waits for the consumer to take
-        what came before it (see the module's doc), so start consuming before the first
-        operation (the service's startup reads included): without a consumer, the second
-        operation would wait out its timeout.
-        """
+        """What the driver sees between commands, in order, until the driver has stopped. One
+        consumer only; nothing is lost (an unbounded queue). An operation waits for the consumer
+        to take what came before it, so start consuming before the first operation."""
         while True:
             observation = await self._observed.get()
             self._observed.task_done()
@@ -429,9 +424,8 @@ class Driver:
                 self.slots.release(slot)
 
     def _release_later(self, entry: RadioLock) -> bool:
-        """The end of the lock's turn (keep the link or let it go, then free the turn) in a task,
-        so that the result goes back at once: nobody waits for a disconnect. The next operation
-        on this lock still waits for the turn, the next link for the slot. Not while stopping."""
+        """Ends the lock's turn (keep or let go of the link, then free the turn) in a task, so the
+        result goes back at once; the next operation still waits for the turn. Not at a stop."""
         if self._tasks is None or self._stopping:
             return False
         self._tasks.create_task(self._release(entry), name=f"release-{entry.bike}")
@@ -468,11 +462,8 @@ class Driver:
             entry.watcher = self._tasks.create_task(self._watch(entry), name=f"watch-{entry.bike}")
 
     async def _watch(self, entry: RadioLock) -> None:
-        """Keep a link to an open lock and mirror what it indicates, until it is closed.
-
-        The watch holds the lock's turn only while nobody else wants it: an operation that
-        arrives takes the turn (and the link) at once, and the watch queues behind it.
-        """
+        """Keep a link to an open lock and mirror what it indicates, until it is closed; in the
+        lock's turn only while nobody else wants it (an operation takes turn and link at once)."""
         base = self._settings.watch_retry_s
         backoff = base
         while self._should_watch(entry):
@@ -565,13 +556,10 @@ class Driver:
     # --- syncing and health --------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
-        """Read every lock that is not watched once per ``sync_interval_s``, one at a time.
-
-        The first read of each lock is the service's (cause ``startup``); this loop counts from
-        the driver's start for a lock not tried since. A lock an operation left in doubt
-        (``recheck``) is read at the next tick. A read that finds no free slot is tried again at
-        the next tick.
-        """
+        """Read every lock that is not watched once per ``sync_interval_s``, one at a time,
+        counting from the driver's start for a lock not tried since (the first read is the
+        service's); a lock left in doubt (``recheck``), or a read that found no slot, at the next
+        tick."""
         interval = self._settings.sync_interval_s
         tick = min(interval / 4, 5.0)
         started = self._clock()
