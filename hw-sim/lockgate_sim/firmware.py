@@ -198,6 +198,7 @@ class Lock:
         rssi: int = -60,
         motor_ms: int = 1000,
         connect_ms: int = 250,
+        disconnect_ms: int = 0,
         in_range: bool = True,
     ) -> None:
         self.name = name
@@ -207,6 +208,7 @@ class Lock:
         self.rssi = rssi
         self.motor_ms = motor_ms
         self.connect_ms = connect_ms
+        self.disconnect_ms = disconnect_ms
         self.in_range = in_range
         self.refuse_connects = 0
         self.alarm = False

@@ -59,6 +59,9 @@ class LockConfig(_Strict):
     rssi: Annotated[int, Field(ge=-127, le=20)] = -60
     motor_ms: Annotated[int, Field(ge=0, le=15000)] = 1000
     connect_ms: Annotated[int, Field(ge=0, le=60000)] = 250
+    disconnect_ms: Annotated[int, Field(ge=0, le=60000)] = 0
+    """How long bluetoothd takes to answer ``Disconnect``: it answers once the link is down, which
+    a lock that went quiet makes wait for the supervision timeout (seconds)."""
     in_range: bool = True
 
     @field_validator("address")
@@ -106,6 +109,7 @@ class LockConfig(_Strict):
             rssi=self.rssi,
             motor_ms=self.motor_ms,
             connect_ms=self.connect_ms,
+            disconnect_ms=self.disconnect_ms,
             in_range=self.in_range,
         )
 

@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from lockgate.ble.settings import StepTimeouts
 from lockgate.model import Cause, Health, LockState, Profile
 from lockgate.protocol.credentials import NobondCredentials, ShareeCredentials
 from lockgate.radio import (
@@ -317,3 +318,35 @@ async def _next_works(s: SimulatedStation, index: int) -> None:
     )
     assert result.outcome is Outcome.OK, result.reason
     assert result.reading.lock_state is not None
+
+
+async def test_a_connect_whose_cleanup_waits_on_bluez_does_not_hold_the_adapter(
+    station: StationFactory,
+) -> None:
+    """bleak, its connect cancelled, asks BlueZ to Disconnect and awaits the answer with no
+    timeout of its own; bluetoothd answers once the link is down (here: 20 s, a lock gone quiet).
+    The adapter's one connection attempt is not held all that while: another lock's command,
+    whose deadline comes long before that answer, connects and succeeds."""
+    base = world(locks=2)
+    quiet = base.locks[0].model_copy(update={"connect_ms": 20_000, "disconnect_ms": 20_000})
+    config = base.model_copy(update={"locks": [quiet, base.locks[1]]})
+    s = await station(
+        time_scale=1.0,
+        world_config=config,
+        watch=False,
+        connect_timeout_s=1.0,
+        connect_attempts=1,
+        steps=StepTimeouts(gatt_s=1.0, answer_s=5.0, motion_s=10.0),
+    )
+    stuck = asyncio.create_task(
+        s.driver.perform(
+            s.bike(0), Operation.UNLOCK, s.credentials(0), timeout_s=60, progress=ProgressLog()
+        )
+    )
+    await asyncio.sleep(0.3)  # the quiet lock's connect is under way and holds the adapter
+    result = await s.driver.perform(
+        s.bike(1), Operation.UNLOCK, s.credentials(1), timeout_s=10, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    first = await stuck
+    assert first.outcome is not Outcome.OK

@@ -33,6 +33,10 @@ class LockClock(Protocol):
         """The lock's own seconds."""
         ...
 
+    def real(self, seconds: float) -> float:
+        """Lock seconds as real seconds."""
+        ...
+
 
 class DeviceHost(Protocol):
     """What a device asks of the world behind it (the station): its adapter's path, the object
@@ -90,8 +94,11 @@ class Device(ServiceInterface):
         await self.station.connect(self)
 
     @dbus_method(name="Disconnect")
-    def disconnect(self) -> None:
+    async def disconnect(self) -> None:
         self.station.disconnect(self)
+        if self.lock.disconnect_ms:
+            # The link is down at once; the answer comes when bluetoothd would give it.
+            await asyncio.sleep(self.station.clock.real(self.lock.disconnect_ms / 1000))
 
     @dbus_property(READ, name="Address")
     def address(self) -> DBusStr:

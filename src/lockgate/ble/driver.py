@@ -40,7 +40,7 @@ from lockgate.ble.conversation import Conversation
 from lockgate.ble.discovery import Discovery, LockIdentity
 from lockgate.ble.errors import OperationError
 from lockgate.ble.health import HealthTracker
-from lockgate.ble.link import Chunk, Link, next_chunk
+from lockgate.ble.link import Chunk, Link, connect_within, next_chunk
 from lockgate.ble.radio_lock import RadioLock, merge_readings
 from lockgate.ble.settings import RadioSettings
 from lockgate.ble.slots import Priority, SlotPool
@@ -404,7 +404,8 @@ class Driver:
         settings = self._settings
         device = await self._discovery.find(entry.bike, settings.find_timeout_s)
         async with self._connecting:
-            return await Link.connect(
+            return await connect_within(
+                self._tasks,
                 entry.bike,
                 device,
                 timeout_s=settings.connect_timeout_s,

@@ -102,7 +102,7 @@ class Link:
         link = cls(bike, device.address)
         aborts = _AbortCounter(device)
         try:
-            async with aborts, asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s), aborts:
                 link._client = await establish_connection(
                     BleakClientWithServiceCache,
                     device,
@@ -240,6 +240,94 @@ class Link:
             log.debug("disconnect failed", bike=self.bike, error=type(err).__name__)
         finally:
             self.lost.set()
+
+
+CLEANUP_GRACE_S = 2.0
+"""How long a connection attempt may run past its timeouts to clean up."""
+
+
+async def connect_within(
+    tasks: asyncio.TaskGroup | None,
+    bike: str,
+    device: BLEDevice,
+    *,
+    timeout_s: float,
+    max_attempts: int,
+    step_timeout_s: float,
+) -> Link:
+    """:meth:`Link.connect`, ended within its timeouts and ``CLEANUP_GRACE_S`` whatever bleak does.
+
+    bleak, when its connect is cancelled, asks BlueZ to ``Disconnect`` and awaits the answer with
+    no timeout of its own, and bluetoothd answers only once the link is down (for a lock that
+    went quiet, after the supervision timeout). The caller holds the adapter's one connection
+    attempt all that while, so every other connect would wait with it. The attempt runs as a
+    task of ``tasks`` instead; past the bound it is cancelled once more and left to end there,
+    its link closed if one ever comes.
+    """
+    if tasks is None:
+        return await Link.connect(
+            bike,
+            device,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            step_timeout_s=step_timeout_s,
+        )
+    abandoned = asyncio.Event()
+    attempt = tasks.create_task(
+        _attempt(
+            bike,
+            device,
+            abandoned,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            step_timeout_s=step_timeout_s,
+        ),
+        name=f"connect-{bike}",
+    )
+    bound = timeout_s + step_timeout_s + CLEANUP_GRACE_S
+    try:
+        done, _ = await asyncio.wait({attempt}, timeout=bound)
+    except asyncio.CancelledError:
+        attempt.cancel()
+        abandoned.set()
+        raise
+    if attempt not in done:
+        attempt.cancel()
+        abandoned.set()
+        log.warning("connection attempt outlived its timeout: left to end alone", bike=bike)
+        raise OperationError(
+            Outcome.TIMED_OUT, f"the connection attempt did not end within {bound:g} s"
+        )
+    result = attempt.result()
+    if isinstance(result, OperationError):
+        raise result
+    return result
+
+
+async def _attempt(
+    bike: str,
+    device: BLEDevice,
+    abandoned: asyncio.Event,
+    *,
+    timeout_s: float,
+    max_attempts: int,
+    step_timeout_s: float,
+) -> Link | OperationError:
+    """One attempt in the driver's task group: its failure is returned, never raised (a task
+    that raises would end the whole group)."""
+    try:
+        link = await Link.connect(
+            bike,
+            device,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            step_timeout_s=step_timeout_s,
+        )
+    except OperationError as err:
+        return err
+    if abandoned.is_set():  # its caller gave up on it: nobody will use the link
+        await link.close(step_timeout_s)
+    return link
 
 
 async def next_chunk(queue: asyncio.Queue[Chunk], *events: asyncio.Event) -> Chunk | None:
