@@ -193,10 +193,11 @@ async def site(
     profile: Path | None = None,
     asyncio_debug: bool = False,
     backend_topics: tuple[str, ...] = ("#",),
+    broker_inflight: int = 0,
 ) -> AsyncIterator[Site]:
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     async with (
-        running_mosquitto(folder / "broker") as broker,
+        running_mosquitto(folder / "broker", max_inflight=broker_inflight) as broker,
         run_simulator(world(*locks, slots=slots), time_scale=1.0, subprocess=True) as sim,
         notify_socket(folder) as notify,
         backend(broker.port, station=STATION, topics=backend_topics) as peer,

@@ -82,6 +82,9 @@ def _kinds(bike: str, keys: dict[str, object]) -> list[Callable[[int], bytes]]:
     ]
 
 
+BROKER_INFLIGHT = 20
+
+
 def requests(count: int, bike: str, keys: dict[str, object]) -> Iterator[bytes]:
     kinds = _kinds(bike, keys)
     for n in range(count):
@@ -113,8 +116,14 @@ async def run(count: int) -> dict[str, Any]:
     world_locks = gateway.locks(3)
     target = world_locks[0]
     with tempfile.TemporaryDirectory(prefix="lockgate-hostile-") as scratch:
+        # The broker as a station's keeps it: 20 requests sent ahead of their PUBACKs (mosquitto's
+        # default). With no limit it writes its whole backlog into the socket, and the station,
+        # reading only as fast as it answers, finds its own publishes' PUBACKs behind it.
         async with gateway.site(
-            Path(scratch), world_locks, backend_topics=(f"commands/{PROBE}", "status")
+            Path(scratch),
+            world_locks,
+            backend_topics=(f"commands/{PROBE}", "status"),
+            broker_inflight=BROKER_INFLIGHT,
         ) as s:
             await s.start()
             before = {k.name: await s.sim.control.lock(k.name) for k in world_locks}

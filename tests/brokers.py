@@ -173,6 +173,9 @@ class Mosquitto:
     tls: Tls | None = None
     users: dict[str, str] = field(default_factory=dict)
     persistence: bool = False
+    max_inflight: int = 0
+    """QoS 1 messages mosquitto sends a client ahead of its PUBACKs (0: no limit; mosquitto's
+    own default is 20, what a station's broker keeps: docs/station.md)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -205,7 +208,7 @@ class Mosquitto:
             "set_tcp_nodelay true",
             # A slow test subscriber must not lose QoS 1 messages: no queue limit.
             "max_queued_messages 0",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {self.max_inflight}",
         ]
         if self.users:
             password_file = self.folder / "passwords"
@@ -281,11 +284,12 @@ async def running_mosquitto(
     tls: Tls | None = None,
     users: dict[str, str] | None = None,
     persistence: bool = False,
+    max_inflight: int = 0,
 ) -> AsyncIterator[Mosquitto]:
     """A mosquitto on a free loopback port, stopped when the block ends. With ``persistence``,
     sessions (a backend's subscription and its queued messages) survive ``stop()``/``start()``."""
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test folder, once
-    broker = Mosquitto(folder, free_port(), tls, dict(users or {}), persistence)
+    broker = Mosquitto(folder, free_port(), tls, dict(users or {}), persistence, max_inflight)
     await broker.start()
     try:
         yield broker
