@@ -169,6 +169,8 @@ async def run(count: int) -> dict[str, Any]:
                 "rss_before_mb": rss_before,
                 "rss_after_mb": gateway.rss_mb(s.daemon.pid),
                 "daemon_running": s.daemon.running,
+                # Each a connection lost, and with it the requests the broker held for it.
+                "link_drops": s.daemon.log.read_bytes().count(b'"mqtt link down"'),
                 "probe_answer": answer.get("error_code"),
                 "locks_moved": moved,
                 "load": gateway.load_average(),
@@ -193,7 +195,8 @@ def main() -> None:
         f"| {result['requests']} hostile requests | {result['rate']:.0f} requests/s, "
         f"{result['cpu_per_request_ms']:.2f} ms CPU each | daemon "
         f"{'up' if result['daemon_running'] else 'DOWN'}, locks moved: "
-        f"{', '.join(result['locks_moved']) or 'none'} | {result['load']} |"
+        f"{', '.join(result['locks_moved']) or 'none'}, link drops: {result['link_drops']}, "
+        f"RSS {result['rss_before_mb']:.0f} → {result['rss_after_mb']:.0f} MB | {result['load']} |"
     )
     if not ok:
         raise SystemExit(1)

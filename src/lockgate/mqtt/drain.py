@@ -6,12 +6,14 @@ intake. Messages are handed to paho directly, in order, and their PUBACKs come b
 message, more than paho's own packing, and a drain after an outage publishes tens of thousands
 (docs/mqtt-link.md). Each message is acknowledged to the outbox after its own PUBACK, in batches
 (one transaction each); a PUBACK that does not come within the timeout ends the connection, as
-aiomqtt's timeout did.
+aiomqtt's timeout did, unless the broker was heard from meanwhile (its PUBACK is then behind the
+requests it sent first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 import aiomqtt
@@ -72,8 +74,7 @@ async def drain(
                 ):
                     await arrived.wait()
             except TimeoutError:
-                oldest = next(iter(in_flight.values()), None)
-                if oldest is not None and oldest[1] <= loop.time():
+                if _broker_silent(in_flight, paho, loop.time(), timeout_s):
                     raise aiomqtt.MqttError(
                         f"no PUBACK within {timeout_s} s: the broker is not answering"
                     ) from None
@@ -105,6 +106,36 @@ async def drain(
         paho.on_publish = theirs
         if done:  # PUBACKs that came in before the end: not to be sent again
             await outbox.acknowledge(*done)
+
+
+def _broker_silent(
+    in_flight: dict[int, tuple[OutboxMessage, float]],
+    paho: mqtt.Client,
+    now: float,
+    timeout_s: float,
+) -> bool:
+    """Whether the oldest publish in flight is past its deadline and nothing came from the
+    broker for a timeout's length: the connection is then dead.
+
+    One past its deadline while the broker is heard from gets a new deadline: its PUBACK is
+    behind what the broker sent first, requests the station reads only as fast as it answers
+    them (backpressure.py), which mosquitto does not hold back for an MQTT 5 client. Ending the
+    connection then would only lose its session."""
+    oldest = next(iter(in_flight), None)
+    if oldest is None or in_flight[oldest][1] > now:
+        return False
+    if not _heard_within(paho, timeout_s):
+        return True
+    message, _ = in_flight.pop(oldest)
+    in_flight[oldest] = (message, now + timeout_s)  # to the end: the next oldest is looked at next
+    return False
+
+
+def _heard_within(paho: mqtt.Client, seconds: float) -> bool:
+    """Whether paho read any bytes from the broker in the last ``seconds`` (its own keepalive
+    clock, ``time.monotonic``)."""
+    last = getattr(paho, "_last_bytes_received", None)
+    return isinstance(last, float) and time.monotonic() - last < seconds
 
 
 def publish_properties(message: OutboxMessage, *, v5: bool) -> Properties | None:
