@@ -116,9 +116,8 @@ async def run(count: int) -> dict[str, Any]:
     world_locks = gateway.locks(3)
     target = world_locks[0]
     with tempfile.TemporaryDirectory(prefix="lockgate-hostile-") as scratch:
-        # The broker as a station's keeps it: 20 requests sent ahead of their PUBACKs (mosquitto's
-        # default). With no limit it writes its whole backlog into the socket, and the station,
-        # reading only as fast as it answers, finds its own publishes' PUBACKs behind it.
+        # The broker as a station's would be: mosquitto's default max_inflight_messages (20),
+        # not the tests' unlimited one (docs/station.md).
         async with gateway.site(
             Path(scratch),
             world_locks,

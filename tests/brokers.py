@@ -174,8 +174,8 @@ class Mosquitto:
     users: dict[str, str] = field(default_factory=dict)
     persistence: bool = False
     max_inflight: int = 0
-    """QoS 1 messages mosquitto sends a client ahead of its PUBACKs (0: no limit; mosquitto's
-    own default is 20, what a station's broker keeps: docs/station.md)."""
+    """mosquitto's ``max_inflight_messages`` (0: no limit; its own default is 20, what a station's
+    broker keeps: docs/station.md)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
