@@ -74,9 +74,22 @@ def test_installs_into_a_root_and_keeps_the_configuration_on_a_second_run(tmp_pa
     assert _owner_mode(config) == (0, gid, 0o640)
 
 
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
 def test_refuses_to_run_as_non_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    done = _install(root, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    # The script through bash's standard input: user nobody may not reach the checkout itself
+    # (a clone in a private temporary directory), and the refusal must come before anything.
+    done = subprocess.run(
+        [*NOBODY, "bash", "-s", "--", str(SOURCE)],
+        input=SCRIPT.read_text(),
+        env={**os.environ, "LOCKGATE_INSTALL_ROOT": str(root), "LOCKGATE_INSTALL_SKIP_PIP": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 1
     assert "run as root" in done.stderr
     assert not root.exists()
