@@ -465,6 +465,18 @@ class Driver:
     async def _watch(self, entry: RadioLock) -> None:
         """Keep a link to an open lock and mirror what it indicates, until it is closed; in the
         lock's turn only while nobody else wants it (an operation takes turn and link at once)."""
+        while True:
+            await self._watch_while_open(entry)
+            async with entry.mutex:
+                # Decided in the lock's turn: an operation that ended while this task waited for
+                # the turn may have left the lock open again, and it found this task alive, so
+                # started no other watcher. Leaving now would leave its slot unwatched and never
+                # given up to a command.
+                if not self._should_watch(entry):
+                    await self._drop_link(entry)
+                    return
+
+    async def _watch_while_open(self, entry: RadioLock) -> None:
         base = self._settings.watch_retry_s
         backoff = base
         while self._should_watch(entry):
@@ -486,9 +498,6 @@ class Driver:
                 pause, backoff = backoff, min(backoff * 2, self._settings.sync_interval_s)
             if pause:
                 await asyncio.sleep(pause)
-        async with entry.mutex:
-            if not self._should_watch(entry):
-                await self._drop_link(entry)
 
     async def _rewatch(self, entry: RadioLock) -> bool:
         """Connect again for a watch, in the lock's turn; False if not now (no slot) or failed."""
