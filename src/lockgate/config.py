@@ -21,7 +21,7 @@ import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -171,8 +171,21 @@ class MqttSection(_Section):
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
+_ADAPTER_PATTERN = r"^(hci\d+|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5})$"
+
+
 class BleSection(_Section):
-    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] = DEFAULT_RADIO.adapter
+    # One adapter (``adapter``), several by name or address (``adapters``), or every adapter BlueZ
+    # has (``adapters = "all"``); the default is hci0. Slots are per adapter.
+    adapter: Annotated[str, Field(pattern=r"^hci\d+$")] | None = None
+    adapters: (
+        Annotated[
+            list[Annotated[str, Field(pattern=_ADAPTER_PATTERN)]], Field(min_length=1, max_length=8)
+        ]
+        | Literal["all"]
+        | None
+    ) = None
+    radio_lost_exit_s: Annotated[float, Field(ge=30, le=86400)] = DEFAULT_RADIO.radio_lost_exit_s
     dbus_address: str = ""
     connection_slots: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connection_slots
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = DEFAULT_RADIO.connect_timeout_s
@@ -181,6 +194,23 @@ class BleSection(_Section):
     watch: bool = DEFAULT_RADIO.watch
     dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.dead_after_s
     long_dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.long_dead_after_s
+
+    @property
+    def adapter_keys(self) -> tuple[str, ...]:
+        """The adapters to use: names, addresses, or ``("all",)``."""
+        if self.adapters == "all":
+            return ("all",)
+        if self.adapters:
+            return tuple(key.upper() if ":" in key else key for key in self.adapters)
+        return (self.adapter or DEFAULT_RADIO.adapters[0],)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_adapters(self) -> Self:
+        if self.adapter is not None and self.adapters is not None:
+            raise ValueError("name the adapters with adapter or adapters, not both")
+        if isinstance(self.adapters, list) and len(set(self.adapter_keys)) != len(self.adapters):
+            raise ValueError("adapters names one adapter twice")
+        return self
 
     @model_validator(mode="after")
     def _dead_before_long_dead(self) -> Self:

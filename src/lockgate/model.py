@@ -164,6 +164,7 @@ class EventType(StrEnum):
     HEALTH = "health"
     BATTERY = "battery"
     ALARM = "alarm"
+    RADIO = "radio"
 
 
 class BookingChange(StrEnum):
@@ -173,6 +174,13 @@ class BookingChange(StrEnum):
     OCCUPIED = "occupied"
     AVAILABLE = "available"
     CANCELED = "canceled"
+
+
+class RadioState(StrEnum):
+    """The station's radio (an adapter, or all of them): usable or not."""
+
+    UP = "up"
+    DOWN = "down"
 
 
 class StationState(StrEnum):

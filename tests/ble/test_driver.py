@@ -164,7 +164,7 @@ async def test_closed_by_hand_while_watched(station: StationFactory) -> None:
     ]
     # A closed lock is no longer watched: its link is let go.
     await s.wait_for(lambda: s.bike(0) not in s.driver.watched())
-    await s.wait_for(lambda: s.driver.slots.in_use == 0)
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
 
 
 async def test_a_command_takes_a_watchs_slot(station: StationFactory) -> None:

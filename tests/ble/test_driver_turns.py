@@ -45,7 +45,7 @@ async def manual_close_is_mirrored(s: SimulatedStation, index: int) -> None:
 
     await s.wait_for(lambda: len(manual()) >= 2)
     assert manual() == [(LockState.LOCKING, Cause.MANUAL), (LockState.LOCKED, Cause.MANUAL)]
-    await s.wait_for(lambda: s.driver.slots.in_use == 0)
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
 
 
 def healths(s: SimulatedStation, bike: str) -> list[Health]:
@@ -136,8 +136,8 @@ async def test_an_operation_cancelled_mid_motion_leaves_nothing_held(
             await s.driver.perform(
                 bike, Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
             )
-    assert s.driver.slots.in_use == 0
-    await s.wait_for(lambda: s.driver.slots.in_use == 0)
+    assert s.driver.links_in_use == 0
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
     await s.sim.control.set_motor_ms(s.lock(0).name, 1200)
     after = await s.driver.perform(
         bike, Operation.READ, s.credentials(0), timeout_s=30, progress=ProgressLog()

@@ -36,14 +36,24 @@ from typing import Self
 
 import structlog
 
+from lockgate.ble.adapters import (
+    Adapters,
+    AdapterStatus,
+    Candidate,
+    RadioAdapter,
+    Turn,
+    choose,
+)
+from lockgate.ble.bleak_internals import forget_bluez
+from lockgate.ble.bluez import BluezView, BluezWatch
 from lockgate.ble.conversation import Conversation
-from lockgate.ble.discovery import Discovery, LockIdentity
-from lockgate.ble.errors import OperationError
+from lockgate.ble.discovery import Discovery, LockIdentity, Sighting
+from lockgate.ble.errors import AdapterError, OperationError
 from lockgate.ble.health import HealthTracker
 from lockgate.ble.link import Chunk, Link, connect_within, next_chunk
 from lockgate.ble.radio_lock import RadioLock, merge_readings
 from lockgate.ble.settings import RadioSettings
-from lockgate.ble.slots import Priority, SlotPool
+from lockgate.ble.slots import Priority
 from lockgate.clock import utc_now
 from lockgate.model import Cause, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
@@ -74,6 +84,12 @@ class _Attempt:
     """Whether an operation got as far as the radio: only then does its end count for health."""
 
     started: bool = False
+    radio_away: str | None = None
+    """Set while the operation waits for an adapter to be up: why none is."""
+
+
+ROUTE_TRIES = 3
+"""How often an operation picks an adapter again when the one it chose went down meanwhile."""
 
 
 class Driver:
@@ -101,11 +117,16 @@ class Driver:
             )
             for lock in locks
         }
-        self._discovery = Discovery(
-            (entry.identity for entry in self._locks.values()), settings.adapter, clock
+        self._discovery = Discovery((entry.identity for entry in self._locks.values()), clock)
+        self._adapters = Adapters(settings.adapters, settings.connection_slots, now)
+        self._bluez = BluezWatch(
+            on_change=self._bluez_changed,
+            probe_interval_s=settings.probe_interval_s,
+            probe_timeout_s=settings.steps.gatt_s,
         )
-        self.slots = SlotPool(settings.connection_slots)
-        self._connecting = asyncio.Lock()
+        self._generation = 0
+        self._radio_up = asyncio.Event()
+        self._turns: asyncio.Queue[AdapterStatus] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
@@ -115,10 +136,22 @@ class Driver:
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
-            # Scanning first: an adapter that cannot be used raises AdapterError as itself, not
-            # wrapped in the task group's exception group.
-            await self._discovery.start()
+            # BlueZ and scanning first: an adapter that cannot be used raises AdapterError as
+            # itself, not wrapped in the task group's exception group.
+            stack.push_async_callback(self._bluez.stop)
+            view = await self._bluez.start(self._settings.steps.gatt_s)
+            if not self._adapters.up():
+                names = ", ".join(a.key for a in self._adapters.all()) or "any adapter"
+                reason = view.reason if not view.usable else "none is there and powered"
+                raise AdapterError(f"{names}: {reason}")
             stack.push_async_callback(self._discovery.stop)
+            try:
+                await self._discovery.close_stale()
+                for adapter in self._adapters.up():
+                    assert adapter.name is not None
+                    await self._discovery.scan(adapter.name)
+            except TimeoutError as err:
+                raise AdapterError("BlueZ did not answer in time") from err
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._close_all)
             self._loops = [
@@ -156,6 +189,29 @@ class Driver:
     @property
     def unknown_locks(self) -> frozenset[str]:
         return self._discovery.strangers
+
+    @property
+    def links_in_use(self) -> int:
+        return sum(a.slots.in_use for a in self._adapters.all())
+
+    @property
+    def link_capacity(self) -> int:
+        """Links the adapters that are up hold at once."""
+        return sum(a.slots.capacity for a in self._adapters.up())
+
+    @property
+    def radio_up(self) -> bool:
+        """At least one adapter is up."""
+        return self._radio_up.is_set()
+
+    def radio_status(self) -> list[AdapterStatus]:
+        """Every adapter: up or down since when, why, its slots."""
+        return [a.status() for a in self._adapters.all()]
+
+    async def radio_turns(self) -> AsyncIterator[AdapterStatus]:
+        """Each adapter going down or up, as it happens (one consumer: the service)."""
+        while True:
+            yield await self._turns.get()
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         self._locks[bike].standing = credentials
@@ -263,9 +319,16 @@ class Driver:
                         attempt=attempt,
                     )
             except TimeoutError:
-                result = Result(
-                    Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
-                )
+                if attempt.radio_away is not None:
+                    # Never reached the radio: nothing to say of the lock's health.
+                    result = Result(
+                        Outcome.UNREACHABLE,
+                        f"the radio stayed down for all of {timeout_s:g} s: {attempt.radio_away}",
+                    )
+                else:
+                    result = Result(
+                        Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
+                    )
                 if attempt.started:
                     self._record(entry, result)
             except BaseException:
@@ -306,7 +369,7 @@ class Driver:
             await self._observed.join()
             link = await self._link(entry, priority, attempt)
             await progress(StepReached(Step.CONNECTED, self._clock()))
-            sighting = self._discovery.sighting(entry.bike)
+            sighting = self._sighting_through(entry)
             reading = Reading(rssi=sighting.rssi if sighting else None)
             if credentials is not None:
                 conversation = Conversation(link, credentials, steps, self._clock, progress)
@@ -350,6 +413,8 @@ class Driver:
         except OperationError as err:
             if err.outcome is Outcome.UNREACHABLE:
                 self._discovery.forget(entry.bike)
+            if err.outcome is Outcome.LINK_LOST and entry.link is not None:
+                entry.link.lost.set()  # never kept for a watch, never handed to the next one
             if err.outcome is Outcome.BLOCKED:
                 hardware = HardwareState.ERROR
             result = Result(err.outcome, err.reason, reading, hardware)
@@ -374,55 +439,101 @@ class Driver:
             entry.lock_state = result.reading.lock_state
 
     async def _link(self, entry: RadioLock, priority: Priority, attempt: _Attempt) -> Link:
-        """The lock's open link (a watch's, taken over) or a new one in a new slot.
+        """The lock's open link (a watch's, taken over) or a new one in a new slot, through the
+        adapter that hears the lock best (:func:`~lockgate.ble.adapters.choose`).
 
         A sync takes a slot only if one is free: it never waits behind watches, and a read that
-        did not happen says nothing of the lock's health.
+        did not happen says nothing of the lock's health. While no adapter is up the operation
+        waits for one (within its own timeout).
         """
-        if entry.linked and entry.slot is not None:
-            self.slots.repurpose(entry.slot, priority)
+        if entry.linked and entry.slot is not None and entry.adapter is not None:
+            entry.adapter.slots.repurpose(entry.slot, priority)
             attempt.started = True
             assert entry.link is not None
             return entry.link
         await self._drop_link(entry)
-        if priority is Priority.SYNC:
-            slot = self.slots.try_acquire(entry.bike, priority)
-            if slot is None:
-                raise OperationError(Outcome.NO_SLOT, "every connection slot is taken")
-        else:
-            slot = await self.slots.acquire(entry.bike, priority)
-        attempt.started = True
-        try:
-            entry.link = await self._connect(entry)
-        except BaseException:
-            self.slots.release(slot)
-            raise
-        entry.slot = slot
-        return entry.link
+        for _ in range(ROUTE_TRIES):
+            adapter, sighting = await self._route(entry, attempt)
+            if priority is Priority.SYNC:
+                slot = adapter.slots.try_acquire(entry.bike, priority)
+                if slot is None:
+                    raise OperationError(Outcome.NO_SLOT, "every connection slot is taken")
+            else:
+                slot = await adapter.slots.acquire(entry.bike, priority)
+            if not adapter.up:  # it went while this operation waited for its slot
+                adapter.slots.release(slot)
+                continue
+            attempt.started = True
+            try:
+                entry.link = await self._connect(entry, adapter, sighting)
+            except BaseException:
+                adapter.slots.release(slot)
+                raise
+            entry.slot, entry.adapter = slot, adapter
+            return entry.link
+        raise OperationError(Outcome.UNREACHABLE, "every adapter that heard the lock went down")
 
-    async def _connect(self, entry: RadioLock) -> Link:
-        settings = self._settings
-        device = await self._discovery.find(entry.bike, settings.find_timeout_s)
-        async with self._connecting:
-            return await connect_within(
-                self._tasks,
-                entry.bike,
-                device,
-                timeout_s=settings.connect_timeout_s,
-                max_attempts=settings.connect_attempts,
-                step_timeout_s=settings.steps.gatt_s,
+    async def _route(self, entry: RadioLock, attempt: _Attempt) -> tuple[RadioAdapter, Sighting]:
+        """The adapter to reach the lock through, and how it heard the lock; waits for an adapter
+        to be up, then for the lock to be heard."""
+        while True:
+            if not self._radio_up.is_set():
+                attempt.radio_away = self._why_down()
+                await self._radio_up.wait()
+                attempt.radio_away = None
+            sightings = await self._discovery.find(
+                entry.bike, self._settings.find_timeout_s, self._usable_adapter
             )
+            best = choose(
+                Candidate(adapter, s.rssi)
+                for s in sightings
+                if (adapter := self._adapters.by_name(s.adapter)) is not None
+            )
+            if best is not None:
+                sighting = next(s for s in sightings if s.adapter == best.adapter.name)
+                return best.adapter, sighting
+
+    def _usable_adapter(self, name: str) -> bool:
+        return self._adapters.by_name(name) is not None
+
+    def _sighting_through(self, entry: RadioLock) -> Sighting | None:
+        adapter = entry.adapter
+        for sighting in self._discovery.sightings(entry.bike):
+            if adapter is not None and sighting.adapter == adapter.name:
+                return sighting
+        return None
+
+    def _why_down(self) -> str:
+        reasons = [f"{a.key}: {a.reason}" for a in self._adapters.all() if not a.up]
+        return "; ".join(reasons) or "no adapter is up"
+
+    async def _connect(self, entry: RadioLock, adapter: RadioAdapter, sighting: Sighting) -> Link:
+        settings = self._settings
+        async with adapter.connecting:
+            try:
+                return await connect_within(
+                    self._tasks,
+                    entry.bike,
+                    sighting.device,
+                    timeout_s=settings.connect_timeout_s,
+                    max_attempts=settings.connect_attempts,
+                    step_timeout_s=settings.steps.gatt_s,
+                )
+            except OperationError:
+                adapter.failed()
+                raise
 
     async def _drop_link(self, entry: RadioLock) -> None:
         link, entry.link = entry.link, None
         slot, entry.slot = entry.slot, None
+        adapter, entry.adapter = entry.adapter, None
         entry.gdio.reset()
         try:
             if link is not None:
                 await link.close(self._settings.steps.disconnect_s)
         finally:
-            if slot is not None:
-                self.slots.release(slot)
+            if slot is not None and adapter is not None:
+                adapter.slots.release(slot)
 
     def _release_later(self, entry: RadioLock) -> bool:
         """Ends the lock's turn (keep or let go of the link, then free the turn) in a task, so the
@@ -443,8 +554,8 @@ class Driver:
         if not self._should_watch(entry):
             await self._drop_link(entry)
             return
-        if entry.linked and entry.slot is not None:
-            self.slots.repurpose(entry.slot, Priority.WATCH)
+        if entry.linked and entry.slot is not None and entry.adapter is not None:
+            entry.adapter.slots.repurpose(entry.slot, Priority.WATCH)
         else:
             await self._drop_link(entry)
         self._ensure_watcher(entry)
@@ -481,6 +592,9 @@ class Driver:
         backoff = base
         while self._should_watch(entry):
             pause = 0.0
+            if not entry.linked and not self._radio_up.is_set():
+                await self._radio_up.wait()  # nothing to reconnect through: no backing off
+                continue
             try:
                 async with entry.mutex:
                     if entry.waiting or not self._should_watch(entry):
@@ -500,27 +614,39 @@ class Driver:
                 await asyncio.sleep(pause)
 
     async def _rewatch(self, entry: RadioLock) -> bool:
-        """Connect again for a watch, in the lock's turn; False if not now (no slot) or failed."""
-        if self._connecting.locked():
+        """Connect again for a watch, in the lock's turn; False if not now (no slot, nobody
+        hears the lock, a command connecting) or failed."""
+        best = choose(
+            Candidate(adapter, s.rssi)
+            for s in self._discovery.sightings(entry.bike)
+            if (adapter := self._adapters.by_name(s.adapter)) is not None
+        )
+        if best is None:
+            return False
+        adapter = best.adapter
+        if adapter.connecting.locked():
             return False  # a command's connection attempt goes first
-        slot = self.slots.try_acquire(entry.bike, Priority.WATCH)
+        slot = adapter.slots.try_acquire(entry.bike, Priority.WATCH)
         if slot is None:
             return False
+        sighting = next(
+            s for s in self._discovery.sightings(entry.bike) if s.adapter == adapter.name
+        )
         await self._drop_link(entry)
         try:
-            entry.link = await self._connect(entry)
+            entry.link = await self._connect(entry, adapter, sighting)
         except OperationError as err:
-            self.slots.release(slot)
+            adapter.slots.release(slot)
             if err.outcome is Outcome.UNREACHABLE:
-                self._discovery.forget(entry.bike)
+                self._discovery.forget(entry.bike, adapter.name)
             self._record(entry, Result(err.outcome, err.reason))
             self._publish_health(entry)
             log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
             return False
         except BaseException:
-            self.slots.release(slot)
+            adapter.slots.release(slot)
             raise
-        entry.slot = slot
+        entry.slot, entry.adapter = slot, adapter
         self._record(entry, Result(Outcome.OK, "watch connected"))
         self._publish_health(entry)
         return True
@@ -563,6 +689,64 @@ class Driver:
         for observation in entry.heard(chunk, self._clock()):
             self._observe(observation)
 
+    # --- the radio itself ------------------------------------------------------------------
+
+    def _bluez_changed(self, view: BluezView) -> None:
+        """BluezWatch's news: links and scans lost with bluetoothd or an adapter, scans started
+        again on the return, each turn logged and handed to the service."""
+        now = self._clock()
+        if self._generation and (not view.present or view.generation != self._generation):
+            # bluetoothd went (or was replaced): every link, scan and cached object is gone.
+            forget_bluez()
+            self._lose_links(None)
+            self._discovery.lose(None)
+        if view.present:
+            self._generation = view.generation
+        for turn in self._adapters.follow(view, now):
+            self._turned(turn)
+        if self._adapters.up():
+            self._radio_up.set()
+        else:
+            self._radio_up.clear()
+
+    def _turned(self, turn: Turn) -> None:
+        adapter = turn.adapter
+        if turn.up:
+            log.warning("adapter up", adapter=adapter.key, name=adapter.name)
+            if self._tasks is not None and not self._stopping:
+                self._tasks.create_task(self._scan(adapter), name=f"ble-scan-{adapter.key}")
+        else:
+            log.warning("adapter down", adapter=adapter.key, reason=turn.reason)
+            self._lose_links(adapter)
+            if turn.name is not None:
+                self._discovery.lose(turn.name)
+                if self._tasks is not None:
+                    self._tasks.create_task(
+                        self._discovery.stop_scan(turn.name), name=f"ble-unscan-{adapter.key}"
+                    )
+        self._turns.put_nowait(adapter.status())
+
+    def _lose_links(self, adapter: RadioAdapter | None) -> None:
+        """Every link through ``adapter`` (every link, with None) is gone: whoever holds the
+        lock's turn sees it at once and lets it go; a command caught mid-motion ends LINK_LOST
+        and its lock is read again once the radio is back (``recheck``), never moved blindly."""
+        for entry in self._locks.values():
+            if entry.link is not None and (adapter is None or entry.adapter is adapter):
+                entry.link.lost.set()
+                entry.recheck = True
+
+    async def _scan(self, adapter: RadioAdapter) -> None:
+        """Scan through an adapter that came up, trying again each second while it stays up."""
+        while adapter.up and adapter.name is not None:
+            try:
+                await self._discovery.scan(adapter.name)
+            except AdapterError as err:
+                log.warning("scan could not start", adapter=adapter.key, error=str(err))
+                await asyncio.sleep(1.0)
+            else:
+                log.info("scanning", adapter=adapter.key, name=adapter.name)
+                return
+
     # --- syncing and health --------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
@@ -576,6 +760,7 @@ class Driver:
         timeout = self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
         while True:
             await asyncio.sleep(tick)
+            await self._radio_up.wait()  # a read while the radio is away says nothing
             for entry in self._locks.values():
                 now = self._clock()
                 since = now - (entry.last_attempt or started)

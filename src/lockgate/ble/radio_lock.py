@@ -15,6 +15,7 @@ from datetime import datetime
 
 import structlog
 
+from lockgate.ble.adapters import RadioAdapter
 from lockgate.ble.discovery import LockIdentity
 from lockgate.ble.health import HealthTracker, HealthView
 from lockgate.ble.link import Chunk, Link
@@ -55,6 +56,8 @@ class RadioLock:
     standing: Credentials | None = None
     link: Link | None = None
     slot: Slot | None = None
+    adapter: RadioAdapter | None = None
+    """The adapter the link goes through (whose slot it holds)."""
     waiting: int = 0
     """Operations waiting for the lock's turn."""
     operation_waits: asyncio.Event = field(default_factory=asyncio.Event)

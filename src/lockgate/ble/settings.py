@@ -28,8 +28,10 @@ class StepTimeouts:
 class RadioSettings:
     """The driver's knobs (config section ``[ble]``); times in seconds."""
 
-    adapter: str = "hci0"
+    adapters: tuple[str, ...] = ("hci0",)
+    """The adapters to use, by BlueZ's name (``hci0``) or address; ``("all",)``: every one."""
     connection_slots: int = 3
+    """Per adapter."""
     connect_timeout_s: float = 20.0
     connect_attempts: int = 3
     find_timeout_s: float = 10.0
@@ -40,6 +42,10 @@ class RadioSettings:
     """A lock not reached for this long is DEAD (heartbeat_v2)."""
     long_dead_after_s: float = 86400.0
     """... and LONG_DEAD after this long."""
+    probe_interval_s: float = 10.0
+    """How often bluetoothd is asked something, to notice one that hangs."""
+    radio_lost_exit_s: float = 300.0
+    """The daemon exits (for systemd to restart it) once no adapter was up for this long."""
     steps: StepTimeouts = field(default_factory=StepTimeouts)
 
 

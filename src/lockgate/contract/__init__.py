@@ -23,6 +23,7 @@ from lockgate.contract.documents import (
     Heartbeat,
     LockDocument,
     LockStateEvent,
+    RadioEvent,
     StationStatus,
     device_state,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Heartbeat",
     "LockDocument",
     "LockStateEvent",
+    "RadioEvent",
     "RegisteredLock",
     "RejectedRequest",
     "Station",

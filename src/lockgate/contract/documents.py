@@ -24,6 +24,7 @@ from lockgate.model import (
     HardwareState,
     Health,
     LockState,
+    RadioState,
     StationState,
 )
 
@@ -155,16 +156,46 @@ class AlarmEvent(_EventBase):
     alarm: bool
 
 
-Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent
+class RadioEvent(_EventBase):
+    """An adapter (or bluetoothd, for all of them) went away or came back; ``bike`` is null."""
+
+    type: Literal[EventType.RADIO] = EventType.RADIO
+    adapter: str
+    radio_state: RadioState
+    reason: str | None = None
+    down_s: float | None = None
+    """On the way back up: how long it was down."""
+
+
+Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent | RadioEvent
 
 
 # --- station status and errors -----------------------------------------------------------------
 
 
+class AdapterDocument(_Document):
+    """One adapter in the status: as configured, BlueZ's name and address now, up or down."""
+
+    adapter: str
+    name: str | None
+    address: str | None
+    state: RadioState
+    since: Timestamp
+    reason: str | None = None
+    slots: int
+    in_use: int
+
+
 class BleStatus(_Document):
+    """The radio: ``state`` is up while any adapter is; ``adapters`` has each one."""
+
     adapter: str
     slots: int
     in_use: int
+    state: RadioState = RadioState.UP
+    since: Timestamp | None = None
+    reason: str | None = None
+    adapters: tuple[AdapterDocument, ...] = ()
 
 
 class SealingKey(_Document):
@@ -208,6 +239,7 @@ def device_state(lock_state: LockState, booking: BookingState) -> DeviceState:
 
 
 __all__ = [
+    "AdapterDocument",
     "AlarmEvent",
     "BatteryEvent",
     "BleStatus",
@@ -223,6 +255,7 @@ __all__ = [
     "Heartbeat",
     "LockDocument",
     "LockStateEvent",
+    "RadioEvent",
     "StationStatus",
     "device_state",
 ]

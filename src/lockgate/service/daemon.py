@@ -35,14 +35,22 @@ from typing import Literal
 
 import structlog
 
+from lockgate.ble.adapters import AdapterStatus
 from lockgate.ble.driver import Driver
 from lockgate.ble.errors import AdapterError
 from lockgate.clock import utc_now
 from lockgate.config import Config
-from lockgate.contract.documents import BleStatus, SealingKey, StationStatus
+from lockgate.contract.documents import (
+    AdapterDocument,
+    BleStatus,
+    RadioEvent,
+    SealingKey,
+    StationStatus,
+)
 from lockgate.contract.envelope import CommandGate, public_jwk
+from lockgate.contract.stamps import stamp
 from lockgate.engine import Engine
-from lockgate.model import Cause, StationState
+from lockgate.model import Cause, RadioState, StationState
 from lockgate.mqtt import Link, LinkState
 from lockgate.service.exits import Exit
 from lockgate.service.notify import Notifier, feed_watchdog, watchdog_interval
@@ -54,6 +62,7 @@ from lockgate.service.settings import (
     station,
 )
 from lockgate.store import (
+    Change,
     Correlation,
     Outbox,
     SchemaError,
@@ -102,6 +111,8 @@ class Daemon:
         self._gate = CommandGate()
         self._sealing_key: SealingKey | None = None  # the public half, for the status document
         self._unread = len(config.locks)  # locks whose first read has not ended yet
+        self._exit = Exit.OK
+        self._radio_down_at: float | None = None  # loop time since when no adapter is up
 
     @property
     def boot_id(self) -> str:
@@ -163,7 +174,7 @@ class Daemon:
                     Driver(identities(config), radio_settings(config.ble))
                 )
             except AdapterError as err:
-                name = config.ble.adapter
+                name = ", ".join(config.ble.adapter_keys)
                 return _refuse(Exit.UNAVAILABLE, "adapter unusable", adapter=name, error=str(err))
             self._driver = driver
             engine = await stack.enter_async_context(
@@ -175,11 +186,13 @@ class Daemon:
                     refusal_window=timedelta(seconds=config.store.refusal_window_s),
                 )
             )
-            await self._serve(driver, engine, Outbox(store))
-        log.info("stopped", boot_id=self.boot_id)
-        return Exit.OK
+            await self._serve(driver, engine, store)
+        log.info("stopped", boot_id=self.boot_id, exit_code=int(self._exit))
+        return self._exit
 
-    async def _serve(self, driver: Driver, engine: Engine, outbox: Outbox) -> None:
+    async def _serve(self, driver: Driver, engine: Engine, store: Store) -> None:
+        outbox = Outbox(store)
+
         async def intake(payload: bytes, correlation: Correlation) -> object:
             return await engine.submit(payload, correlation=correlation)
 
@@ -193,6 +206,7 @@ class Daemon:
                     feed_watchdog(self._notifier, watchdog_interval()),
                     name="lockgate.service.watchdog",
                 ),
+                group.create_task(self._radio_deadline(driver), name="lockgate.service.radio"),
             ]
             await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
@@ -203,6 +217,9 @@ class Daemon:
                 background += [
                     first_reads,
                     group.create_task(self._report(outbox, link), name="lockgate.service.status"),
+                    group.create_task(
+                        self._follow_radio(driver, store, link), name="lockgate.service.turns"
+                    ),
                 ]
                 await _online_or_away(link)
                 self._notifier.ready(self._status_line(link.state))
@@ -252,6 +269,65 @@ class Daemon:
                 # watch sees the lock again.
                 _lost(observation.bike, err)
 
+    async def _follow_radio(self, driver: Driver, store: Store, link: Link) -> None:
+        """Each adapter going down or up: an event, the retained status, systemd's STATUS."""
+        loop = asyncio.get_running_loop()
+        down_at: dict[str, float] = {}
+        async for turn in driver.radio_turns():
+            now = loop.time()
+            if turn.up:
+                went = down_at.pop(turn.adapter, None)
+                down_s = None if went is None else round(now - went, 3)
+            else:
+                down_at.setdefault(turn.adapter, now)
+                down_s = None
+            if driver.radio_up:
+                if self._radio_down_at is not None:
+                    log.warning("radio back", down_s=round(now - self._radio_down_at, 3))
+                self._radio_down_at = None
+            elif self._radio_down_at is None:
+                self._radio_down_at = now
+                log.warning(
+                    "radio down: commands wait for it",
+                    reason=turn.reason,
+                    exit_after_s=self._config.ble.radio_lost_exit_s,
+                )
+            event = RadioEvent(
+                **stamp(self._station, turn.since, bike=None),
+                adapter=turn.adapter,
+                radio_state=RadioState.UP if turn.up else RadioState.DOWN,
+                reason=turn.reason,
+                down_s=down_s,
+            )
+            try:
+                await store.apply(Change(events=(event,)), at=utc_now())
+                if link.state.connected:
+                    await store.set_retained("status", self._status("online"))
+            except StoreError as err:
+                log.error(  # noqa: TRY400 - the store's reason is the whole story
+                    "radio event not stored", adapter=turn.adapter, error=str(err)
+                )
+            self._notifier.status(self._status_line(link.state))
+
+    async def _radio_deadline(self, driver: Driver) -> None:
+        """No adapter up for ``radio_lost_exit_s``: stop, and exit for systemd to restart us
+        (a fresh process, a fresh bleak, a fresh look at BlueZ)."""
+        limit = self._config.ble.radio_lost_exit_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            down_at = self._radio_down_at
+            if down_at is None or driver.radio_up or loop.time() - down_at < limit:
+                continue
+            log.error(
+                "radio lost for too long: exiting for a restart",
+                down_s=round(loop.time() - down_at, 1),
+                exit_code=int(Exit.UNAVAILABLE),
+            )
+            self._exit = Exit.UNAVAILABLE
+            self.request_stop()
+            return
+
     async def _report(self, outbox: Outbox, link: Link) -> None:
         """Keep systemd's STATUS and the retained status document's depth current."""
         while True:
@@ -272,14 +348,37 @@ class Daemon:
         if state.oldest_unsent_age_s is not None:
             parts.append(f"oldest {state.oldest_unsent_age_s:.0f} s")
         if self._driver is not None:
-            parts.append(f"links {self._driver.slots.in_use}/{self._driver.slots.capacity}")
+            driver = self._driver
+            if not driver.radio_up:
+                parts.append("radio DOWN")
+            parts.append(f"links {driver.links_in_use}/{driver.link_capacity}")
         if state.last_error and not state.connected:
             parts.append(f"last error: {state.last_error}")
         return ", ".join(parts)
 
+    def _ble_status(self) -> BleStatus:
+        ble = self._config.ble
+        driver = self._driver
+        if driver is None:
+            return BleStatus(
+                adapter=ble.adapter_keys[0], slots=ble.connection_slots, in_use=0, since=None
+            )
+        adapters = driver.radio_status()
+        up = [a for a in adapters if a.up]
+        down = [a for a in adapters if not a.up]
+        return BleStatus(
+            adapter=ble.adapter_keys[0],
+            slots=ble.connection_slots,
+            in_use=driver.links_in_use,
+            state=RadioState.UP if up else RadioState.DOWN,
+            # Up since the first adapter came up; down since the last one went.
+            since=min(a.since for a in up) if up else max((a.since for a in down), default=None),
+            reason=None if up else "; ".join(a.reason or "" for a in down) or None,
+            adapters=tuple(_adapter_document(a) for a in adapters),
+        )
+
     def _status(self, state: Literal["online", "offline"]) -> bytes:
         """The retained ``status`` document (the will carries the offline one)."""
-        driver = self._driver
         self._published_depth = self._outbox_depth
         return StationStatus(
             station=self._station.id,
@@ -289,13 +388,22 @@ class Daemon:
             since=self._started,
             locks=tuple(lock.bike for lock in self._station.locks),
             outbox_depth=self._outbox_depth,
-            ble=BleStatus(
-                adapter=self._config.ble.adapter,
-                slots=self._config.ble.connection_slots,
-                in_use=driver.slots.in_use if driver is not None else 0,
-            ),
+            ble=self._ble_status(),
             sealing_key=self._sealing_key,
         ).to_bytes()
+
+
+def _adapter_document(status: AdapterStatus) -> AdapterDocument:
+    return AdapterDocument(
+        adapter=status.adapter,
+        name=status.name,
+        address=status.address,
+        state=RadioState.UP if status.up else RadioState.DOWN,
+        since=status.since,
+        reason=status.reason,
+        slots=status.slots,
+        in_use=status.in_use,
+    )
 
 
 async def run(config: Config, *, notifier: Notifier | None = None, fresh: bool = False) -> Exit:

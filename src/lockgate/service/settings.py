@@ -22,7 +22,8 @@ from lockgate.store.command_keys import CommandKeyError, load_backend_keys, load
 def radio_settings(ble: BleSection) -> RadioSettings:
     return replace(
         DEFAULT_RADIO,
-        adapter=ble.adapter,
+        adapters=ble.adapter_keys,
+        radio_lost_exit_s=ble.radio_lost_exit_s,
         connection_slots=ble.connection_slots,
         connect_timeout_s=ble.connect_timeout_s,
         connect_attempts=ble.connect_attempts,
