@@ -3,8 +3,10 @@
 - ``lockgate-sim --config FILE [--bus ADDRESS] [--scenario FILE] [--time-scale X]`` serves the world
   (on a private dbus-daemon of its own unless ``--bus`` names one), prints
   ``DBUS_SYSTEM_BUS_ADDRESS=<address>`` once serving, and runs until SIGINT or SIGTERM.
-- ``lockgate-sim ctl --bus ADDRESS ACTION [LOCK] [VALUE]`` performs one control action
-  (:class:`~lockgate_sim.control.Action`) and exits 0, or 1 if the simulator refused it.
+- ``lockgate-sim ctl --bus ADDRESS [--adapter NAME] ACTION [TARGET…]`` performs one control
+  action (:class:`~lockgate_sim.control.Action`) and exits 0, or 1 if the simulator refused it:
+  ``ACTION LOCK [VALUE]``, ``adapter-power ADAPTER 0|1``, ``adapter-remove ADAPTER``,
+  ``adapter-add ADAPTER [NEW_NAME]``, ``bluez-hang SECONDS``, ``bluez-restart [SECONDS]``.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -61,8 +64,19 @@ def _ctl_parser() -> argparse.ArgumentParser:
         description="Act on a running simulator. Actions: " + ", ".join(a.value for a in Action),
     )
     parser.add_argument("--bus", required=True, help="the address lockgate-sim printed")
+    parser.add_argument(
+        "--adapter",
+        default="",
+        help="rssi, out-of-range, in-range, slots: act on this adapter only (hci1)",
+    )
     parser.add_argument("action", choices=[a.value for a in Action], metavar="ACTION")
-    parser.add_argument("target", nargs="*", metavar="LOCK [VALUE]")
+    parser.add_argument(
+        "target",
+        nargs="*",
+        metavar="LOCK [VALUE] | ADAPTER [VALUE|NAME] | SECONDS",
+        help="a lock and a value; adapter-power ADAPTER 0|1, adapter-remove ADAPTER, "
+        "adapter-add ADAPTER [NEW_NAME]; bluez-hang SECONDS, bluez-restart [SECONDS]",
+    )
     return parser
 
 
@@ -113,25 +127,61 @@ async def _serve(world: WorldConfig, bus_address: str | None, scenario: Scenario
     return EXIT_OK
 
 
-def _ctl(options: argparse.Namespace) -> int:
+class _UsageError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One ``ctl`` action and what it is given."""
+
+    action: Action
+    lock: str = ""
+    adapter: str = ""
+    value: int | None = None
+    seconds: float | None = None
+    as_name: str = ""
+
+
+def _request(options: argparse.Namespace) -> _Request:
+    """The action and its arguments from the command line, or :class:`_UsageError` when one is
+    missing or not a number (the simulator checks the rest: out of range is its refusal)."""
     action = Action(options.action)
     target: list[str] = list(options.target)
     lock = target.pop(0) if action.takes_lock and target else ""
     if action.takes_lock and not lock:
-        _err(f"lockgate-sim ctl: {action} needs a LOCK (name or address)")
-        return EXIT_USAGE
+        raise _UsageError(f"{action} needs a LOCK (name or address)")
+    adapter: str = options.adapter
+    if action.takes_adapter:
+        if not target:
+            raise _UsageError(f"{action} needs an ADAPTER (hci0)")
+        adapter = target.pop(0)
+    seconds: float | None = None
+    if action.takes_seconds and target:
+        try:
+            seconds = float(target.pop(0))
+        except ValueError as err:
+            raise _UsageError("SECONDS must be a number") from err
+    as_name = target.pop(0) if action is Action.ADAPTER_ADD and target else ""
     value: int | None = None
     if target:
         try:
             value = int(target.pop(0))
-        except ValueError:
-            _err("lockgate-sim ctl: VALUE must be a whole number")
-            return EXIT_USAGE
+        except ValueError as err:
+            raise _UsageError("VALUE must be a whole number") from err
     if target:
-        _err(f"lockgate-sim ctl: unexpected {' '.join(target)}")
+        raise _UsageError(f"unexpected {' '.join(target)}")
+    return _Request(action, lock, adapter, value, seconds, as_name)
+
+
+def _ctl(options: argparse.Namespace) -> int:
+    try:
+        request = _request(options)
+    except _UsageError as err:
+        _err(f"lockgate-sim ctl: {err}")
         return EXIT_USAGE
     try:
-        return asyncio.run(_act(options.bus, action, lock, value))
+        return asyncio.run(_act(options.bus, request))
     except SimulatorError as err:
         _err(f"lockgate-sim ctl: {err.text}")
         return EXIT_REFUSED
@@ -140,30 +190,59 @@ def _ctl(options: argparse.Namespace) -> int:
         return EXIT_REFUSED
 
 
-async def _act(bus_address: str, action: Action, lock: str, value: int | None) -> int:
+async def _act(bus_address: str, request: _Request) -> int:
     async with SimulatorControl.connect(bus_address) as control:
-        if action is Action.SHOW:
+        if request.action is Action.SHOW:
             for line in _table(await control.show()):
                 _out(line)
             return EXIT_OK
-        await control.act(action, lock, value)
-        _out(f"{action} {lock} {'' if value is None else value}".rstrip())
+        await control.act(
+            request.action,
+            request.lock,
+            request.value,
+            adapter=request.adapter or None,
+            seconds=request.seconds,
+            as_name=request.as_name or None,
+        )
+        parts = (
+            request.action,
+            request.lock,
+            request.adapter,
+            "" if request.value is None else request.value,
+            "" if request.seconds is None else f"{request.seconds:g}",
+            request.as_name,
+        )
+        _out(" ".join(str(part) for part in parts if part != ""))
     return EXIT_OK
 
 
 def _table(view: StationView) -> list[str]:
-    """``ctl show``: the adapter, then one row per lock with what is unusual about it."""
-    adapter = (
-        f"adapter {view.adapter}: {view.links}/{view.connection_slots} links, "
-        f"discovering={view.discovering}, time_scale={view.time_scale}"
-    )
+    """``ctl show``: bluetoothd, each adapter, then one row per lock with what is unusual."""
+    bluez = f"bluetoothd {view.bluez}, {view.bluez_restarts} restarts, time_scale={view.time_scale}"
+    adapters = [
+        f"adapter {a.name} {a.address}: "
+        + (
+            "unplugged"
+            if not a.present
+            else f"{'powered' if a.powered else 'off'}, {a.links}/{a.connection_slots} links, "
+            f"discovering={a.discovering}, {len(a.devices)} devices"
+        )
+        for a in view.adapters
+    ]
     header = (
         f"{'lock':<18} {'address':<17} {'profile':<7} {'bolt':<9} {'moving':<9} "
         f"{'batt':>4} {'rssi':>4} {'range':<5} {'links':>5}  notes"
     )
-    lines = [adapter, header]
+    lines = [bluez, *adapters, header]
     for lock in view.locks:
         notes = [
+            *([f"via {lock.connected_via}"] if lock.connected_via else []),
+            *(f"rssi {name} {rssi}" for name, rssi in sorted(lock.rssi_by_adapter.items())),
+            *(
+                [f"out of range of {', '.join(lock.out_of_range_of)}"]
+                if lock.out_of_range_of
+                else []
+            ),
             *([f"jam x{lock.jams_pending}"] if lock.jams_pending else []),
             *([f"refuse x{lock.refuse_connects}"] if lock.refuse_connects else []),
             *(["alarm"] if lock.alarm else []),

@@ -1,10 +1,13 @@
 """The simulated world's levers: one set of actions, served on D-Bus and used from Python.
 
 Field engineers and tests act on a running simulator (close a lock by hand, jam it, move it out of
-range…) through ``org.lockgate.Simulator1`` at ``/org/lockgate/sim``, on the same bus and the same
-connection as the fake BlueZ. :class:`Action` names every action once; :func:`apply_action` performs
-one on a :class:`~lockgate_sim.bluez.Station` (the D-Bus interface and the scenario runner both use
-it), and :class:`SimulatorControl` is the client that tests and ``lockgate-sim ctl`` call.
+range, restart bluetoothd, unplug an adapter…) through ``org.lockgate.Simulator1`` at
+``/org/lockgate/sim``, on the simulator's bus under the name ``org.lockgate.Simulator`` (a
+connection of its own, which answers while the fake bluetoothd restarts or hangs; the fake
+bluetoothd's connection serves the same object too, as it always has). :class:`Action` names
+every action once; :func:`apply_action` performs one on a :class:`~lockgate_sim.bluez.Station`
+(the D-Bus interface and the scenario runner both use it), and :class:`SimulatorControl` is the
+client that tests and ``lockgate-sim ctl`` call.
 """
 
 import asyncio
@@ -16,20 +19,31 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from dbus_fast import DBusError, Message, MessageType
+from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusSignature, DBusStr
+from dbus_fast.annotations import DBusDict, DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
 
-from lockgate_sim.bluez import BLUEZ, Station, StationView, UnknownLockError
+from lockgate_sim.bluez import (
+    AdapterView,
+    RefusedError,
+    Station,
+    StationView,
+    UnknownAdapterError,
+    UnknownLockError,
+)
 from lockgate_sim.firmware import LockView
 from lockgate_sim.timings import LockTimes
+from lockgate_sim.world import ADAPTER_NAME
 
 log = logging.getLogger("lockgate_sim")
 
+CONTROL_NAME = "org.lockgate.Simulator"
+"""The control interface's own bus name: it stays while ``org.bluez`` goes and comes back."""
 CONTROL_PATH = "/org/lockgate/sim"
 CONTROL_INTERFACE = "org.lockgate.Simulator1"
 UNKNOWN_LOCK = "org.lockgate.Simulator1.Error.UnknownLock"
+UNKNOWN_ADAPTER = "org.lockgate.Simulator1.Error.UnknownAdapter"
 INVALID_VALUE = "org.lockgate.Simulator1.Error.InvalidValue"
 CALL_TIMEOUT_S = 10.0
 
@@ -55,10 +69,36 @@ class Action(StrEnum):
     BIKE_MOVING = "bike-moving"
     SENSOR_FAULT = "sensor-fault"
     SHOW = "show"
+    BLUEZ_RESTART = "bluez-restart"
+    """bluetoothd dies and starts again: the name goes, links end, objects come back anew."""
+    BLUEZ_HANG = "bluez-hang"
+    """bluetoothd stops answering for ``seconds``: calls wait, then are answered."""
+    ADAPTER_POWER = "adapter-power"
+    """An adapter powered off (0) or on (1)."""
+    ADAPTER_REMOVE = "adapter-remove"
+    """An adapter unplugged: its devices and its object leave the bus."""
+    ADAPTER_ADD = "adapter-add"
+    """An unplugged adapter plugged back, under its name or ``as_name``."""
 
     @property
     def takes_lock(self) -> bool:
-        return self not in (Action.SLOTS, Action.SHOW)
+        return self not in (Action.SLOTS, Action.SHOW, *_BLUEZ_ACTIONS, *_ADAPTER_ACTIONS)
+
+    @property
+    def takes_adapter(self) -> bool:
+        """Whether the action needs an adapter (``adapter-*``)."""
+        return self in _ADAPTER_ACTIONS
+
+    @property
+    def may_take_adapter(self) -> bool:
+        """Whether the action takes an adapter at all (per-adapter RSSI and range too)."""
+        return self in _ADAPTER_ACTIONS or self in _MAY_TAKE_ADAPTER
+
+    @property
+    def takes_seconds(self) -> bool:
+        """Whether the action takes a time in lock seconds (``bluez-hang``, and
+        ``bluez-restart`` for the time the name stays unowned)."""
+        return self in _BLUEZ_ACTIONS
 
     @property
     def takes_value(self) -> bool:
@@ -70,6 +110,12 @@ class Action(StrEnum):
         return 1 if self is Action.JAM else None
 
 
+_BLUEZ_ACTIONS = (Action.BLUEZ_RESTART, Action.BLUEZ_HANG)
+_ADAPTER_ACTIONS = (Action.ADAPTER_POWER, Action.ADAPTER_REMOVE, Action.ADAPTER_ADD)
+_MAY_TAKE_ADAPTER = (Action.RSSI, Action.OUT_OF_RANGE, Action.IN_RANGE, Action.SLOTS)
+MAX_SECONDS = 3600.0
+"""The longest hang (or restart) an action asks for, in lock seconds."""
+
 _VALUE_RANGES: dict[Action, tuple[int, int]] = {
     Action.JAM: (0, 1000),
     Action.BATTERY: (0, 100),
@@ -80,6 +126,7 @@ _VALUE_RANGES: dict[Action, tuple[int, int]] = {
     Action.ALARM: (0, 1),
     Action.BIKE_MOVING: (0, 1),
     Action.SENSOR_FAULT: (0, 1),
+    Action.ADAPTER_POWER: (0, 1),
 }
 
 
@@ -101,16 +148,97 @@ def check_value(action: Action, value: int | None) -> int:
     return value
 
 
+def check_seconds(action: Action, seconds: float | None) -> float:
+    """The action's time in lock seconds: needed by ``bluez-hang``, optional (0) for
+    ``bluez-restart``, none for the others."""
+    if not action.takes_seconds:
+        if seconds is not None:
+            raise ActionError(f"{action} takes no seconds")
+        return 0.0
+    if seconds is None:
+        if action is Action.BLUEZ_HANG:
+            raise ActionError(f"{action} needs seconds")
+        return 0.0
+    if not 0.0 <= seconds <= MAX_SECONDS:
+        raise ActionError(f"{action} takes 0..{MAX_SECONDS:g} seconds, not {seconds}")
+    return seconds
+
+
+def check_arguments(
+    action: Action,
+    *,
+    lock: str = "",
+    adapter: str = "",
+    value: int | None = None,
+    seconds: float | None = None,
+    as_name: str = "",
+) -> None:
+    """Everything an action is given fits it (a lock, an adapter, a value, seconds, a name)."""
+    check_value(action, value)
+    check_seconds(action, seconds)
+    if action.takes_lock and not lock:
+        raise ActionError(f"{action} needs a lock")
+    if action.takes_adapter and not adapter:
+        raise ActionError(f"{action} needs an adapter")
+    if adapter and not action.may_take_adapter:
+        raise ActionError(f"{action} takes no adapter")
+    if as_name and action is not Action.ADAPTER_ADD:
+        raise ActionError(f"{action} takes no as_name")
+    if as_name and not ADAPTER_NAME.match(as_name):
+        raise ActionError(f"an adapter's name looks like hci<digits>, not {as_name!r}")
+
+
 def apply_action(
-    station: Station, action: Action, lock: str = "", value: int | None = None
+    station: Station,
+    action: Action,
+    lock: str = "",
+    value: int | None = None,
+    *,
+    adapter: str = "",
+    seconds: float | None = None,
+    as_name: str = "",
 ) -> None:
     """Perform one action on a running station, and log it."""
+    check_arguments(
+        action, lock=lock, adapter=adapter, value=value, seconds=seconds, as_name=as_name
+    )
     number = check_value(action, value)
-    log.info("action %s %s %s", action, lock, "" if not action.takes_value else number)
-    _perform(station, action, lock, number)
+    log.info(
+        "action %s",
+        " ".join(
+            str(part)
+            for part in (
+                action,
+                lock,
+                adapter,
+                number if action.takes_value else "",
+                f"{seconds:g}s" if seconds is not None else "",
+                f"as {as_name}" if as_name else "",
+            )
+            if part != ""
+        ),
+    )
+    _perform(
+        station,
+        action,
+        lock,
+        number,
+        adapter=adapter,
+        seconds=check_seconds(action, seconds),
+        as_name=as_name,
+    )
 
 
-def _perform(station: Station, action: Action, lock: str, value: int) -> None:
+def _perform(
+    station: Station,
+    action: Action,
+    lock: str,
+    value: int,
+    *,
+    adapter: str,
+    seconds: float,
+    as_name: str,
+) -> None:
     match action:
         case Action.CLOSE_BY_HAND:
             station.close_by_hand(lock)
@@ -121,17 +249,17 @@ def _perform(station: Station, action: Action, lock: str, value: int) -> None:
         case Action.BATTERY:
             station.set_battery(lock, value)
         case Action.OUT_OF_RANGE:
-            station.set_in_range(lock, in_range=False)
+            station.set_in_range(lock, in_range=False, adapter=adapter)
         case Action.IN_RANGE:
-            station.set_in_range(lock, in_range=True)
+            station.set_in_range(lock, in_range=True, adapter=adapter)
         case Action.RSSI:
-            station.set_rssi(lock, value)
+            station.set_rssi(lock, value, adapter=adapter)
         case Action.DROP_LINK:
             station.drop_link(lock)
         case Action.REFUSE_CONNECTS:
             station.refuse_connects(lock, value)
         case Action.SLOTS:
-            station.set_slots(value)
+            station.set_slots(value, adapter=adapter)
         case Action.MOTOR_MS:
             station.set_motor_ms(lock, value)
         case Action.POWER_CYCLE:
@@ -142,6 +270,16 @@ def _perform(station: Station, action: Action, lock: str, value: int) -> None:
             station.set_bike_moving(lock, moving=bool(value))
         case Action.SENSOR_FAULT:
             station.set_sensor_fault(lock, fault=bool(value))
+        case Action.BLUEZ_RESTART:
+            station.bluez_restart(down_s=seconds)
+        case Action.BLUEZ_HANG:
+            station.bluez_hang(seconds)
+        case Action.ADAPTER_POWER:
+            station.adapter_power(adapter, on=bool(value))
+        case Action.ADAPTER_REMOVE:
+            station.adapter_remove(adapter)
+        case Action.ADAPTER_ADD:
+            station.adapter_add(adapter, as_name=as_name or None)
         case Action.SHOW:
             return
 
@@ -152,16 +290,32 @@ def view_to_json(view: StationView) -> str:
 
 def view_from_json(text: str) -> StationView:
     document: dict[str, Any] = json.loads(text)
-    locks = tuple(LockView(**lock) for lock in document.pop("locks"))
-    return StationView(**document, locks=locks)
+    locks = tuple(
+        LockView(**{**lock, "out_of_range_of": tuple(lock.get("out_of_range_of", ()))})
+        for lock in document.pop("locks")
+    )
+    adapters = tuple(
+        AdapterView(**{**adapter, "devices": tuple(adapter.get("devices", ()))})
+        for adapter in document.pop("adapters", ())
+    )
+    return StationView(**document, locks=locks, adapters=adapters)
 
 
 # --- served on D-Bus ----------------------------------------------------------------------------
 
 
+def _argument(arguments: dict[str, Variant], key: str, signature: str) -> Any:
+    variant = arguments.get(key)
+    if variant is None:
+        return None
+    if variant.signature != signature:
+        raise DBusError(INVALID_VALUE, f"{key} must be of type {signature!r}")
+    return variant.value
+
+
 class SimulatorInterface(ServiceInterface):
-    """``org.lockgate.Simulator1``: ``Act(action, lock, [value])``, ``Show()`` and
-    ``Times(lock)`` (JSON)."""
+    """``org.lockgate.Simulator1``: ``Perform(action, arguments)``, ``Act(action, lock,
+    [value])``, ``Show()`` and ``Times(lock)`` (JSON)."""
 
     def __init__(self, station: Station) -> None:
         super().__init__(CONTROL_INTERFACE)
@@ -169,18 +323,64 @@ class SimulatorInterface(ServiceInterface):
 
     @dbus_method(name="Act")
     def act(self, action: DBusStr, lock: DBusStr, value: DBusInt32List) -> None:
-        """``value`` holds the action's value, or nothing for its default (``jam`` blocks once)."""
+        """``value`` holds the action's value, or nothing for its default (``jam`` blocks once).
+
+        The first form of the interface, kept for the actions on a lock and ``slots``:
+        ``lock`` is the target. :meth:`perform` takes every action."""
+        if len(value) > 1:
+            raise DBusError(INVALID_VALUE, "an action takes at most one value")
+        self._apply(action, lock=lock, value=value[0] if value else None)
+
+    @dbus_method(name="Perform")
+    async def perform(self, action: DBusStr, arguments: DBusDict) -> None:
+        """Any action, its arguments by name: ``lock`` (s), ``adapter`` (s), ``value`` (i),
+        ``seconds`` (d), ``as_name`` (s); unknown names are refused.
+
+        Answered once the action is done; ``bluez-restart`` once the bus daemon has taken
+        ``org.bluez`` from the bluetoothd that died (the new one comes after)."""
+        unknown = set(arguments) - {"lock", "adapter", "value", "seconds", "as_name"}
+        if unknown:
+            raise DBusError(INVALID_VALUE, f"no argument {sorted(unknown)[0]!r}")
+        self._apply(
+            action,
+            lock=_argument(arguments, "lock", "s") or "",
+            adapter=_argument(arguments, "adapter", "s") or "",
+            value=_argument(arguments, "value", "i"),
+            seconds=_argument(arguments, "seconds", "d"),
+            as_name=_argument(arguments, "as_name", "s") or "",
+        )
+        if action == Action.BLUEZ_RESTART:
+            await self._station.bluez_gone()
+
+    def _apply(
+        self,
+        action: str,
+        *,
+        lock: str = "",
+        adapter: str = "",
+        value: int | None = None,
+        seconds: float | None = None,
+        as_name: str = "",
+    ) -> None:
         try:
             parsed = Action(action)
         except ValueError as err:
             raise DBusError(INVALID_VALUE, f"no action {action!r}") from err
-        if len(value) > 1:
-            raise DBusError(INVALID_VALUE, "an action takes at most one value")
         try:
-            apply_action(self._station, parsed, lock, value[0] if value else None)
+            apply_action(
+                self._station,
+                parsed,
+                lock,
+                value,
+                adapter=adapter,
+                seconds=seconds,
+                as_name=as_name,
+            )
         except UnknownLockError as err:
             raise DBusError(UNKNOWN_LOCK, str(err)) from err
-        except ActionError as err:
+        except UnknownAdapterError as err:
+            raise DBusError(UNKNOWN_ADAPTER, str(err)) from err
+        except (ActionError, RefusedError) as err:
             raise DBusError(INVALID_VALUE, str(err)) from err
 
     @dbus_method(name="Show")
@@ -200,7 +400,7 @@ class SimulatorInterface(ServiceInterface):
 
 
 class SimulatorError(Exception):
-    """The simulator refused an action: an unknown lock or a value out of range."""
+    """The simulator refused an action: an unknown lock or adapter, or a value out of range."""
 
     def __init__(self, name: str, text: str) -> None:
         super().__init__(f"{text} ({name})")
@@ -212,7 +412,10 @@ class SimulatorError(Exception):
 class SimulatorControl:
     """Acts on a running simulator over its bus: the API tests and ``lockgate-sim ctl`` use.
 
-    ``lock`` arguments take a lock's advertised name (``ISHAREIT-2200540``) or its address.
+    ``lock`` arguments take a lock's advertised name (``ISHAREIT-2200540``) or its address;
+    ``adapter`` arguments an adapter's name as it is now (``hci0``). It calls the control
+    interface by its own name, ``org.lockgate.Simulator``, which answers while the fake
+    bluetoothd restarts or hangs.
     """
 
     bus: MessageBus
@@ -230,9 +433,29 @@ class SimulatorControl:
             with contextlib.suppress(Exception):
                 await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
-    async def act(self, action: Action, lock: str = "", value: int | None = None) -> None:
+    async def act(
+        self,
+        action: Action,
+        lock: str = "",
+        value: int | None = None,
+        *,
+        adapter: str | None = None,
+        seconds: float | None = None,
+        as_name: str | None = None,
+    ) -> None:
         """Perform any :class:`Action` (``SHOW`` does nothing here: use :meth:`show`)."""
-        await self._call("Act", "ssai", [str(action), lock, [] if value is None else [value]])
+        arguments: dict[str, Variant] = {}
+        if lock:
+            arguments["lock"] = Variant("s", lock)
+        if adapter:
+            arguments["adapter"] = Variant("s", adapter)
+        if value is not None:
+            arguments["value"] = Variant("i", value)
+        if seconds is not None:
+            arguments["seconds"] = Variant("d", float(seconds))
+        if as_name:
+            arguments["as_name"] = Variant("s", as_name)
+        await self._call("Perform", "sa{sv}", [str(action), arguments])
 
     async def close_by_hand(self, lock: str) -> None:
         """A rider pushes the bolt shut: a connected lock indicates locking, then closed."""
@@ -249,16 +472,18 @@ class SimulatorControl:
     async def set_battery(self, lock: str, percent: int) -> None:
         await self.act(Action.BATTERY, lock, percent)
 
-    async def out_of_range(self, lock: str) -> None:
-        """The lock leaves the adapter's range: its link drops and its device object goes."""
-        await self.act(Action.OUT_OF_RANGE, lock)
+    async def out_of_range(self, lock: str, adapter: str | None = None) -> None:
+        """The lock leaves every adapter's range (or only ``adapter``'s): its link through
+        such an adapter drops and that adapter's device object goes."""
+        await self.act(Action.OUT_OF_RANGE, lock, adapter=adapter)
 
-    async def back_in_range(self, lock: str) -> None:
-        """The lock is heard again at the next discovery."""
-        await self.act(Action.IN_RANGE, lock)
+    async def back_in_range(self, lock: str, adapter: str | None = None) -> None:
+        """The lock is heard again at the next discovery (of every adapter, or ``adapter``'s)."""
+        await self.act(Action.IN_RANGE, lock, adapter=adapter)
 
-    async def set_rssi(self, lock: str, rssi: int) -> None:
-        await self.act(Action.RSSI, lock, rssi)
+    async def set_rssi(self, lock: str, rssi: int, adapter: str | None = None) -> None:
+        """The RSSI every adapter (or only ``adapter``) hears the lock at."""
+        await self.act(Action.RSSI, lock, rssi, adapter=adapter)
 
     async def drop_link(self, lock: str) -> None:
         """The link to the lock drops now (as if the supervision timeout hit)."""
@@ -268,9 +493,10 @@ class SimulatorControl:
         """The next ``count`` Connects to the lock fail with ``org.bluez.Error.InProgress``."""
         await self.act(Action.REFUSE_CONNECTS, lock, count)
 
-    async def set_slots(self, slots: int) -> None:
-        """The adapter holds at most ``slots`` links from now; more Connects abort."""
-        await self.act(Action.SLOTS, "", slots)
+    async def set_slots(self, slots: int, adapter: str | None = None) -> None:
+        """The first adapter (or ``adapter``) holds at most ``slots`` links from now; more
+        Connects abort."""
+        await self.act(Action.SLOTS, "", slots, adapter=adapter)
 
     async def set_motor_ms(self, lock: str, motor_ms: int) -> None:
         await self.act(Action.MOTOR_MS, lock, motor_ms)
@@ -291,10 +517,50 @@ class SimulatorControl:
         """A failed bolt sensor: motions end in 0x0F and config reads say unknown."""
         await self.act(Action.SENSOR_FAULT, lock, int(fault))
 
+    # --- the radio's field faults -------------------------------------------------------------
+
+    async def bluez_restart(self, down_s: float = 0.0) -> None:
+        """bluetoothd dies and starts again ``down_s`` lock seconds later.
+
+        Answered once it died: ``org.bluez`` has no owner, every link ended without a signal,
+        every call it had not answered failed with ``org.freedesktop.DBus.Error.NoReply``. The
+        new one takes the name, then announces its adapters and the devices it had stored
+        (InterfacesAdded); ``show().bluez`` is ``"running"`` again from then on.
+        """
+        await self.act(Action.BLUEZ_RESTART, seconds=down_s)
+
+    async def bluez_hang(self, seconds: float) -> None:
+        """bluetoothd answers no call for ``seconds`` lock seconds; then it answers each, in
+        order, as the world is then. The control interface keeps answering."""
+        await self.act(Action.BLUEZ_HANG, seconds=seconds)
+
+    async def adapter_power(self, adapter: str, on: bool) -> None:
+        """The adapter is powered off (links end, discovery stops, Connect answers NotReady)
+        or on again."""
+        await self.act(Action.ADAPTER_POWER, value=int(on), adapter=adapter)
+
+    async def adapter_remove(self, adapter: str) -> None:
+        """The adapter is unplugged: its links end, its devices and itself leave the bus."""
+        await self.act(Action.ADAPTER_REMOVE, adapter=adapter)
+
+    async def adapter_add(self, adapter: str, as_name: str | None = None) -> None:
+        """The unplugged ``adapter`` is plugged back, as ``as_name`` (``hci1``) if given: same
+        address, powered, its stored devices announced again."""
+        await self.act(Action.ADAPTER_ADD, adapter=adapter, as_name=as_name)
+
+    # --- looking -------------------------------------------------------------------------------
+
     async def show(self) -> StationView:
-        """The adapter and every lock as they are now."""
+        """The adapters and every lock as they are now."""
         reply = await self._call("Show", "", [])
         return view_from_json(reply.body[0])
+
+    async def adapter(self, adapter: str) -> AdapterView:
+        """One adapter as it is now, by its name now (``hci1``)."""
+        for view in (await self.show()).adapters:
+            if view.name == adapter:
+                return view
+        raise SimulatorError(UNKNOWN_ADAPTER, f"no adapter {adapter!r} in this world")
 
     async def lock(self, lock: str) -> LockView:
         """One lock as it is now, by name or address."""
@@ -316,7 +582,7 @@ class SimulatorControl:
 
     async def _call(self, member: str, signature: str, body: list[Any]) -> Message:
         message = Message(
-            destination=BLUEZ,
+            destination=CONTROL_NAME,
             path=CONTROL_PATH,
             interface=CONTROL_INTERFACE,
             member=member,

@@ -180,6 +180,13 @@ class LockView:
     motions: int = 0
     motion_s_total: float = 0.0
     last_motion_s: float | None = None
+    # Where the lock is heard (the station knows its adapters; the firmware does not).
+    rssi_by_adapter: dict[str, int] = field(default_factory=dict)
+    """Adapter name → the RSSI it hears the lock at, where it differs from ``rssi``."""
+    out_of_range_of: tuple[str, ...] = ()
+    """Adapters that do not hear the lock (besides all of them when ``in_range`` is false)."""
+    connected_via: str | None = None
+    """The adapter holding the lock's link, if one does."""
 
 
 class Lock:

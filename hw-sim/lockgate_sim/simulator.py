@@ -1,9 +1,11 @@
 """One running simulator on a bus: the fake BlueZ, its control interface and a scenario.
 
 :func:`serve` is what both the command line (:mod:`lockgate_sim.cli`) and the test harness
-(:mod:`lockgate_sim.testing`) run: it connects to a bus, serves the world as ``org.bluez`` with
-``org.lockgate.Simulator1`` beside it, runs a scenario if given, and on leaving cancels its tasks
-and disconnects, so a stopped simulator leaves no task or connection behind.
+(:mod:`lockgate_sim.testing`) run: it connects to a bus, serves the world as ``org.bluez`` (one
+connection, bluetoothd's, which a ``bluez-restart`` closes and opens anew) with
+``org.lockgate.Simulator1`` beside it under ``org.lockgate.Simulator`` (a connection of its own,
+which stays), runs a scenario if given, and on leaving cancels its tasks and disconnects, so a
+stopped simulator leaves no task or connection behind.
 """
 
 import asyncio
@@ -15,8 +17,8 @@ from collections.abc import AsyncIterator
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
-from lockgate_sim.bluez import BLUEZ, Station
-from lockgate_sim.control import CONTROL_PATH, SimulatorInterface
+from lockgate_sim.bluez import BLUEZ, NameTakenError, Station
+from lockgate_sim.control import CONTROL_NAME, CONTROL_PATH, SimulatorInterface
 from lockgate_sim.firmware import RandomBytes
 from lockgate_sim.scenario import Scenario, run_scenario
 from lockgate_sim.world import WorldConfig
@@ -25,9 +27,7 @@ log = logging.getLogger("lockgate_sim")
 
 BUS_TIMEOUT_S = 10.0
 
-
-class NameTakenError(RuntimeError):
-    """Another process already owns org.bluez on the bus: the simulator cannot take its place."""
+__all__ = ["NameTakenError", "serve"]
 
 
 @contextlib.asynccontextmanager
@@ -42,25 +42,35 @@ async def serve(
     if scenario is not None:
         scenario.check_against(world)
     async with asyncio.timeout(BUS_TIMEOUT_S):
-        bus = await MessageBus(bus_address=bus_address).connect()
+        control_bus = await MessageBus(bus_address=bus_address).connect()
     try:
-        station = Station(bus, world, random_bytes)
+        station = Station(bus_address, world, random_bytes)
+        control = SimulatorInterface(station)
+        # On bluetoothd's connection too, as the simulator always served it (org.bluez).
+        station.also_serve(CONTROL_PATH, control)
         try:
             await station.start()
-            bus.export(CONTROL_PATH, SimulatorInterface(station))
+            control_bus.export(CONTROL_PATH, control)
             async with asyncio.timeout(BUS_TIMEOUT_S):
-                reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
+                reply = await control_bus.request_name(CONTROL_NAME, NameFlag.DO_NOT_QUEUE)
             if reply is not RequestNameReply.PRIMARY_OWNER:
-                raise NameTakenError(f"{BLUEZ} is already owned on {bus_address}")
-            log.info("serving %d locks as %s on %s", len(station.devices), BLUEZ, bus_address)
+                raise NameTakenError(f"{CONTROL_NAME} is already owned on {bus_address}")
+            log.info(
+                "serving %d locks on %d adapters as %s on %s",
+                len(station.units),
+                len(station.radios),
+                BLUEZ,
+                bus_address,
+            )
             if scenario is not None:
                 station.spawn(run_scenario(station, scenario), "scenario")
             yield station
         finally:
             await station.stop()
-            if bus.connected:
+            if station.objects is not None and station.bus.connected:
                 await station.power_off()
+            await station.disconnect()
     finally:
-        bus.disconnect()
+        control_bus.disconnect()
         with contextlib.suppress(Exception):
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+            await control_bus.wait_for_disconnect()  # type: ignore[no-untyped-call]

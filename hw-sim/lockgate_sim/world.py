@@ -8,6 +8,7 @@ accepts exactly the key forms the daemon accepts (COPRI's ``"[122, -30, …]"`` 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -20,13 +21,16 @@ from lockgate.protocol.errors import CredentialsError
 from lockgate.protocol.identity import NAME_PATTERNS, IdentityError, normalise_address
 from lockgate_sim.firmware import Bolt, Lock, RandomBytes
 
+ADAPTER_NAME = re.compile(r"^hci\d+$")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class AdapterConfig(_Strict):
-    """The station's Bluetooth adapter."""
+    """One Bluetooth adapter of the station: ``[adapter]`` (the first, with the world's
+    ``time_scale``), or one ``[[adapters]]`` entry (each further adapter)."""
 
     address: str = "00:1A:7D:DA:71:13"
     name: str = "hci0"
@@ -63,6 +67,10 @@ class LockConfig(_Strict):
     """How long bluetoothd takes to answer ``Disconnect``: it answers once the link is down, which
     a lock that went quiet makes wait for the supervision timeout (seconds)."""
     in_range: bool = True
+    rssi_by_adapter: dict[str, Annotated[int, Field(ge=-127, le=20)]] = {}
+    """The RSSI each named adapter hears the lock at, where it differs from ``rssi``."""
+    out_of_range_of: list[str] = []
+    """Adapters that do not hear the lock (the others do, if ``in_range``)."""
 
     @field_validator("address")
     @classmethod
@@ -115,12 +123,20 @@ class LockConfig(_Strict):
 
 
 class WorldConfig(_Strict):
-    """A whole simulated station: one adapter and its locks."""
+    """A whole simulated station: its adapters (``[adapter]``, then any ``[[adapters]]``) and
+    its locks."""
 
     adapter: AdapterConfig = AdapterConfig()
+    adapters: list[AdapterConfig] = []
+    """Further adapters, each with its own name, address and connection slots."""
     locks: Annotated[list[LockConfig], Field(alias="lock")] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def all_adapters(self) -> tuple[AdapterConfig, ...]:
+        """Every adapter of the world, ``[adapter]`` first."""
+        return (self.adapter, *self.adapters)
 
     @model_validator(mode="after")
     def _unique(self) -> WorldConfig:
@@ -131,6 +147,22 @@ class WorldConfig(_Strict):
                 if value in seen:
                     raise ValueError(f"two locks share the {key} {value}")
                 seen.add(value)
+            seen = set()
+            for adapter in self.all_adapters:
+                value = getattr(adapter, key)
+                if value in seen:
+                    raise ValueError(f"two adapters share the {key} {value}")
+                seen.add(value)
+        for adapter in self.adapters:
+            if "time_scale" in adapter.model_fields_set:
+                raise ValueError("time_scale belongs to [adapter] only: the world has one clock")
+            if not ADAPTER_NAME.match(adapter.name):
+                raise ValueError(f"an adapter's name looks like hci<digits>, not {adapter.name!r}")
+        names = {adapter.name for adapter in self.all_adapters}
+        for lock in self.locks:
+            for name in (*lock.rssi_by_adapter, *lock.out_of_range_of):
+                if name not in names:
+                    raise ValueError(f"lock {lock.name} names adapter {name!r}, not in the world")
         return self
 
     @classmethod

@@ -1,11 +1,12 @@
-"""``org.bluez.Adapter1``: the station's Bluetooth adapter, its discovery and device removal.
+"""``org.bluez.Adapter1``: one Bluetooth adapter, its power, discovery and device removal.
 
 The adapter object is the first thing bleak looks for (it reads ``Roles`` and fails without it).
 Discovery is kept as bluetoothd keeps it: one session per client, by the caller's unique bus
 name (:attr:`~lockgate_sim.bluez.objects.ObjectTree.caller`). A client may hold one session;
 ``Discovering`` is true while any session is open, and a session ends when its client calls
-StopDiscovery or leaves the bus. While discovering, the
-:class:`~lockgate_sim.bluez.station.Station` advertises the locks in range.
+StopDiscovery or leaves the bus, or the adapter powers off (then StartDiscovery answers
+NotReady until it is on again). While discovering, the adapter's
+:class:`~lockgate_sim.bluez.radio.Radio` hears the locks in its range.
 """
 
 import logging
@@ -15,16 +16,19 @@ from dbus_fast.annotations import DBusBool, DBusDict, DBusObjectPath, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from lockgate_sim.bluez.dbus_types import READ, DBusStrList
-from lockgate_sim.bluez.errors import BluezError
+from lockgate_sim.bluez.errors import NOT_READY_TEXT, BluezError
 from lockgate_sim.bluez.objects import ObjectTree
 
 
 class AdapterHost(Protocol):
-    """What the adapter asks of the world behind it (the station): who is calling, advertising,
-    and forgetting a device."""
+    """What the adapter asks of the radio behind it (:class:`~.radio.Radio`): who is calling,
+    whether it is powered, advertising, and forgetting a device."""
 
     @property
     def objects(self) -> ObjectTree: ...
+
+    @property
+    def powered(self) -> bool: ...
 
     def discovery_started(self) -> None: ...
 
@@ -65,17 +69,29 @@ class Adapter(ServiceInterface):
         self._discovery_clients.discard(client)
         if not self._discovery_clients:
             self.emit_properties_changed({"Discovering": False})
-            log.info("discovery stopped")
+            log.info("%s: discovery stopped", self._name)
+
+    def end_discovery(self) -> None:
+        """Every discovery session ends at once (the adapter powered off)."""
+        if self._discovery_clients:
+            self._discovery_clients.clear()
+            self.emit_properties_changed({"Discovering": False})
+            log.info("%s: discovery stopped", self._name)
+
+    def powered_changed(self, powered: bool) -> None:
+        self.emit_properties_changed({"Powered": powered, "PowerState": "on" if powered else "off"})
 
     @dbus_method(name="StartDiscovery")
     def start_discovery(self) -> None:
         client = self._station.objects.caller
+        if not self._station.powered:
+            raise BluezError.NOT_READY(NOT_READY_TEXT)
         if client in self._discovery_clients:
             raise BluezError.IN_PROGRESS("Operation already in progress")
         self._discovery_clients.add(client)
         if len(self._discovery_clients) == 1:
             self.emit_properties_changed({"Discovering": True})
-            log.info("discovery started")
+            log.info("%s: discovery started", self._name)
         self._station.discovery_started()
 
     @dbus_method(name="StopDiscovery")
@@ -118,7 +134,11 @@ class Adapter(ServiceInterface):
 
     @dbus_property(READ, name="Powered")
     def powered(self) -> DBusBool:
-        return True
+        return self._station.powered
+
+    @dbus_property(READ, name="PowerState")
+    def power_state(self) -> DBusStr:
+        return "on" if self._station.powered else "off"
 
     @dbus_property(READ, name="Discoverable")
     def discoverable(self) -> DBusBool:

@@ -39,8 +39,8 @@ class LockClock(Protocol):
 
 
 class DeviceHost(Protocol):
-    """What a device asks of the world behind it (the station): its adapter's path, the object
-    tree, the lock's clock, and a link made or ended."""
+    """What a device asks of the adapter that knows it (:class:`~.radio.Radio`): the adapter's
+    path, the object tree, the lock's clock, the RSSI it hears, and a link made or ended."""
 
     @property
     def adapter_path(self) -> str: ...
@@ -50,6 +50,8 @@ class DeviceHost(Protocol):
 
     @property
     def clock(self) -> LockClock: ...
+
+    def rssi_of(self, lock: Lock) -> int: ...
 
     async def connect(self, device: "Device") -> None: ...
 
@@ -68,7 +70,15 @@ def device_path(adapter_path: str, address: str) -> str:
 class Device(ServiceInterface):
     """``org.bluez.Device1`` of one lock, and the link the adapter holds to it."""
 
-    def __init__(self, station: DeviceHost, lock: Lock) -> None:
+    def __init__(
+        self,
+        station: DeviceHost,
+        lock: Lock,
+        *,
+        times: LockTimes | None = None,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        """``times`` and ``wake`` are the lock's, shared by its device on every adapter."""
         super().__init__(DEVICE_INTERFACE)
         self.station = station
         self.lock = lock
@@ -78,9 +88,11 @@ class Device(ServiceInterface):
         self.services_resolved = False
         self.link: int | None = None
         self.characteristics: dict[Role, GattCharacteristic] = {}
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event() if wake is None else wake
         self.abort_connect = asyncio.Event()
-        self.times = LockTimes()
+        self.abort_reason = ""
+        """Why a pending Connect was aborted: bluetoothd's answer to it."""
+        self.times = LockTimes() if times is None else times
         self._gatt_objects: list[tuple[str, ServiceInterface]] = []
         self._tree: list[tuple[str, ServiceInterface]] = []
 
@@ -123,7 +135,7 @@ class Device(ServiceInterface):
 
     @dbus_property(READ, name="RSSI")
     def rssi(self) -> DBusInt16:
-        return self.lock.rssi
+        return self.station.rssi_of(self.lock)
 
     @dbus_property(READ, name="Connected")
     def connected_property(self) -> DBusBool:

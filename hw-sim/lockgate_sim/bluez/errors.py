@@ -22,6 +22,7 @@ class BluezError(Enum):
     INVALID_ARGUMENTS = "org.bluez.Error.InvalidArguments"
     INVALID_OFFSET = "org.bluez.Error.InvalidOffset"
     DOES_NOT_EXIST = "org.bluez.Error.DoesNotExist"
+    NOT_READY = "org.bluez.Error.NotReady"
     UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
 
     def __call__(self, text: str) -> DBusError:
@@ -33,3 +34,6 @@ CONNECTION_ABORTED = "le-connection-abort-by-local"
 
 INVALID_ARGUMENTS_TEXT = "Invalid arguments in method call"
 """bluetoothd's text for InvalidArguments (``btd_error_invalid_args``)."""
+
+NOT_READY_TEXT = "Resource Not Ready"
+"""bluetoothd's text for NotReady (``btd_error_not_ready``): the adapter is powered off."""

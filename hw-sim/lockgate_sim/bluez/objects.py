@@ -7,7 +7,8 @@ leaves the bus. :class:`ObjectTree` is that registry for the simulator: the adap
 GATT objects export through it; it watches every incoming message to remember the caller of the
 call being dispatched and to hear ``NameOwnerChanged`` when a client disconnects. dbus-fast itself
 serves ``org.freedesktop.DBus.ObjectManager`` at ``/`` and emits InterfacesAdded /
-InterfacesRemoved as objects come and go.
+InterfacesRemoved as objects come and go. While bluetoothd hangs (``bluez-hang``) the tree holds
+every call and every notice of a client leaving, and handles them in order when it resumes.
 """
 
 import asyncio
@@ -38,12 +39,22 @@ ClientLeft = Callable[[str], None]
 
 
 class ObjectTree:
-    """The objects served below ``/org/bluez`` and the clients calling them."""
+    """The objects served below ``/org/bluez`` and the clients calling them.
 
-    def __init__(self, bus: MessageBus) -> None:
+    One tree per bluetoothd process: a restart (:meth:`~.station.Station.bluez_restart`) builds
+    a new one on a new connection. While :attr:`hung`, every method call and every notice of a
+    client leaving is held, unread as far as bluetoothd is concerned, and :meth:`resume` handles
+    them in the order they came.
+    """
+
+    def __init__(self, bus: MessageBus, *, open_paths: tuple[str, ...] = ()) -> None:
+        """Calls on ``open_paths`` (the simulator's control object) are never held."""
         self.bus = bus
+        self._open_paths = open_paths
         self._exported: set[str] = set()
         self._client_left: list[ClientLeft] = []
+        self._held: list[Message] = []
+        self.hung = False
         self.caller = ""
         """The unique bus name of the method call being dispatched right now.
 
@@ -109,7 +120,43 @@ class ObjectTree:
         if reply is None or reply.message_type is MessageType.ERROR:
             raise RuntimeError(f"the bus refused to report clients leaving: {reply}")
 
-    def _on_message(self, message: Message) -> Message | None:
+    # --- hanging ------------------------------------------------------------------------------
+
+    def hang(self) -> None:
+        """From now, hold every call (and every client's leaving) until :meth:`resume`."""
+        self.hung = True
+
+    def resume(self) -> None:
+        """Handle what was held, in order, as the world now is; answer calls again."""
+        self.hung = False
+        held, self._held = self._held, []
+        if held:
+            log.info("bluetoothd answers again: %d held messages", len(held))
+        for message in held:
+            if not self.bus.connected:
+                return
+            self.bus._process_message(message)
+
+    def drop_held(self) -> None:
+        """Forget what was held, unanswered (bluetoothd died: the bus daemon answers for it)."""
+        self.hung = False
+        self._held.clear()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _holds(self, message: Message) -> bool:
+        if not self.hung:
+            return False
+        if message.message_type is MessageType.METHOD_CALL:
+            return message.path not in self._open_paths
+        return message.message_type is MessageType.SIGNAL and message.member == "NameOwnerChanged"
+
+    def _on_message(self, message: Message) -> Message | bool | None:
+        if self._holds(message):
+            self._held.append(message)
+            return True
         if message.message_type is MessageType.METHOD_CALL:
             self.caller = message.sender or ""
             return self._unknown_object(message)

@@ -1,11 +1,19 @@
-"""The simulated world behind the fake bluetoothd: one adapter, its locks, their clock and tasks.
+"""The simulated world behind the fake bluetoothd: its adapters, its locks, their clock and tasks,
+and bluetoothd itself, which may die and start again, or hang.
 
 :class:`Station` is the registry every BlueZ interface of this package reaches through: it owns
-the object tree (:mod:`.objects`), the adapter (:mod:`.adapter`), a device per lock
-(:mod:`.device`), the simulated clock, the adapter's connection slots, and the tasks that
-advertise the locks and run their timers. It turns ``Connect`` / ``Disconnect`` into links on the
-locks' firmware, and it is the one place the control interface and scenarios act on the world
-(close by hand, out of range, jam, ...).
+the bluetoothd connection and its object tree (:mod:`.objects`), an adapter per
+:class:`~.radio.Radio` (:mod:`.adapter`; each with a device per lock, :mod:`.device`, its own
+connection slots and discovery), the simulated clock, and the tasks that advertise the locks and
+run their timers. It is the one place the control interface and scenarios act on the world
+(close by hand, out of range, jam, restart bluetoothd, unplug an adapter, ...).
+
+bluetoothd's process is modelled by its connection to the bus: it owns ``org.bluez`` there. A
+restart closes that connection as the process's death would (the bus daemon tells everyone that
+``org.bluez`` lost its owner and answers the calls left unanswered with NoReply; bluetoothd sends
+no InterfacesRemoved, no PropertiesChanged on its way out; the kernel ends every link). A new
+connection then takes the name and announces the adapters and the devices bluetoothd had stored,
+with fresh state: no link, no discovery session, no notify session.
 """
 
 import asyncio
@@ -13,32 +21,29 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+from dbus_fast.constants import NameFlag, RequestNameReply
+from dbus_fast.service import ServiceInterface
 
 from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
-from lockgate_sim.bluez.errors import CONNECTION_ABORTED, BluezError
-from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
-from lockgate_sim.firmware import Effect, Lock, LockView, NoFreeLink, RandomBytes
+from lockgate_sim.bluez.objects import BLUEZ, DBUS, ObjectTree
+from lockgate_sim.bluez.radio import Radio
+from lockgate_sim.firmware import Effect, Lock, LockView, RandomBytes
 from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import WorldConfig
 
 log = logging.getLogger("lockgate_sim")
 
-ADVERTISING_INTERVAL_S = 1.0
-"""How often, in lock seconds, a lock in range is heard (an RSSI update) while discovering."""
-MIN_REAL_INTERVAL_S = 0.02
-"""The advertiser never spins faster than this, whatever the time scale."""
-MIN_HEARING_GAP_S = 0.01
-"""Real seconds at least between two moments of a round at which locks are heard."""
-MAX_HEARD_TOGETHER = 16
-"""Locks heard at one moment at most, and signals sent before waiting for the bus daemon to
-take them (a few kilobytes, far below the 200 KB or so a socket holds)."""
 OBJECTS_PER_BATCH = 16
 """Devices removed at once when the simulator stops, before waiting for the bus to take them."""
+BUS_TIMEOUT_S = 10.0
+NAME_POLL_S = 0.005
+"""How often a restart asks the bus daemon whether ``org.bluez`` has lost its owner yet."""
 
 
 class Clock:
@@ -63,8 +68,34 @@ class Clock:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterView:
+    """What the control interface shows of one adapter."""
+
+    name: str
+    """Its name now (``hci1``): a dongle plugged back may come back under another."""
+    address: str
+    present: bool
+    """False while unplugged (``adapter-remove``)."""
+    powered: bool
+    discovering: bool
+    connection_slots: int
+    links: int
+    most_links: int
+    """The most links it held at once since the simulator started."""
+    overlapping_connects: int
+    """Connects answered InProgress because another one was running on it."""
+    devices: tuple[str, ...] = ()
+    """The locks it has a device object for now."""
+    world_name: str = ""
+    """Its name in the world file."""
+
+
+@dataclass(frozen=True, slots=True)
 class StationView:
-    """What the control interface shows of the whole world."""
+    """What the control interface shows of the whole world.
+
+    The first fields describe the world's first adapter (``[adapter]``), as they did when a
+    world had one; ``adapters`` shows each."""
 
     adapter: str
     connection_slots: int
@@ -77,212 +108,252 @@ class StationView:
     overlapping_connects: int = 0
     """Connects answered InProgress because another one was running (refusals asked for by
     ``refuse-connects`` not counted)."""
+    adapters: tuple[AdapterView, ...] = ()
+    bluez: str = "running"
+    """``running``, ``hung`` (calls wait: ``bluez-hang``) or ``stopped`` (``org.bluez`` has no
+    owner: a ``bluez-restart`` under way)."""
+    bluez_restarts: int = 0
 
 
 class UnknownLockError(LookupError):
     """No lock of that name or address in this world."""
 
 
+class UnknownAdapterError(LookupError):
+    """No adapter of that name in this world."""
+
+
+class RefusedError(ValueError):
+    """An action the world cannot take as it is (unplug an adapter already unplugged...)."""
+
+
+class NameTakenError(RuntimeError):
+    """Another process already owns org.bluez on the bus: the simulator cannot take its place."""
+
+
+@dataclass(slots=True)
+class LockUnit:
+    """One lock and what is its own whatever adapter it is heard by: its timers, its times."""
+
+    lock: Lock
+    times: LockTimes = field(default_factory=LockTimes)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Station:
-    """The simulated station: one adapter, its locks, their clock and their tasks."""
+    """The simulated station: its adapters, its locks, their clock, and bluetoothd."""
 
     def __init__(
-        self, bus: MessageBus, world: WorldConfig, random_bytes: RandomBytes = os.urandom
+        self, bus_address: str, world: WorldConfig, random_bytes: RandomBytes = os.urandom
     ) -> None:
-        self.bus = bus
+        self.bus_address = bus_address
         self.world = world
-        self.objects = ObjectTree(bus)
-        self.adapter_path = f"{BLUEZ_ROOT}/{world.adapter.name}"
-        self.adapter = Adapter(self, world.adapter.address, world.adapter.name)
         self.clock = Clock(world.adapter.time_scale)
-        self.connection_slots = world.adapter.connection_slots
-        self.devices = [Device(self, lock.build(random_bytes)) for lock in world.locks]
-        self._by_path = {device.path: device for device in self.devices}
-        self._connecting: Device | None = None
-        self._attempt: asyncio.Task[object] | None = None  # the Connect call under way
-        self.most_links = 0
-        self.overlapping_connects = 0
-        self._calls: set[asyncio.Task[object]] = set()
+        self.units = [LockUnit(lock.build(random_bytes)) for lock in world.locks]
+        self.radios = [Radio(self, config) for config in world.all_adapters]
+        by_name = {radio.name: radio for radio in self.radios}
+        for config in world.locks:
+            for name, rssi in config.rssi_by_adapter.items():
+                by_name[name].rssi[config.name] = rssi
+            for name in config.out_of_range_of:
+                by_name[name].deaf_to.add(config.name)
+        for radio in self.radios:
+            radio.build(self.units)
+        self.objects: ObjectTree | None = None
+        self.bluez_running = False
+        self.answering = asyncio.Event()
+        """Set while bluetoothd runs and answers (not hung): the advertisers wait on it."""
+        self.restarts = 0
+        self.calls: set[asyncio.Task[object]] = set()
+        """D-Bus calls under way (Connects) that a stop or a restart cancels."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._new_round = asyncio.Event()
+        self._also_served: list[tuple[str, ServiceInterface]] = []
+        self._hang_until = 0.0
+        self._hang: asyncio.Task[None] | None = None
+        self._gone = asyncio.Event()
 
-    # --- connections --------------------------------------------------------------------------
+    # --- compatibility with the one-adapter station -------------------------------------------
+
+    @property
+    def bus(self) -> MessageBus:
+        """bluetoothd's connection to the bus (a new one after each restart)."""
+        return self.tree.bus
+
+    @property
+    def tree(self) -> ObjectTree:
+        if self.objects is None:
+            raise RuntimeError("bluetoothd has not started")
+        return self.objects
+
+    @property
+    def first(self) -> Radio:
+        """The world's first adapter (``[adapter]``)."""
+        return self.radios[0]
+
+    @property
+    def adapter(self) -> Adapter:
+        return self.first.adapter
+
+    @property
+    def adapter_path(self) -> str:
+        return self.first.adapter_path
+
+    @property
+    def devices(self) -> list[Device]:
+        """The first adapter's device of each lock."""
+        return list(self.first.devices.values())
+
+    @property
+    def connection_slots(self) -> int:
+        return self.first.connection_slots
 
     def links_in_use(self) -> int:
-        return sum(device.link is not None for device in self.devices)
+        return sum(radio.links_in_use() for radio in self.radios)
 
-    async def connect(self, device: Device) -> None:
-        """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
-        if device.connected and device.services_resolved:
+    def linked_elsewhere(self, device: Device) -> bool:
+        """Whether the lock holds a link that is not ``device``'s (through another adapter)."""
+        return bool(device.lock.links) and device.link is None
+
+    # --- bluetoothd's life --------------------------------------------------------------------
+
+    def also_serve(self, path: str, interface: ServiceInterface) -> None:
+        """Export ``interface`` on every bluetoothd connection too (calls on it are never held)."""
+        self._also_served.append((path, interface))
+
+    async def start(self) -> None:
+        """Start bluetoothd (take ``org.bluez``, announce the adapters), the advertisers and
+        every lock's timers."""
+        await self._serve_on(await self._connect())
+        for radio in self.radios:
+            self.spawn(radio.advertiser(), f"advertiser {radio.config.name}")
+        for unit in self.units:
+            self.spawn(self._run_timers(unit), f"timers {unit.lock.name}")
+
+    async def _connect(self) -> MessageBus:
+        async with asyncio.timeout(BUS_TIMEOUT_S):
+            return await MessageBus(bus_address=self.bus_address).connect()
+
+    async def _serve_on(self, bus: MessageBus) -> None:
+        """As bluetoothd starts: take the name, then announce each adapter and its stored
+        devices (clients watching ``org.bluez`` hear the InterfacesAdded that way)."""
+        self.objects = ObjectTree(bus, open_paths=tuple(path for path, _ in self._also_served))
+        await self.objects.start()
+        self.objects.on_client_left(self._client_left)
+        async with asyncio.timeout(BUS_TIMEOUT_S):
+            reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
+        if reply is not RequestNameReply.PRIMARY_OWNER:
+            raise NameTakenError(f"{BLUEZ} is already owned on {self.bus_address}")
+        for path, interface in self._also_served:
+            bus.export(path, interface)
+        self.bluez_running = True
+        for radio in self.radios:
+            if radio.present:
+                radio.announce()
+        self.answering.set()
+
+    def _client_left(self, client: str) -> None:
+        for radio in self.radios:
+            if radio.on_bus:
+                radio.adapter.client_left(client)
+
+    def bluez_restart(self, down_s: float = 0.0) -> None:
+        """bluetoothd dies now and starts again ``down_s`` lock seconds after it is gone."""
+        if not self.bluez_running:
+            raise RefusedError("bluetoothd is not running (a restart is under way)")
+        old = self.tree.bus
+        self.bluez_running = False
+        self.answering.clear()
+        self._end_hang(answer=False)
+        for task in self.calls:
+            task.cancel()
+        old.disconnect()
+        for radio in self.radios:
+            radio.lose("bluetoothd stopped")
+            radio.build(self.units)
+        self.restarts += 1
+        self._gone.clear()
+        log.info("bluetoothd exits")
+        self.spawn(self._come_back(old, down_s), "bluetoothd restart")
+
+    async def bluez_gone(self) -> None:
+        """Wait until the bus daemon has taken ``org.bluez`` from the bluetoothd that died."""
+        await self._gone.wait()
+
+    async def _come_back(self, old: MessageBus, down_s: float) -> None:
+        with contextlib.suppress(Exception):
+            await old.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        bus = await self._connect()
+        try:
+            await self._until_unowned(bus)
+            self._gone.set()
+            await self.clock.sleep(down_s)
+            await self._serve_on(bus)
+        except BaseException:
+            bus.disconnect()
+            raise
+        log.info("bluetoothd started again (restart %d)", self.restarts)
+
+    @staticmethod
+    async def _until_unowned(bus: MessageBus) -> None:
+        """Until the bus daemon has noticed the old connection closed: ``org.bluez`` unowned."""
+        ask = Message(
+            destination=DBUS,
+            path="/org/freedesktop/DBus",
+            interface=DBUS,
+            member="NameHasOwner",
+            signature="s",
+            body=[BLUEZ],
+        )
+        async with asyncio.timeout(BUS_TIMEOUT_S):
+            while True:
+                reply = await bus.call(ask)
+                answered = reply is not None and reply.message_type is MessageType.METHOD_RETURN
+                if answered and reply is not None and not reply.body[0]:
+                    return
+                await asyncio.sleep(NAME_POLL_S)
+
+    def bluez_hang(self, seconds: float) -> None:
+        """bluetoothd answers nothing for ``seconds`` lock seconds (longer if already hung)."""
+        if not self.bluez_running:
+            raise RefusedError("bluetoothd is not running (a restart is under way)")
+        self.tree.hang()
+        self.answering.clear()
+        self._hang_until = max(self._hang_until, self.clock.now() + seconds)
+        if self._hang is None:
+            self._hang = asyncio.create_task(self._hang_ends(), name="bluetoothd hang")
+            self._tasks.add(self._hang)
+            self._hang.add_done_callback(self._task_done)
+        log.info("bluetoothd hangs until %.3f s", self._hang_until)
+
+    async def _hang_ends(self) -> None:
+        while (left := self._hang_until - self.clock.now()) > 0:
+            await self.clock.sleep(left)
+        self._hang = None
+        self._end_hang(answer=True)
+
+    def _end_hang(self, *, answer: bool) -> None:
+        if self._hang is not None and self._hang is not asyncio.current_task():
+            self._hang.cancel()
+        self._hang = None
+        if self.objects is None or not self.objects.hung:
             return
-        received = self.clock.now()
-        lock = device.lock
-        if self._connecting is not None:
-            self.overlapping_connects += 1
-            raise BluezError.IN_PROGRESS("In Progress")
-        if lock.refuse_connects > 0:
-            lock.refuse_connects -= 1
-            log.info("%s: Connect refused (InProgress), %s more", lock.name, lock.refuse_connects)
-            raise BluezError.IN_PROGRESS("In Progress")
-        task = asyncio.current_task()
-        assert task is not None
-        self._calls.add(task)
-        self._connecting, self._attempt = device, task
-        device.abort_connect.clear()
-        try:
-            await self._connect(device)
-            device.times.connected(self.clock.now() - received)
-        finally:
-            if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
-                self._connecting, self._attempt = None, None
-            self._calls.discard(task)
+        if answer:
+            log.info("bluetoothd answers again")
+            self.objects.resume()
+            self.answering.set()
+        else:
+            self.objects.drop_held()
 
-    async def _connect(self, device: Device) -> None:
-        lock = device.lock
-        # Both halves end at times fixed from the start: the second does not inherit the first
-        # one's lateness (the event loop wakes a timer a millisecond or two late).
-        started = self.clock.now()
-        half = lock.connect_ms / 2000
-        if await self._aborted(device, started + half):
-            raise BluezError.FAILED("Operation aborted")
-        if not lock.in_range or not device.exported:
-            raise BluezError.FAILED(CONNECTION_ABORTED)
-        try:
-            link = self._take_slot(lock)
-        except NoFreeLink as err:
-            # bluetoothd reports the link it could not keep as connected, then gone.
-            log.info("%s: Connect aborted: %s", lock.name, err)
-            device.set_connected(True)
-            device.set_connected(False)
-            raise BluezError.FAILED(CONNECTION_ABORTED) from err
-        device.attach(link)
-        log.info("%s: link %s up", lock.name, link)
-        if await self._aborted(device, started + 2 * half):
-            device.detach("connect cancelled")
-            raise BluezError.FAILED("Operation aborted")
-        device.set_services_resolved(True)
+    # --- the locks' timers --------------------------------------------------------------------
 
-    def _take_slot(self, lock: Lock) -> int:
-        if self.links_in_use() >= self.connection_slots:
-            raise NoFreeLink(f"the adapter holds {self.connection_slots} links")
-        link = lock.connect()
-        self.most_links = max(self.most_links, self.links_in_use() + 1)
-        return link
+    def _apply(self, unit: LockUnit, effects: list[Effect]) -> None:
+        """Make the lock's effects visible through every adapter that knows it."""
+        if effects:
+            for radio in self.radios:
+                radio.device(unit.lock).apply(effects)
+        unit.wake.set()
 
-    async def _aborted(self, device: Device, until: float) -> bool:
-        """Whether the connect was aborted before the lock's clock reads ``until``."""
-        try:
-            async with asyncio.timeout_at(self.clock.loop_time(until)):
-                await device.abort_connect.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def disconnect(self, device: Device) -> None:
-        """``Device1.Disconnect``: cancels a pending Connect, ends a link; else nothing to do."""
-        self._cancel_connect(device)
-        device.detach("disconnected by the host")
-
-    def _cancel_connect(self, device: Device) -> None:
-        """A pending Connect of ``device`` is over for the adapter at once, as in bluetoothd: the
-        next Connect may start while the cancelled call is still answering "Operation aborted"."""
-        if self._connecting is device:
-            device.abort_connect.set()
-            self._connecting, self._attempt = None, None
-
-    def remove_device(self, path: str) -> bool:
-        device = self._by_path.get(path)
-        if device is None or not device.exported:
-            return False
-        self.forget(device)
-        return True
-
-    def forget(self, device: Device) -> None:
-        """The adapter forgets the device: link ended, object gone (UnknownObject from now)."""
-        self._cancel_connect(device)
-        device.detach("device removed")
-        if device.exported:
-            self.objects.unexport(device.path, device)
-            device.exported = False
-
-    # --- advertising --------------------------------------------------------------------------
-
-    def hear(self, device: Device) -> bool:
-        """One advertisement of ``device`` heard: a new lock appears, a known one updates its RSSI.
-
-        Whether anything went onto the bus.
-        """
-        if not self.adapter.discovering or not device.lock.in_range:
-            return False
-        if not device.exported:
-            self.objects.export(device.path, device)
-            device.exported = True
-            log.info("%s: discovered at %s dBm", device.lock.name, device.lock.rssi)
-            return True
-        if not device.connected:
-            device.emit_properties_changed({"RSSI": device.lock.rssi})
-            return True
-        return False
-
-    def discovery_started(self) -> None:
-        """The adapter began discovering: a round of advertisements starts now, not at the next
-        tick of the advertiser."""
-        self._new_round.set()
-
-    def _rounds(self, real_interval: float) -> list[list[Device]]:
-        """The locks heard together at each moment of a round, spread evenly over the round.
-
-        Each lock advertises on its own schedule, so bluetoothd hears (and announces) them one
-        by one, never hundreds in one burst. Moments are at least ``MIN_HEARING_GAP_S`` apart,
-        so that a big world at a fast time scale does not spin the loop, yet hold at most
-        ``MAX_HEARD_TOGETHER`` locks, so that one moment's signals stay far below what the
-        socket to the bus daemon holds.
-        """
-        count = len(self.devices)
-        if count == 0:
-            return []
-        moments = min(count, max(1, int(real_interval / MIN_HEARING_GAP_S)))
-        moments = max(moments, -(-count // MAX_HEARD_TOGETHER))
-        groups: list[list[Device]] = [[] for _ in range(moments)]
-        for index, device in enumerate(self.devices):
-            groups[index * moments // count].append(device)
-        return groups
-
-    async def _advertiser(self) -> None:
-        """A round of advertisements every interval, each lock at its own moment of the round.
-
-        Once it has sent ``MAX_HEARD_TOGETHER`` signals, the advertiser waits for the bus daemon
-        to take them before it goes on (a slow bus delays the round rather than piling signals
-        up); a round trip per moment would cost a world of a dozen locks as much CPU as its
-        advertisements. A round that ran late is not made up for: the next one starts when it
-        ends. Without discovery it sleeps until the next discovery starts a round.
-        """
-        loop = asyncio.get_running_loop()
-        interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
-        rounds = self._rounds(interval)
-        unconfirmed = 0  # signals sent since the bus daemon last confirmed it took them all
-        while True:
-            if not self.adapter.discovering:
-                await self._new_round.wait()
-            started = loop.time()
-            self._new_round.clear()
-            for index, group in enumerate(rounds):
-                await asyncio.sleep(
-                    max(0.0, started + index * interval / len(rounds) - loop.time())
-                )
-                if self._new_round.is_set():
-                    break
-                unconfirmed += sum(self.hear(device) for device in group)
-                if unconfirmed >= MAX_HEARD_TOGETHER:
-                    await self.objects.drained()
-                    unconfirmed = 0
-            if self._new_round.is_set():
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(max(loop.time(), started + interval)):
-                    await self._new_round.wait()
-
-    async def _run_timers(self, device: Device) -> None:
+    async def _run_timers(self, unit: LockUnit) -> None:
         """Wake the lock when its next deadline (motor, dropped link) comes, or when told to.
 
         The deadline is an absolute time on the loop's clock (no drift from re-computing a
@@ -290,35 +361,30 @@ class Station:
         before it, so that it is never slept on twice.
         """
         loop = asyncio.get_running_loop()
+        lock = unit.lock
         while True:
-            device.wake.clear()
-            deadline = device.lock.next_deadline()
+            unit.wake.clear()
+            deadline = lock.next_deadline()
             when = None if deadline is None else self.clock.loop_time(deadline)
             try:
                 async with asyncio.timeout_at(when):
-                    await device.wake.wait()
+                    await unit.wake.wait()
                 now = self.clock.now()
             except TimeoutError:
                 assert deadline is not None
                 assert when is not None
                 late_ms = (loop.time() - when) * 1e3
-                log.debug("%s: timer ran %.2f ms late", device.lock.name, late_ms)
+                log.debug("%s: timer ran %.2f ms late", lock.name, late_ms)
                 now = max(self.clock.now(), deadline)
-            motion = device.lock.motion
-            device.apply(device.lock.advance(now))
-            if motion is not None and device.lock.motion is not motion and not motion.by_hand:
-                device.times.moved(self.clock.now() - motion.started_at)
+            motion = lock.motion
+            effects = lock.advance(now)
+            if effects:
+                for radio in self.radios:
+                    radio.device(lock).apply(effects)
+            if motion is not None and lock.motion is not motion and not motion.by_hand:
+                unit.times.moved(self.clock.now() - motion.started_at)
 
     # --- lifecycle ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Export the adapter and start the advertiser and every lock's timers."""
-        await self.objects.start()
-        self.objects.on_client_left(self.adapter.client_left)
-        self.objects.export(self.adapter_path, self.adapter)
-        self.spawn(self._advertiser(), "advertiser")
-        for device in self.devices:
-            self.spawn(self._run_timers(device), f"timers {device.lock.name}")
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` as a task the station owns: :meth:`stop` cancels and awaits it.
@@ -337,10 +403,13 @@ class Station:
 
     async def stop(self) -> None:
         """Cancel and await the station's tasks and the D-Bus calls still running."""
-        tasks = [*self._calls, *self._tasks]
+        tasks = [*self.calls, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._hang = None
+        if self.objects is not None and self.objects.hung:
+            self.objects.drop_held()
 
     async def power_off(self) -> None:
         """As bluetoothd going down: every link ends and every object leaves the bus.
@@ -349,55 +418,96 @@ class Station:
         bus name that silently stops answering. The removals go out in batches, each taken by
         the bus daemon before the next (a world of hundreds of locks is too much for one burst).
         """
-        for index, device in enumerate(self.devices, start=1):
-            self._act(device, device.lock.drop_links("simulator stopping"))
-            self.forget(device)
+        if not self.bluez_running or self.objects is None:
+            return
+        self.bluez_running = False
+        for index, unit in enumerate(self.units, start=1):
+            self._apply(unit, unit.lock.drop_links("simulator stopping"))
+            for radio in self.radios:
+                if radio.present:
+                    radio.forget(radio.device(unit.lock))
             if index % OBJECTS_PER_BATCH == 0:
                 await self.objects.drained()
-        if self.objects.exports(self.adapter_path):
-            self.objects.unexport(self.adapter_path, self.adapter)
+        for radio in self.radios:
+            if radio.present and self.objects.exports(radio.adapter_path):
+                self.objects.unexport(radio.adapter_path, radio.adapter)
         await self.objects.drained()
+
+    async def disconnect(self) -> None:
+        """Leave the bus (bluetoothd's connection), if still on it."""
+        if self.objects is None:
+            return
+        bus = self.objects.bus
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
     # --- the world's levers (control interface, scenarios) ------------------------------------
 
-    def find(self, lock: str) -> Device:
+    def find(self, lock: str) -> LockUnit:
         wanted = lock.strip().upper()
-        for device in self.devices:
-            if wanted in (device.lock.name.upper(), device.lock.address.upper()):
-                return device
+        for unit in self.units:
+            if wanted in (unit.lock.name.upper(), unit.lock.address.upper()):
+                return unit
         raise UnknownLockError(f"no lock {lock!r} in this world")
 
-    def _act(self, device: Device, effects: list[Effect]) -> None:
-        device.apply(effects)
-        device.wake.set()
+    def radio(self, name: str) -> Radio:
+        """An adapter by its name now; one plugged in before one unplugged under that name."""
+        wanted = name.strip()
+        for radio in sorted(self.radios, key=lambda r: not r.present):
+            if radio.name == wanted:
+                return radio
+        raise UnknownAdapterError(f"no adapter {name!r} in this world")
+
+    def _present(self, name: str) -> Radio:
+        radio = self.radio(name)
+        if not radio.present:
+            raise RefusedError(f"adapter {radio.name} is unplugged")
+        return radio
 
     def close_by_hand(self, lock: str) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.close_by_hand(self.clock.now()))
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.close_by_hand(self.clock.now()))
 
     def open_by_hand(self, lock: str) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.open_by_hand(self.clock.now()))
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.open_by_hand(self.clock.now()))
 
     def jam(self, lock: str, count: int = 1) -> None:
         self.find(lock).lock.jam(count)
 
     def set_battery(self, lock: str, percent: int) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.set_battery(percent))
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.set_battery(percent))
 
-    def set_in_range(self, lock: str, in_range: bool) -> None:
-        device = self.find(lock)
-        device.lock.in_range = in_range
+    def set_in_range(self, lock: str, in_range: bool, adapter: str = "") -> None:
+        """Every adapter (or only ``adapter``) stops or starts hearing the lock."""
+        unit = self.find(lock)
+        name = unit.lock.name
+        radios = [self.radio(adapter)] if adapter else self.radios
         if not in_range:
-            self._act(device, device.lock.drop_links("out of range"))
-            self.forget(device)
-        else:
-            self.hear(device)
+            if adapter:
+                radios[0].deaf_to.add(name)
+            else:
+                self._apply(unit, unit.lock.drop_links("out of range"))
+                unit.lock.in_range = False
+            for radio in radios:
+                if radio.on_bus:
+                    radio.forget(radio.device(unit.lock))
+            return
+        if adapter and not unit.lock.in_range:
+            # Back in range of this adapter only: the others still do not hear it.
+            for radio in self.radios:
+                radio.deaf_to.add(name)
+        unit.lock.in_range = True
+        for radio in radios:
+            radio.deaf_to.discard(name)
+        for radio in radios:
+            radio.hear(radio.device(unit.lock))
 
     def set_alarm(self, lock: str, on: bool) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.set_alarm(on))
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.set_alarm(on))
 
     def set_bike_moving(self, lock: str, moving: bool) -> None:
         self.find(lock).lock.set_bike_moving(moving)
@@ -405,43 +515,107 @@ class Station:
     def set_sensor_fault(self, lock: str, fault: bool) -> None:
         self.find(lock).lock.set_sensor_fault(fault)
 
-    def set_rssi(self, lock: str, rssi: int) -> None:
-        device = self.find(lock)
-        device.lock.rssi = rssi
-        if device.exported:
-            device.emit_properties_changed({"RSSI": rssi})
+    def set_rssi(self, lock: str, rssi: int, adapter: str = "") -> None:
+        """The RSSI every adapter (or only ``adapter``) hears the lock at."""
+        unit = self.find(lock)
+        if adapter:
+            radios = [self.radio(adapter)]
+            radios[0].rssi[unit.lock.name] = rssi
+        else:
+            radios = self.radios
+            unit.lock.rssi = rssi
+            for radio in radios:
+                radio.rssi.pop(unit.lock.name, None)
+        for radio in radios:
+            device = radio.device(unit.lock)
+            if radio.on_bus and device.exported:
+                device.emit_properties_changed({"RSSI": rssi})
 
     def drop_link(self, lock: str) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.drop_links("link dropped"))
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.drop_links("link dropped"))
 
     def refuse_connects(self, lock: str, count: int) -> None:
         self.find(lock).lock.refuse_connects = max(0, count)
 
-    def set_slots(self, slots: int) -> None:
-        self.connection_slots = max(0, slots)
+    def set_slots(self, slots: int, adapter: str = "") -> None:
+        radio = self.radio(adapter) if adapter else self.first
+        radio.connection_slots = max(0, slots)
 
     def set_motor_ms(self, lock: str, motor_ms: int) -> None:
         self.find(lock).lock.motor_ms = max(0, motor_ms)
 
     def power_cycle(self, lock: str) -> None:
-        device = self.find(lock)
-        self._act(device, device.lock.power_cycle())
+        unit = self.find(lock)
+        self._apply(unit, unit.lock.power_cycle())
+
+    def adapter_power(self, adapter: str, on: bool) -> None:
+        self._present(adapter).set_powered(on)
+
+    def adapter_remove(self, adapter: str) -> None:
+        self._present(adapter).unplug()
+
+    def adapter_add(self, adapter: str, as_name: str | None = None) -> None:
+        radio = self.radio(adapter)
+        if radio.present:
+            raise RefusedError(f"adapter {radio.name} is plugged in")
+        name = as_name or radio.name
+        if any(other.present and other.name == name for other in self.radios):
+            raise RefusedError(f"an adapter {name} is already plugged in")
+        radio.plug(name, self.units)
 
     def times(self, lock: str) -> LockTimes:
         """What the lock really spent on its connects and motor runs (a copy)."""
         return replace(self.find(lock).times)
 
     def view(self) -> StationView:
+        first = self.first
         return StationView(
-            adapter=self.world.adapter.address,
-            connection_slots=self.connection_slots,
-            links=self.links_in_use(),
-            discovering=self.adapter.discovering,
+            adapter=first.address,
+            connection_slots=first.connection_slots,
+            links=first.links_in_use(),
+            discovering=first.discovering,
             time_scale=self.clock.time_scale,
-            locks=tuple(
-                replace(device.lock.view(), **asdict(device.times)) for device in self.devices
+            locks=tuple(self._lock_view(unit) for unit in self.units),
+            most_links=first.most_links,
+            overlapping_connects=first.overlapping_connects,
+            adapters=tuple(self._adapter_view(radio) for radio in self.radios),
+            bluez=self._bluez_state(),
+            bluez_restarts=self.restarts,
+        )
+
+    def _bluez_state(self) -> str:
+        if not self.bluez_running:
+            return "stopped"
+        return "hung" if self.objects is not None and self.objects.hung else "running"
+
+    def _lock_view(self, unit: LockUnit) -> LockView:
+        name = unit.lock.name
+        via = [radio.name for radio in self.radios if radio.device(unit.lock).link is not None]
+        return replace(
+            unit.lock.view(),
+            **asdict(unit.times),
+            rssi_by_adapter={r.name: r.rssi[name] for r in self.radios if name in r.rssi},
+            out_of_range_of=tuple(r.name for r in self.radios if name in r.deaf_to),
+            connected_via=via[0] if via else None,
+        )
+
+    @staticmethod
+    def _adapter_view(radio: Radio) -> AdapterView:
+        return AdapterView(
+            name=radio.name,
+            address=radio.address,
+            present=radio.present,
+            powered=radio.powered,
+            discovering=radio.discovering,
+            connection_slots=radio.connection_slots,
+            links=radio.links_in_use(),
+            most_links=radio.most_links,
+            overlapping_connects=radio.overlapping_connects,
+            devices=tuple(
+                device.lock.name
+                for device in radio.devices.values()
+                if device.exported and radio.on_bus
             ),
-            most_links=self.most_links,
-            overlapping_connects=self.overlapping_connects,
+            world_name=radio.config.name,
         )

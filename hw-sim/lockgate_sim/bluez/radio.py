@@ -1,0 +1,377 @@
+"""One Bluetooth adapter of the station: its object, its devices, its slots and its discovery.
+
+A :class:`Radio` is the physical adapter (a Pi's own controller, a USB dongle): its address and
+connection slots stay with it when it is unplugged and plugged back, perhaps as another ``hciN``;
+its RSSI and range for each lock are its own (a lock out of one adapter's range can be in
+another's). What bluetoothd holds in memory for it, the ``Adapter1`` object (:mod:`.adapter`) and
+a ``Device1`` per lock (:mod:`.device`), is built anew whenever bluetoothd (re)starts or the
+adapter comes back; what bluetoothd keeps on disk, the devices it ever connected to, comes back
+with it. Each adapter runs one Connect at a time and holds at most ``connection_slots`` links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from lockgate_sim.bluez.adapter import Adapter
+from lockgate_sim.bluez.device import Device
+from lockgate_sim.bluez.errors import CONNECTION_ABORTED, NOT_READY_TEXT, BluezError
+from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
+from lockgate_sim.firmware import Lock, NoFreeLink
+from lockgate_sim.world import AdapterConfig
+
+if TYPE_CHECKING:
+    from lockgate_sim.bluez.station import Clock, LockUnit, Station
+
+log = logging.getLogger("lockgate_sim")
+
+ADVERTISING_INTERVAL_S = 1.0
+"""How often, in lock seconds, a lock in range is heard (an RSSI update) while discovering."""
+MIN_REAL_INTERVAL_S = 0.02
+"""The advertiser never spins faster than this, whatever the time scale."""
+MIN_HEARING_GAP_S = 0.01
+"""Real seconds at least between two moments of a round at which locks are heard."""
+MAX_HEARD_TOGETHER = 16
+"""Locks heard at one moment at most, and signals sent before waiting for the bus daemon to
+take them (a few kilobytes, far below the 200 KB or so a socket holds)."""
+OPERATION_ABORTED = "Operation aborted"
+"""bluetoothd's answer to a Connect that a Disconnect cancelled."""
+
+
+class Radio:
+    """One adapter: present or unplugged, powered or not, and what bluetoothd knows of it."""
+
+    def __init__(self, station: Station, config: AdapterConfig) -> None:
+        self.station = station
+        self.config = config
+        self.name = config.name
+        """Its name now: a dongle plugged back may come back as another ``hciN``."""
+        self.address = config.address
+        self.present = True
+        self._powered = True
+        self.connection_slots = config.connection_slots
+        self.rssi: dict[str, int] = {}
+        """Lock name → the RSSI this adapter hears it at, where it differs from the lock's own."""
+        self.deaf_to: set[str] = set()
+        """Names of the locks out of this adapter's range (whatever their own ``in_range``)."""
+        self.stored: set[str] = set()
+        """Names of the locks it connected to: bluetoothd keeps them on disk (per adapter
+        address) and announces them again when it restarts or the adapter comes back."""
+        self.most_links = 0
+        self.overlapping_connects = 0
+        self.adapter = Adapter(self, self.address, self.name)
+        self.devices: dict[str, Device] = {}
+        self._connecting: Device | None = None
+        self._attempt: asyncio.Task[object] | None = None
+        self.new_round = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Radio({self.name}, {self.address})"
+
+    # --- what the adapter and its devices ask ------------------------------------------------
+
+    @property
+    def adapter_path(self) -> str:
+        return f"{BLUEZ_ROOT}/{self.name}"
+
+    @property
+    def objects(self) -> ObjectTree:
+        return self.station.tree
+
+    @property
+    def clock(self) -> Clock:
+        return self.station.clock
+
+    @property
+    def powered(self) -> bool:
+        return self._powered
+
+    @property
+    def on_bus(self) -> bool:
+        """Whether bluetoothd serves this adapter now (it runs, the adapter is plugged in)."""
+        return self.present and self.station.bluez_running
+
+    def rssi_of(self, lock: Lock) -> int:
+        return self.rssi.get(lock.name, lock.rssi)
+
+    def hears(self, lock: Lock) -> bool:
+        """Whether the lock is within this adapter's range."""
+        return lock.in_range and lock.name not in self.deaf_to
+
+    def device(self, lock: Lock) -> Device:
+        return self.devices[lock.name]
+
+    # --- bluetoothd's memory of the adapter --------------------------------------------------
+
+    def build(self, units: list[LockUnit]) -> None:
+        """What a bluetoothd that has just found the adapter holds: fresh objects, no session,
+        no link, no Connect under way (nothing exported yet: :meth:`announce`)."""
+        self.adapter = Adapter(self, self.address, self.name)
+        self.devices = {
+            unit.lock.name: Device(self, unit.lock, times=unit.times, wake=unit.wake)
+            for unit in units
+        }
+        self._connecting, self._attempt = None, None
+
+    def announce(self) -> None:
+        """Export the adapter, then every device bluetoothd had stored for it."""
+        self.objects.export(self.adapter_path, self.adapter)
+        for device in self.devices.values():
+            if device.lock.name in self.stored:
+                self._export(device)
+        log.info("%s (%s) on the bus, %d stored devices", self.name, self.address, len(self.stored))
+
+    def lose(self, reason: str) -> None:
+        """The lock side of bluetoothd losing the adapter: every link it held ends, with no
+        signal (no one is left to send one); the caller builds fresh objects after."""
+        for device in self.devices.values():
+            if device.link is not None:
+                device.lock.disconnect(device.link)
+                log.info("%s: link %s ended (%s)", device.lock.name, device.link, reason)
+                device.link = None
+            device.abort_reason = CONNECTION_ABORTED
+            device.abort_connect.set()
+
+    # --- connections --------------------------------------------------------------------------
+
+    def links_in_use(self) -> int:
+        return sum(device.link is not None for device in self.devices.values())
+
+    @property
+    def discovering(self) -> bool:
+        return self.on_bus and self.adapter.discovering
+
+    async def connect(self, device: Device) -> None:
+        """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
+        if device.connected and device.services_resolved:
+            return
+        received = self.clock.now()
+        lock = device.lock
+        if not self._powered:
+            raise BluezError.NOT_READY(NOT_READY_TEXT)
+        if self._connecting is not None:
+            self.overlapping_connects += 1
+            raise BluezError.IN_PROGRESS("In Progress")
+        if lock.refuse_connects > 0:
+            lock.refuse_connects -= 1
+            log.info("%s: Connect refused (InProgress), %s more", lock.name, lock.refuse_connects)
+            raise BluezError.IN_PROGRESS("In Progress")
+        task = asyncio.current_task()
+        assert task is not None
+        self.station.calls.add(task)
+        self._connecting, self._attempt = device, task
+        device.abort_connect.clear()
+        try:
+            await self._connect(device)
+            device.times.connected(self.clock.now() - received)
+            self.stored.add(lock.name)
+        finally:
+            if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
+                self._connecting, self._attempt = None, None
+            self.station.calls.discard(task)
+
+    async def _connect(self, device: Device) -> None:
+        lock = device.lock
+        # Both halves end at times fixed from the start: the second does not inherit the first
+        # one's lateness (the event loop wakes a timer a millisecond or two late).
+        started = self.clock.now()
+        half = lock.connect_ms / 2000
+        if await self._aborted(device, started + half):
+            raise BluezError.FAILED(device.abort_reason)
+        if not self.hears(lock) or not device.exported or self.station.linked_elsewhere(device):
+            # Out of range, or connected through another adapter (a lock takes one central and
+            # stops advertising): the controller never meets it, and bluetoothd gives up.
+            raise BluezError.FAILED(CONNECTION_ABORTED)
+        try:
+            link = self._take_slot(lock)
+        except NoFreeLink as err:
+            # bluetoothd reports the link it could not keep as connected, then gone.
+            log.info("%s: Connect aborted: %s", lock.name, err)
+            device.set_connected(True)
+            device.set_connected(False)
+            raise BluezError.FAILED(CONNECTION_ABORTED) from err
+        device.attach(link)
+        log.info("%s: link %s up through %s", lock.name, link, self.name)
+        if await self._aborted(device, started + 2 * half):
+            device.detach("connect cancelled")
+            raise BluezError.FAILED(device.abort_reason)
+        device.set_services_resolved(True)
+
+    def _take_slot(self, lock: Lock) -> int:
+        if self.links_in_use() >= self.connection_slots:
+            raise NoFreeLink(f"{self.name} holds {self.connection_slots} links")
+        link = lock.connect()
+        self.most_links = max(self.most_links, self.links_in_use() + 1)
+        return link
+
+    async def _aborted(self, device: Device, until: float) -> bool:
+        """Whether the connect was aborted before the lock's clock reads ``until``."""
+        try:
+            async with asyncio.timeout_at(self.clock.loop_time(until)):
+                await device.abort_connect.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def disconnect(self, device: Device) -> None:
+        """``Device1.Disconnect``: cancels a pending Connect, ends a link; else nothing to do."""
+        self._cancel_connect(device, OPERATION_ABORTED)
+        device.detach("disconnected by the host")
+
+    def _cancel_connect(self, device: Device, reason: str) -> None:
+        """A pending Connect of ``device`` is over for the adapter at once, as in bluetoothd: the
+        next Connect may start while the cancelled call is still answering."""
+        if self._connecting is device:
+            device.abort_reason = reason
+            device.abort_connect.set()
+            self._connecting, self._attempt = None, None
+
+    def remove_device(self, path: str) -> bool:
+        """``Adapter1.RemoveDevice``: forgotten, on disk too."""
+        for device in self.devices.values():
+            if device.path == path and device.exported:
+                self.forget(device)
+                self.stored.discard(device.lock.name)
+                return True
+        return False
+
+    def forget(self, device: Device) -> None:
+        """The adapter forgets the device: link ended, object gone (UnknownObject from now)."""
+        self._cancel_connect(device, CONNECTION_ABORTED)
+        device.detach("device removed")
+        if device.exported:
+            self.objects.unexport(device.path, device)
+            device.exported = False
+
+    def end_link(self, device: Device, reason: str) -> None:
+        """The link through this adapter (or its Connect under way) ends: Connected false."""
+        self._cancel_connect(device, CONNECTION_ABORTED)
+        device.detach(reason)
+
+    # --- power and plugging -------------------------------------------------------------------
+
+    def set_powered(self, powered: bool) -> None:
+        """Powered off as bluetoothd's ``adapter_stop``: every link ends (Connected false), every
+        discovery session ends (Discovering false), then Powered false. Devices stay known."""
+        if powered == self._powered:
+            return
+        self._powered = powered
+        if not self.on_bus:
+            return
+        if not powered:
+            for device in self.devices.values():
+                self.end_link(device, "adapter powered off")
+            self.adapter.end_discovery()
+        self.adapter.powered_changed(powered)
+        log.info("%s powered %s", self.name, "on" if powered else "off")
+
+    def unplug(self) -> None:
+        """The adapter is gone from the machine: its links end (Connected false), its devices
+        leave the bus (InterfacesRemoved), then the adapter object."""
+        if self.on_bus:
+            for device in self.devices.values():
+                self.forget(device)
+            self.objects.unexport(self.adapter_path, self.adapter)
+        else:
+            self.lose("adapter removed")
+        self.present = False
+        log.info("%s (%s) removed", self.name, self.address)
+
+    def plug(self, name: str, units: list[LockUnit]) -> None:
+        """Plugged back, as ``name``: powered (bluetoothd powers new adapters on), its stored
+        devices announced again after it."""
+        self.name = name
+        self.present = True
+        self._powered = True
+        self.build(units)
+        if self.on_bus:
+            self.announce()
+        log.info("%s (%s) added", self.name, self.address)
+
+    # --- advertising --------------------------------------------------------------------------
+
+    def hear(self, device: Device) -> bool:
+        """One advertisement of ``device`` heard: a new lock appears, a known one updates its RSSI.
+
+        A lock connected through another adapter does not advertise. Whether anything went onto
+        the bus.
+        """
+        lock = device.lock
+        if not self.discovering or not self.hears(lock) or self.station.linked_elsewhere(device):
+            return False
+        if not device.exported:
+            self._export(device)
+            log.info("%s: discovered by %s at %s dBm", lock.name, self.name, self.rssi_of(lock))
+            return True
+        if not device.connected:
+            device.emit_properties_changed({"RSSI": self.rssi_of(lock)})
+            return True
+        return False
+
+    def _export(self, device: Device) -> None:
+        self.objects.export(device.path, device)
+        device.exported = True
+
+    def discovery_started(self) -> None:
+        """The adapter began discovering: a round of advertisements starts now, not at the next
+        tick of the advertiser."""
+        self.new_round.set()
+
+    def _rounds(self, real_interval: float) -> list[list[str]]:
+        """The locks heard together at each moment of a round, spread evenly over the round.
+
+        Each lock advertises on its own schedule, so bluetoothd hears (and announces) them one
+        by one, never hundreds in one burst. Moments are at least ``MIN_HEARING_GAP_S`` apart,
+        so that a big world at a fast time scale does not spin the loop, yet hold at most
+        ``MAX_HEARD_TOGETHER`` locks, so that one moment's signals stay far below what the
+        socket to the bus daemon holds.
+        """
+        names = list(self.devices)
+        count = len(names)
+        if count == 0:
+            return []
+        moments = min(count, max(1, int(real_interval / MIN_HEARING_GAP_S)))
+        moments = max(moments, -(-count // MAX_HEARD_TOGETHER))
+        groups: list[list[str]] = [[] for _ in range(moments)]
+        for index, name in enumerate(names):
+            groups[index * moments // count].append(name)
+        return groups
+
+    async def advertiser(self) -> None:
+        """A round of advertisements every interval, each lock at its own moment of the round.
+
+        Once it has sent ``MAX_HEARD_TOGETHER`` signals, the advertiser waits for the bus daemon
+        to take them before it goes on (a slow bus delays the round rather than piling signals
+        up); a round trip per moment would cost a world of a dozen locks as much CPU as its
+        advertisements. A round that ran late is not made up for: the next one starts when it
+        ends. Without discovery it sleeps until the next discovery starts a round; while
+        bluetoothd hangs, it hears nothing.
+        """
+        loop = asyncio.get_running_loop()
+        interval = max(MIN_REAL_INTERVAL_S, self.clock.real(ADVERTISING_INTERVAL_S))
+        rounds = self._rounds(interval)
+        unconfirmed = 0  # signals sent since the bus daemon last confirmed it took them all
+        while True:
+            if not self.discovering:
+                await self.new_round.wait()
+            started = loop.time()
+            self.new_round.clear()
+            for index, group in enumerate(rounds):
+                await asyncio.sleep(
+                    max(0.0, started + index * interval / len(rounds) - loop.time())
+                )
+                await self.station.answering.wait()
+                if self.new_round.is_set():
+                    break
+                unconfirmed += sum(self.hear(self.devices[name]) for name in group)
+                if unconfirmed >= MAX_HEARD_TOGETHER:
+                    await self.objects.drained()
+                    unconfirmed = 0
+            if self.new_round.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(max(loop.time(), started + interval)):
+                    await self.new_round.wait()
