@@ -185,7 +185,9 @@ class BleSection(_Section):
         | Literal["all"]
         | None
     ) = None
-    radio_lost_exit_s: Annotated[float, Field(ge=30, le=86400)] = DEFAULT_RADIO.radio_lost_exit_s
+    radio_lost_exit_s: Annotated[float, Field(ge=1, le=86400)] = DEFAULT_RADIO.radio_lost_exit_s
+    probe_interval_s: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_RADIO.probe_interval_s
+    probe_timeout_s: Annotated[float, Field(gt=0, le=60)] = DEFAULT_RADIO.probe_timeout_s
     dbus_address: str = ""
     connection_slots: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connection_slots
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = DEFAULT_RADIO.connect_timeout_s

@@ -122,7 +122,7 @@ class Driver:
         self._bluez = BluezWatch(
             on_change=self._bluez_changed,
             probe_interval_s=settings.probe_interval_s,
-            probe_timeout_s=settings.steps.gatt_s,
+            probe_timeout_s=settings.probe_timeout_s,
         )
         self._generation = 0
         self._radio_up = asyncio.Event()
@@ -152,6 +152,8 @@ class Driver:
                     await self._discovery.scan(adapter.name)
             except TimeoutError as err:
                 raise AdapterError("BlueZ did not answer in time") from err
+            while not self._turns.empty():  # the radio as found at start is no turn
+                self._turns.get_nowait()
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._close_all)
             self._loops = [

@@ -44,6 +44,8 @@ class RadioSettings:
     """... and LONG_DEAD after this long."""
     probe_interval_s: float = 10.0
     """How often bluetoothd is asked something, to notice one that hangs."""
+    probe_timeout_s: float = 5.0
+    """bluetoothd not answering within this long is taken as hung (the radio is down)."""
     radio_lost_exit_s: float = 300.0
     """The daemon exits (for systemd to restart it) once no adapter was up for this long."""
     steps: StepTimeouts = field(default_factory=StepTimeouts)

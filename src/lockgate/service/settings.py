@@ -24,6 +24,8 @@ def radio_settings(ble: BleSection) -> RadioSettings:
         DEFAULT_RADIO,
         adapters=ble.adapter_keys,
         radio_lost_exit_s=ble.radio_lost_exit_s,
+        probe_interval_s=ble.probe_interval_s,
+        probe_timeout_s=ble.probe_timeout_s,
         connection_slots=ble.connection_slots,
         connect_timeout_s=ble.connect_timeout_s,
         connect_attempts=ble.connect_attempts,
