@@ -43,9 +43,7 @@ class Turns:
     async def until(self, *, up: bool, name: str | None = None, timeout_s: float = 15.0) -> None:
         """Until an adapter turn up (or down) has been reported, through ``name`` if given."""
         async with asyncio.timeout(timeout_s):
-            while not any(
-                t.up is up and (name is None or t.name == name) for t in self.seen
-            ):
+            while not any(t.up is up and (name is None or t.name == name) for t in self.seen):
                 self._changed.clear()
                 await self._changed.wait()
         self.seen.clear()
@@ -186,9 +184,7 @@ def two_adapters(locks: int = 4) -> WorldConfig:
 
 
 async def test_a_second_adapter_takes_over_a_dead_ones_locks(station: StationFactory) -> None:
-    s = await station(
-        world_config=two_adapters(), watch=True, adapters=("hci0", "hci1"), **FAST
-    )
+    s = await station(world_config=two_adapters(), watch=True, adapters=("hci0", "hci1"), **FAST)
     async with following(s.driver) as turns:
         ok(await operate(s, 0, Operation.UNLOCK))
         await s.wait_for(lambda: s.bike(0) in s.driver.watched())
@@ -204,7 +200,7 @@ async def test_a_second_adapter_takes_over_a_dead_ones_locks(station: StationFac
             ok(await operate(s, index, Operation.UNLOCK))
             ok(await operate(s, index, Operation.LOCK))
         ok(await operate(s, 0, Operation.LOCK))
-        hci1 = (await s.sim.control.adapter("hci1"))
+        hci1 = await s.sim.control.adapter("hci1")
         assert hci1.links <= 3
     for index in (0, 1, 2):
         assert await motions(s, index) == (1, 1)
