@@ -122,14 +122,19 @@ class Discovery:
             await self.stop_scan(adapter)
 
     def lose(self, adapter: str | None) -> None:
-        """Forget what ``adapter`` heard (every adapter's, with None): it is gone."""
+        """Forget what ``adapter`` heard (every adapter's, with None): it is gone. Its scanner is
+        still to be stopped (:meth:`stop_scan`): that takes bleak's callbacks away, and must
+        come before a new scan, whose discovery session a late stop would end."""
         for seen in self._sightings.values():
             if adapter is None:
                 seen.clear()
             else:
                 seen.pop(adapter, None)
-        if adapter is None:
-            self._scanners.clear()
+
+    @property
+    def scanning(self) -> list[str]:
+        """The adapters with a scanner (running, or left by a bluetoothd that went)."""
+        return list(self._scanners)
 
     @property
     def strangers(self) -> frozenset[str]:

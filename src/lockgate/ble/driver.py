@@ -483,9 +483,14 @@ class Driver:
                 attempt.radio_away = self._why_down()
                 await self._radio_up.wait()
                 attempt.radio_away = None
-            sightings = await self._discovery.find(
-                entry.bike, self._settings.find_timeout_s, self._usable_adapter
-            )
+            try:
+                sightings = await self._discovery.find(
+                    entry.bike, self._settings.find_timeout_s, self._usable_adapter
+                )
+            except OperationError:
+                if self._radio_up.is_set():
+                    raise
+                continue  # the radio went while looking: wait for it, then look again
             best = choose(
                 Candidate(adapter, s.rssi)
                 for s in sightings
@@ -702,6 +707,8 @@ class Driver:
             forget_bluez()
             self._lose_links(None)
             self._discovery.lose(None)
+            for name in self._discovery.scanning:
+                self._unscan(name)
         if view.present:
             self._generation = view.generation
         for turn in self._adapters.follow(view, now):
@@ -722,11 +729,13 @@ class Driver:
             self._lose_links(adapter)
             if turn.name is not None:
                 self._discovery.lose(turn.name)
-                if self._tasks is not None:
-                    self._tasks.create_task(
-                        self._discovery.stop_scan(turn.name), name=f"ble-unscan-{adapter.key}"
-                    )
+                self._unscan(turn.name)
         self._turns.put_nowait(adapter.status())
+
+    def _unscan(self, name: str) -> None:
+        """Stop the scan through ``name`` now, in a task (it asks BlueZ, within a timeout)."""
+        if self._tasks is not None:
+            self._tasks.create_task(self._discovery.stop_scan(name), name=f"ble-unscan-{name}")
 
     def _lose_links(self, adapter: RadioAdapter | None) -> None:
         """Every link through ``adapter`` (every link, with None) is gone: whoever holds the
