@@ -18,10 +18,10 @@ from typing import Any, Literal
 from lockgate.ble.driver import Driver
 from lockgate.ble.settings import RadioSettings, StepTimeouts
 from lockgate.clock import utc_now
-from lockgate.contract import BleStatus, StationStatus
+from lockgate.contract import AdapterDocument, BleStatus, StationStatus
 from lockgate.contract.station import RegisteredLock, Station
 from lockgate.engine import Engine
-from lockgate.model import StationState
+from lockgate.model import RadioState, StationState
 from lockgate.mqtt import Link, LinkSettings
 from lockgate.protocol.identity import address_to_guid
 from lockgate.store import Correlation, Outbox, StationKey, Store
@@ -71,7 +71,24 @@ def status_document(station: Station) -> Any:
             since=since,
             locks=tuple(lock.bike for lock in station.locks),
             outbox_depth=0,
-            ble=BleStatus(adapter="hci0", slots=5, in_use=0),
+            ble=BleStatus(
+                adapter="hci0",
+                slots=5,
+                in_use=0,
+                state=RadioState.UP,
+                since=since,
+                adapters=(
+                    AdapterDocument(
+                        adapter="hci0",
+                        name="hci0",
+                        address="00:1A:7D:DA:71:13",
+                        state=RadioState.UP,
+                        since=since,
+                        slots=5,
+                        in_use=0,
+                    ),
+                ),
+            ),
         ).to_bytes()
 
     return status

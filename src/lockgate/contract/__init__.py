@@ -8,6 +8,7 @@ and does no I/O.
 """
 
 from lockgate.contract.documents import (
+    AdapterDocument,
     AlarmEvent,
     BatteryEvent,
     BleStatus,
@@ -39,6 +40,7 @@ from lockgate.contract.station import RegisteredLock, Station
 from lockgate.contract.times import Timestamp, format_time, parse_time
 
 __all__ = [
+    "AdapterDocument",
     "AlarmEvent",
     "BatteryEvent",
     "BleStatus",
