@@ -81,9 +81,17 @@ class View:
         return (
             f"station {status.get('station')}: {status.get('state')} since {status.get('since')}"
             f"  outbox {status.get('outbox_depth')}"
-            f"  ble {_at(status, 'ble', 'in_use')}/{_at(status, 'ble', 'slots')} links"
+            f"  ble {_radio(status)} {_at(status, 'ble', 'in_use')}/{_at(status, 'ble', 'slots')}"
+            " links"
             f"  sealing key {'yes' if status.get('sealing_key') else 'no'}"
         )
+
+
+def _radio(status: dict[str, Any]) -> str:
+    """``up``, or ``DOWN (why)``: what an engineer at the station looks for first."""
+    if _at(status, "ble", "state") != "down":
+        return "up"
+    return f"DOWN ({_text(_at(status, 'ble', 'reason'))})"
 
 
 def _at(document: object, *path: str) -> object:
@@ -121,6 +129,10 @@ def _event_line(event: dict[str, Any]) -> str:
         "booking": lambda: f"{event.get('booking_state')} {_text(event.get('user_id'))}",
         "health": lambda: f"{event.get('health')} {_text(event.get('reason'))}",
         "battery": lambda: f"{event.get('battery')}%",
+        "radio": lambda: (
+            f"{event.get('adapter')} {event.get('radio_state')}"
+            f" {_text(event.get('reason')) if event.get('radio_state') == 'down' else ''}"
+        ),
     }.get(str(kind), lambda: "")()
     cause = event.get("cause")
     return (
