@@ -321,14 +321,20 @@ class Link:
         self._settled = True
         await self._outbox.set_retained("status", self._status("online"))
         await self._outbox.connected()
-        await self._publish_retained(client)
+        retained = [m for m in await self._outbox.next_batch(0) if m.retain]
+        statuses = [m for m in retained if m.topic == "status"]
+        # Every lock document, then ``commands`` (its SUBACK awaited), and only then "online":
+        # a backend that sends on seeing "online" finds the station subscribed.
+        await self._publish_retained(client, [m for m in retained if m.topic != "status"])
+        await client.subscribe(self._topic("commands"), qos=1)
+        await self._publish_retained(client, statuses)
         # Its own status too: a will can come after this connection's "online" (the broker
         # ends a session it had not yet seen die when the station, back from a power cut,
         # takes it over), and the retained status must not stay "offline" while it is up.
-        # QoS 0: a broker may send the retained status before its SUBACK and wait for that
-        # message's PUBACK (amqtt does), while requests are acknowledged only once taken.
+        # After "online", so that the retained status it finds is this one. QoS 0: a broker may
+        # send the retained status before its SUBACK and wait for that message's PUBACK (amqtt
+        # does), while requests are acknowledged only once taken.
         await client.subscribe(self._topic("status"), qos=0)
-        await client.subscribe(self._topic("commands"), qos=1)
         self._set(connected=True, since=utc_now(), protocol=self._protocol)
         self._up.set()
         async with asyncio.TaskGroup() as group:
@@ -351,9 +357,10 @@ class Link:
 
     # --- publishing the outbox -----------------------------------------------------------------
 
-    async def _publish_retained(self, client: aiomqtt.Client) -> None:
-        """``status`` and every lock document, before ``commands`` is subscribed."""
-        retained = [m for m in await self._outbox.next_batch(0) if m.retain]
+    async def _publish_retained(
+        self, client: aiomqtt.Client, retained: list[OutboxMessage]
+    ) -> None:
+        """Retained documents (lock documents, the status) at once, each awaited to its PUBACK."""
         await asyncio.gather(*(self._publish(client, m) for m in retained))
         await self._outbox.acknowledge(*retained)
 

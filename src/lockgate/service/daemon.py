@@ -5,7 +5,7 @@ and the MQTT link under one owner, and follows product.md's start and stop:
 
 - start: the store is opened, the driver starts and its observations flow into the engine, the
   commands the last run left are queued to be settled (recovery, before any new request), the link
-  is started (it connects on its own: status online, every lock document, then ``commands``) and
+  is started (it connects on its own: every lock document, ``commands``, then status online) and
   given up to ``ONLINE_WAIT_S`` to be up (a broker that refuses is not waited for), then READY.
   The first read of every lock goes on behind READY, a few at a time so that commands keep their
   precedence, and STATUS counts the locks still to be read. (product.md asks READY only after
