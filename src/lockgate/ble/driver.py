@@ -216,7 +216,24 @@ class Driver:
             yield await self._turns.get()
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
-        self._locks[bike].standing = credentials
+        """Provisioned credentials for reads and watches. New ones on a lock already tried (or
+        being tried) read it at once: its state needs a session, which it can have now. A lock
+        not tried yet is read by the service's first reads."""
+        entry = self._locks[bike]
+        renewed = credentials is not None and credentials != entry.standing
+        entry.standing = credentials
+        tried = entry.last_attempt is not None or entry.mutex.locked()
+        if renewed and tried and self._tasks is not None and not self._stopping:
+            self._tasks.create_task(self._read_provisioned(entry), name=f"ble-provisioned-{bike}")
+
+    async def _read_provisioned(self, entry: RadioLock) -> None:
+        timeout = self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
+        try:
+            result = await self._read(entry.bike, Cause.SYNC, timeout, Priority.COMMAND)
+        except Exception:  # reads do not raise: a bug, logged whole; the sync reads it later
+            log.exception("reading a provisioned lock failed", bike=entry.bike)
+            return
+        log.info("provisioned lock read", bike=entry.bike, outcome=str(result.outcome))
 
     async def observations(self) -> AsyncIterator[Observation]:
         """What the driver sees between commands, in order, until the driver has stopped. One
@@ -257,6 +274,10 @@ class Driver:
 
     async def read(self, bike: str, cause: Cause, timeout_s: float) -> Result:
         """Read a lock outside a command, reporting what changed with ``cause``."""
+        priority = Priority.SYNC if cause is Cause.SYNC else Priority.COMMAND
+        return await self._read(bike, cause, timeout_s, priority)
+
+    async def _read(self, bike: str, cause: Cause, timeout_s: float, priority: Priority) -> Result:
         entry = self._locks[bike]
         result, before = await self._operate(
             entry,
@@ -264,7 +285,7 @@ class Driver:
             credentials=None,
             timeout_s=timeout_s,
             progress=_no_progress,
-            priority=Priority.SYNC if cause is Cause.SYNC else Priority.COMMAND,
+            priority=priority,
         )
         now = self._clock()
         seen = result.reading.lock_state
