@@ -84,6 +84,9 @@ class _Attempt:
     """Whether an operation got as far as the radio: only then does its end count for health."""
 
     started: bool = False
+    losses: int = 0
+    """The driver's count of adapters lost, when the attempt began: a miss while one was lost
+    is the radio's, not the lock's."""
     radio_away: str | None = None
     """Set while the operation waits for an adapter to be up: why none is."""
 
@@ -125,6 +128,7 @@ class Driver:
             probe_timeout_s=settings.probe_timeout_s,
         )
         self._generation = 0
+        self._losses = 0  # adapters gone down since the start
         self._radio_up = asyncio.Event()
         self._turns: asyncio.Queue[AdapterStatus] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
@@ -325,7 +329,7 @@ class Driver:
             entry.waiting -= 1
             if not entry.waiting:
                 entry.operation_waits.clear()
-        attempt = _Attempt()
+        attempt = _Attempt(losses=self._losses)
         entry.recheck = entry.recheck or operation is not Operation.READ
         released_later = False
         try:
@@ -353,7 +357,7 @@ class Driver:
                         Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
                     )
                 if attempt.started:
-                    self._record(entry, result)
+                    self._record(entry, result, radio_lost=attempt.losses != self._losses)
             except BaseException:
                 # Cancelled: the link is kept for a watch or let go, never left over.
                 await self._keep_or_drop(entry)
@@ -446,16 +450,17 @@ class Driver:
             result = Result(Outcome.UNREACHABLE, f"unexpected failure: {type(err).__name__}")
             await self._drop_link(entry)
         if attempt.started:
-            self._record(entry, result)
+            self._record(entry, result, radio_lost=attempt.losses != self._losses)
         return result
 
-    def _record(self, entry: RadioLock, result: Result) -> None:
+    def _record(self, entry: RadioLock, result: Result, *, radio_lost: bool = False) -> None:
         now = self._clock()
         entry.last_attempt = now
         if result.reading.lock_state is not None:
             entry.recheck = False
         if result.outcome in _MISSES:
-            entry.health.missed(now)
+            if not radio_lost:  # an adapter or bluetoothd went meanwhile: not the lock's fault
+                entry.health.missed(now)
         else:
             entry.health.reached(now, result.hardware_state)
         if result.reading.lock_state is not None:
@@ -685,6 +690,7 @@ class Driver:
         assert link is not None
         assert slot is not None
         entry.listening = True
+        losses = self._losses
         try:
             while self._should_watch(entry) and not entry.waiting:
                 chunk = await next_chunk(
@@ -695,7 +701,11 @@ class Driver:
                     continue
                 if link.lost.is_set():
                     log.info("watched link dropped", bike=entry.bike)
-                    self._record(entry, Result(Outcome.LINK_LOST, "watched link dropped"))
+                    self._record(
+                        entry,
+                        Result(Outcome.LINK_LOST, "watched link dropped"),
+                        radio_lost=losses != self._losses,
+                    )
                     await self._drop_link(entry)
                     self._publish_health(entry)
                 elif slot.evicted.is_set() and not entry.waiting:
@@ -746,6 +756,7 @@ class Driver:
             if self._tasks is not None and not self._stopping:
                 self._tasks.create_task(self._scan(adapter), name=f"ble-scan-{adapter.key}")
         else:
+            self._losses += 1
             log.warning("adapter down", adapter=adapter.key, reason=turn.reason)
             self._lose_links(adapter)
             if turn.name is not None:
