@@ -23,8 +23,8 @@ from tests.ble.conftest import ProgressLog, SimulatedStation, StationFactory, _l
 
 pytestmark = pytest.mark.integration
 
-# A hung bluetoothd is noticed within a second.
-FAST = {"probe_interval_s": 0.3, "probe_timeout_s": 0.5}
+# A hung bluetoothd is noticed within two seconds (a loaded machine answers within 1.5 s).
+FAST = {"probe_interval_s": 0.3, "probe_timeout_s": 1.5}
 
 
 class Turns:
@@ -127,7 +127,7 @@ async def test_a_command_waits_for_bluez_to_come_back(station: StationFactory) -
 async def test_a_hung_bluez_is_waited_out(station: StationFactory) -> None:
     s = await station(world_config=world(locks=2, slots=3), watch=False, **FAST)
     async with following(s.driver) as turns:
-        await s.sim.control.bluez_hang(60.0)  # 6 s here
+        await s.sim.control.bluez_hang(80.0)  # 8 s here
         await turns.until(up=False)
         down = s.driver.radio_status()[0]
         assert down.reason is not None

@@ -36,6 +36,8 @@ _DBUS = "org.freedesktop.DBus"
 _PROPERTIES = "org.freedesktop.DBus.Properties"
 _OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 _REJOIN_S = 1.0
+JOIN_TIMEOUT_S = 5.0
+"""Joining the bus and the first look at BlueZ may take this long at least (a loaded machine)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ class BluezWatch:
         else:
             bus = MessageBus(bus_type=BusType.SYSTEM)
         try:
-            async with asyncio.timeout(self._probe_timeout_s):
+            async with asyncio.timeout(max(self._probe_timeout_s, JOIN_TIMEOUT_S)):
                 await bus.connect()
                 bus.add_message_handler(self._on_message)
                 for rule in (

@@ -2,9 +2,11 @@
 
 :class:`Driver` implements :class:`~lockgate.radio.LockRadio` over bleak. It owns the radio:
 
-- at most ``connection_slots`` links (:class:`~lockgate.ble.slots.SlotPool`), a command before a
-  sync before a watch, and a command may take a watch's slot;
-- one connection attempt per adapter at a time (BlueZ runs one anyway and answers InProgress);
+- at most ``connection_slots`` links per adapter (:class:`~lockgate.ble.slots.SlotPool`), a
+  command before a sync before a watch, and a command may take a watch's slot;
+- one connection attempt per adapter at a time (BlueZ runs one anyway and answers InProgress),
+  each operation through the adapter that hears the lock best, and none while no adapter is up
+  (:class:`~lockgate.ble.airwaves.Airwaves` follows BlueZ and the adapters, and says where);
 - one operation per lock at a time;
 - a lock left open is watched (its link kept) where slots allow, so that a rider closing it by hand
   is seen within a second; other locks are read every ``sync_interval_s``;
@@ -21,7 +23,8 @@ applies for a lock stays in the order the lock showed it.
 Why the scheduling stays in one module of about 600 lines: operations, the watch and the sync loop
 all change one lock's link, slot, turn and health together, and each hand-over between them is one
 invariant that reads best in one place. What does not need the other locks lives beside it
-(radio_lock.py, conversation.py, link.py, slots, discovery, health, errors).
+(radio_lock.py, conversation.py, link.py, airwaves.py with adapters, bluez and discovery, slots,
+health, errors).
 """
 
 from __future__ import annotations
@@ -36,21 +39,13 @@ from typing import Self
 
 import structlog
 
-from lockgate.ble.adapters import (
-    Adapters,
-    AdapterStatus,
-    Candidate,
-    RadioAdapter,
-    Turn,
-    choose,
-)
-from lockgate.ble.bleak_internals import forget_bluez
-from lockgate.ble.bluez import BluezView, BluezWatch
+from lockgate.ble.adapters import AdapterStatus, RadioAdapter
+from lockgate.ble.airwaves import Airwaves
 from lockgate.ble.conversation import Conversation
-from lockgate.ble.discovery import Discovery, LockIdentity, Sighting
-from lockgate.ble.errors import AdapterError, OperationError
+from lockgate.ble.discovery import LockIdentity
+from lockgate.ble.errors import OperationError
 from lockgate.ble.health import HealthTracker
-from lockgate.ble.link import Chunk, Link, connect_within, next_chunk
+from lockgate.ble.link import Chunk, Link, next_chunk
 from lockgate.ble.radio_lock import RadioLock, merge_readings
 from lockgate.ble.settings import RadioSettings
 from lockgate.ble.slots import Priority
@@ -90,6 +85,9 @@ class _Attempt:
     radio_away: str | None = None
     """Set while the operation waits for an adapter to be up: why none is."""
 
+    def waiting(self, why: str | None) -> None:
+        self.radio_away = why
+
 
 ROUTE_TRIES = 3
 """How often an operation picks an adapter again when the one it chose went down meanwhile."""
@@ -120,17 +118,12 @@ class Driver:
             )
             for lock in locks
         }
-        self._discovery = Discovery((entry.identity for entry in self._locks.values()), clock)
-        self._adapters = Adapters(settings.adapters, settings.connection_slots, now)
-        self._bluez = BluezWatch(
-            on_change=self._bluez_changed,
-            probe_interval_s=settings.probe_interval_s,
-            probe_timeout_s=settings.probe_timeout_s,
+        self._air = Airwaves(
+            (entry.identity for entry in self._locks.values()),
+            settings,
+            clock,
+            on_lost=self._lose_links,
         )
-        self._generation = 0
-        self._losses = 0  # adapters gone down since the start
-        self._radio_up = asyncio.Event()
-        self._turns: asyncio.Queue[AdapterStatus] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
@@ -142,23 +135,10 @@ class Driver:
         async with contextlib.AsyncExitStack() as stack:
             # BlueZ and scanning first: an adapter that cannot be used raises AdapterError as
             # itself, not wrapped in the task group's exception group.
-            stack.push_async_callback(self._bluez.stop)
-            view = await self._bluez.start(self._settings.steps.gatt_s)
-            if not self._adapters.up():
-                names = ", ".join(a.key for a in self._adapters.all()) or "any adapter"
-                reason = view.reason if not view.usable else "none is there and powered"
-                raise AdapterError(f"{names}: {reason}")
-            stack.push_async_callback(self._discovery.stop)
-            try:
-                await self._discovery.close_stale()
-                for adapter in self._adapters.up():
-                    assert adapter.name is not None
-                    await self._discovery.scan(adapter.name)
-            except TimeoutError as err:
-                raise AdapterError("BlueZ did not answer in time") from err
-            while not self._turns.empty():  # the radio as found at start is no turn
-                self._turns.get_nowait()
+            stack.push_async_callback(self._air.stop)
+            await self._air.start()
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._air.attach(self._tasks)
             stack.push_async_callback(self._close_all)
             self._loops = [
                 self._tasks.create_task(self._sync_loop(), name="ble-sync"),
@@ -174,6 +154,7 @@ class Driver:
         tb: TracebackType | None,
     ) -> None:
         self._stopping = True
+        self._air.attach(None)  # no scan starts while stopping
         for task in [*self._loops, *(e.watcher for e in self._locks.values() if e.watcher)]:
             task.cancel()
         assert self._stack is not None
@@ -194,30 +175,30 @@ class Driver:
 
     @property
     def unknown_locks(self) -> frozenset[str]:
-        return self._discovery.strangers
+        return self._air.discovery.strangers
 
     @property
     def links_in_use(self) -> int:
-        return sum(a.slots.in_use for a in self._adapters.all())
+        return sum(a.slots.in_use for a in self._air.adapters.all())
 
     @property
     def link_capacity(self) -> int:
         """Links the adapters that are up hold at once."""
-        return sum(a.slots.capacity for a in self._adapters.up())
+        return sum(a.slots.capacity for a in self._air.adapters.up())
 
     @property
     def radio_up(self) -> bool:
         """At least one adapter is up."""
-        return self._radio_up.is_set()
+        return self._air.up.is_set()
 
     def radio_status(self) -> list[AdapterStatus]:
         """Every adapter: up or down since when, why, its slots."""
-        return [a.status() for a in self._adapters.all()]
+        return [a.status() for a in self._air.adapters.all()]
 
     async def radio_turns(self) -> AsyncIterator[AdapterStatus]:
         """Each adapter going down or up, as it happens (one consumer: the service)."""
-        while True:
-            yield await self._turns.get()
+        async for turn in self._air.turns():
+            yield turn
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         """Provisioned credentials for reads and watches. New ones on a lock already tried (or
@@ -329,7 +310,7 @@ class Driver:
             entry.waiting -= 1
             if not entry.waiting:
                 entry.operation_waits.clear()
-        attempt = _Attempt(losses=self._losses)
+        attempt = _Attempt(losses=self._air.losses)
         entry.recheck = entry.recheck or operation is not Operation.READ
         released_later = False
         try:
@@ -357,7 +338,7 @@ class Driver:
                         Outcome.TIMED_OUT, f"the {operation} did not finish within {timeout_s:g} s"
                     )
                 if attempt.started:
-                    self._record(entry, result, radio_lost=attempt.losses != self._losses)
+                    self._record(entry, result, radio_lost=attempt.losses != self._air.losses)
             except BaseException:
                 # Cancelled: the link is kept for a watch or let go, never left over.
                 await self._keep_or_drop(entry)
@@ -396,7 +377,7 @@ class Driver:
             await self._observed.join()
             link = await self._link(entry, priority, attempt)
             await progress(StepReached(Step.CONNECTED, self._clock()))
-            sighting = self._sighting_through(entry)
+            sighting = self._air.sighting_through(entry.bike, entry.adapter)
             reading = Reading(rssi=sighting.rssi if sighting else None)
             if credentials is not None:
                 conversation = Conversation(link, credentials, steps, self._clock, progress)
@@ -439,7 +420,7 @@ class Driver:
             raise
         except OperationError as err:
             if err.outcome is Outcome.UNREACHABLE:
-                self._discovery.forget(entry.bike)
+                self._air.discovery.forget(entry.bike)
             if err.outcome is Outcome.LINK_LOST and entry.link is not None:
                 entry.link.lost.set()  # never kept for a watch, never handed to the next one
             if err.outcome is Outcome.BLOCKED:
@@ -450,7 +431,7 @@ class Driver:
             result = Result(Outcome.UNREACHABLE, f"unexpected failure: {type(err).__name__}")
             await self._drop_link(entry)
         if attempt.started:
-            self._record(entry, result, radio_lost=attempt.losses != self._losses)
+            self._record(entry, result, radio_lost=attempt.losses != self._air.losses)
         return result
 
     def _record(self, entry: RadioLock, result: Result, *, radio_lost: bool = False) -> None:
@@ -481,7 +462,7 @@ class Driver:
             return entry.link
         await self._drop_link(entry)
         for _ in range(ROUTE_TRIES):
-            adapter, sighting = await self._route(entry, attempt)
+            adapter, sighting = await self._air.route(entry.bike, attempt.waiting)
             if priority is Priority.SYNC:
                 slot = adapter.slots.try_acquire(entry.bike, priority)
                 if slot is None:
@@ -493,68 +474,13 @@ class Driver:
                 continue
             attempt.started = True
             try:
-                entry.link = await self._connect(entry, adapter, sighting)
+                entry.link = await self._air.connect(entry.bike, adapter, sighting)
             except BaseException:
                 adapter.slots.release(slot)
                 raise
             entry.slot, entry.adapter = slot, adapter
             return entry.link
         raise OperationError(Outcome.UNREACHABLE, "every adapter that heard the lock went down")
-
-    async def _route(self, entry: RadioLock, attempt: _Attempt) -> tuple[RadioAdapter, Sighting]:
-        """The adapter to reach the lock through, and how it heard the lock; waits for an adapter
-        to be up, then for the lock to be heard."""
-        while True:
-            if not self._radio_up.is_set():
-                attempt.radio_away = self._why_down()
-                await self._radio_up.wait()
-                attempt.radio_away = None
-            try:
-                sightings = await self._discovery.find(
-                    entry.bike, self._settings.find_timeout_s, self._usable_adapter
-                )
-            except OperationError:
-                if self._radio_up.is_set():
-                    raise
-                continue  # the radio went while looking: wait for it, then look again
-            best = choose(
-                Candidate(adapter, s.rssi)
-                for s in sightings
-                if (adapter := self._adapters.by_name(s.adapter)) is not None
-            )
-            if best is not None:
-                sighting = next(s for s in sightings if s.adapter == best.adapter.name)
-                return best.adapter, sighting
-
-    def _usable_adapter(self, name: str) -> bool:
-        return self._adapters.by_name(name) is not None
-
-    def _sighting_through(self, entry: RadioLock) -> Sighting | None:
-        adapter = entry.adapter
-        for sighting in self._discovery.sightings(entry.bike):
-            if adapter is not None and sighting.adapter == adapter.name:
-                return sighting
-        return None
-
-    def _why_down(self) -> str:
-        reasons = [f"{a.key}: {a.reason}" for a in self._adapters.all() if not a.up]
-        return "; ".join(reasons) or "no adapter is up"
-
-    async def _connect(self, entry: RadioLock, adapter: RadioAdapter, sighting: Sighting) -> Link:
-        settings = self._settings
-        async with adapter.connecting:
-            try:
-                return await connect_within(
-                    self._tasks,
-                    entry.bike,
-                    sighting.device,
-                    timeout_s=settings.connect_timeout_s,
-                    max_attempts=settings.connect_attempts,
-                    step_timeout_s=settings.steps.gatt_s,
-                )
-            except OperationError:
-                adapter.failed()
-                raise
 
     async def _drop_link(self, entry: RadioLock) -> None:
         link, entry.link = entry.link, None
@@ -625,8 +551,8 @@ class Driver:
         backoff = base
         while self._should_watch(entry):
             pause = 0.0
-            if not entry.linked and not self._radio_up.is_set():
-                await self._radio_up.wait()  # nothing to reconnect through: no backing off
+            if not entry.linked and not self._air.up.is_set():
+                await self._air.up.wait()  # nothing to reconnect through: no backing off
                 continue
             try:
                 async with entry.mutex:
@@ -649,29 +575,22 @@ class Driver:
     async def _rewatch(self, entry: RadioLock) -> bool:
         """Connect again for a watch, in the lock's turn; False if not now (no slot, nobody
         hears the lock, a command connecting) or failed."""
-        best = choose(
-            Candidate(adapter, s.rssi)
-            for s in self._discovery.sightings(entry.bike)
-            if (adapter := self._adapters.by_name(s.adapter)) is not None
-        )
+        best = self._air.best_now(entry.bike)
         if best is None:
             return False
-        adapter = best.adapter
+        adapter, sighting = best
         if adapter.connecting.locked():
             return False  # a command's connection attempt goes first
         slot = adapter.slots.try_acquire(entry.bike, Priority.WATCH)
         if slot is None:
             return False
-        sighting = next(
-            s for s in self._discovery.sightings(entry.bike) if s.adapter == adapter.name
-        )
         await self._drop_link(entry)
         try:
-            entry.link = await self._connect(entry, adapter, sighting)
+            entry.link = await self._air.connect(entry.bike, adapter, sighting)
         except OperationError as err:
             adapter.slots.release(slot)
             if err.outcome is Outcome.UNREACHABLE:
-                self._discovery.forget(entry.bike, adapter.name)
+                self._air.discovery.forget(entry.bike, adapter.name)
             self._record(entry, Result(err.outcome, err.reason))
             self._publish_health(entry)
             log.info("watch could not reconnect", bike=entry.bike, reason=err.reason)
@@ -690,7 +609,7 @@ class Driver:
         assert link is not None
         assert slot is not None
         entry.listening = True
-        losses = self._losses
+        losses = self._air.losses
         try:
             while self._should_watch(entry) and not entry.waiting:
                 chunk = await next_chunk(
@@ -704,7 +623,7 @@ class Driver:
                     self._record(
                         entry,
                         Result(Outcome.LINK_LOST, "watched link dropped"),
-                        radio_lost=losses != self._losses,
+                        radio_lost=losses != self._air.losses,
                     )
                     await self._drop_link(entry)
                     self._publish_health(entry)
@@ -729,46 +648,6 @@ class Driver:
 
     # --- the radio itself ------------------------------------------------------------------
 
-    def _bluez_changed(self, view: BluezView) -> None:
-        """BluezWatch's news: links and scans lost with bluetoothd or an adapter, scans started
-        again on the return, each turn logged and handed to the service."""
-        now = self._clock()
-        if self._generation and (not view.present or view.generation != self._generation):
-            # bluetoothd went (or was replaced): every link, scan and cached object is gone.
-            forget_bluez()
-            self._lose_links(None)
-            self._discovery.lose(None)
-            for name in self._discovery.scanning:
-                self._unscan(name)
-        if view.present:
-            self._generation = view.generation
-        for turn in self._adapters.follow(view, now):
-            self._turned(turn)
-        if self._adapters.up():
-            self._radio_up.set()
-        else:
-            self._radio_up.clear()
-
-    def _turned(self, turn: Turn) -> None:
-        adapter = turn.adapter
-        if turn.up:
-            log.warning("adapter up", adapter=adapter.key, name=adapter.name)
-            if self._tasks is not None and not self._stopping:
-                self._tasks.create_task(self._scan(adapter), name=f"ble-scan-{adapter.key}")
-        else:
-            self._losses += 1
-            log.warning("adapter down", adapter=adapter.key, reason=turn.reason)
-            self._lose_links(adapter)
-            if turn.name is not None:
-                self._discovery.lose(turn.name)
-                self._unscan(turn.name)
-        self._turns.put_nowait(adapter.status())
-
-    def _unscan(self, name: str) -> None:
-        """Stop the scan through ``name`` now, in a task (it asks BlueZ, within a timeout)."""
-        if self._tasks is not None:
-            self._tasks.create_task(self._discovery.stop_scan(name), name=f"ble-unscan-{name}")
-
     def _lose_links(self, adapter: RadioAdapter | None) -> None:
         """Every link through ``adapter`` (every link, with None) is gone: whoever holds the
         lock's turn sees it at once and lets it go; a command caught mid-motion ends LINK_LOST
@@ -777,18 +656,6 @@ class Driver:
             if entry.link is not None and (adapter is None or entry.adapter is adapter):
                 entry.link.lost.set()
                 entry.recheck = True
-
-    async def _scan(self, adapter: RadioAdapter) -> None:
-        """Scan through an adapter that came up, trying again each second while it stays up."""
-        while adapter.up and adapter.name is not None:
-            try:
-                await self._discovery.scan(adapter.name)
-            except AdapterError as err:
-                log.warning("scan could not start", adapter=adapter.key, error=str(err))
-                await asyncio.sleep(1.0)
-            else:
-                log.info("scanning", adapter=adapter.key, name=adapter.name)
-                return
 
     # --- syncing and health --------------------------------------------------------------
 
@@ -803,7 +670,7 @@ class Driver:
         timeout = self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
         while True:
             await asyncio.sleep(tick)
-            await self._radio_up.wait()  # a read while the radio is away says nothing
+            await self._air.up.wait()  # a read while the radio is away says nothing
             for entry in self._locks.values():
                 now = self._clock()
                 since = now - (entry.last_attempt or started)
