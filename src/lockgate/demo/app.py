@@ -54,6 +54,9 @@ def describe_event(event: Event) -> str:
         text = f"battery {event.battery} %"
     elif isinstance(event, AlarmEvent):
         text = f"alarm {'on' if event.alarm else 'off'}"
+    else:  # RadioEvent: an adapter (or bluetoothd, for all of them) went or came back
+        text = f"radio {event.adapter} {event.radio_state}"
+        text += f" after {event.down_s:.1f} s" if event.down_s is not None else ""
     cause = f" ({event.cause})" if event.cause else ""
     replayed = " replayed" if event.replayed else ""
     return f"{text}{cause}{replayed}"
@@ -81,6 +84,7 @@ class DemoApp(App[None]):
         Binding("h", "close_by_hand", "Close by hand"),
         Binding("o", "open_by_hand", "Open by hand"),
         Binding("b", "toggle_broker", "Broker stop/start"),
+        Binding("r", "restart_bluez", "BlueZ"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
@@ -235,6 +239,10 @@ class DemoApp(App[None]):
         going = "away" if self.demo.broker.running else "back"
         self.run_worker(self.demo.toggle_broker(), group="keys", exclusive=True)
         self.notify(f"the broker goes {going}")
+
+    async def action_restart_bluez(self) -> None:
+        self.run_worker(self.demo.bluez_restart(), group="keys", exclusive=True)
+        self.notify("bluetoothd restarts")
 
 
 async def run_app(options: DemoOptions, *, tour: bool = True) -> int:

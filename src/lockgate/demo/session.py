@@ -102,6 +102,11 @@ class Demo:
         """Where the simulated lock's bolt really is: ``locked`` or ``unlocked``."""
         return str((await self.sim.control.lock(bike(bike_id).name)).bolt)
 
+    async def bluez_restart(self, down_s: float = 2.0) -> None:
+        """bluetoothd dies and starts again ``down_s`` (lock) seconds later, as a
+        ``systemctl restart bluetooth`` or a bluez upgrade does to a station."""
+        await self.sim.control.bluez_restart(down_s=down_s)
+
     # --- the broker and the station -------------------------------------------------------------
 
     async def broker_away(self) -> None:

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lockgate.contract import CommandDocument, LockStateEvent
+from lockgate.contract import CommandDocument, LockStateEvent, RadioEvent
 from lockgate.demo.backend import StationPicture
 from lockgate.demo.session import DEMO_USER, Demo
 from lockgate.model import (
@@ -23,6 +23,7 @@ from lockgate.model import (
     ErrorCode,
     HardwareState,
     LockState,
+    RadioState,
     StationState,
 )
 
@@ -228,6 +229,22 @@ async def _broker_back(demo: Demo) -> Outcome:
     )
 
 
+async def _bluez_restart(demo: Demo) -> Outcome:
+    def radio(p: StationPicture, state: RadioState) -> RadioEvent | None:
+        return next(
+            (e for e in p.history if isinstance(e, RadioEvent) and e.radio_state is state), None
+        )
+
+    await demo.bluez_restart()
+    down = await _until(demo, lambda p: radio(p, RadioState.DOWN) is not None, STEP_TIMEOUT_S)
+    up = await _until(demo, lambda p: radio(p, RadioState.UP) is not None, STEP_TIMEOUT_S)
+    back = radio(demo.backend.picture, RadioState.UP)
+    if not (down and up and back is not None):
+        return Outcome(ok=False, detail="no radio events down and up from the station")
+    ok, said = await _succeeds(demo, await demo.command("sync-device", "FR1540"))
+    return Outcome(ok, f"radio down and back after {back.down_s or 0:.1f} s; {said}")
+
+
 async def _power_cut(demo: Demo) -> Outcome:
     boot_before = demo.backend.picture.status.boot_id if demo.backend.picture.status else ""
     command_id = await demo.unlock("FR1541", user_id=None)
@@ -289,6 +306,7 @@ TOUR: tuple[Step, ...] = (
     Step("FR1542's motor jams on unlock: the command fails, the lock is marked", _jam),
     Step("The broker goes away; meanwhile a rider closes FR1541 by hand", _broker_away),
     Step("The broker comes back: the events held meanwhile are delivered", _broker_back),
+    Step("bluetoothd restarts: the station drops its links, says so, and goes on", _bluez_restart),
     Step("Power cut while FR1541 unlocks; after the restart the command is settled", _power_cut),
     Step("Rider u-demo returns FR1540: lock and end the rental", _end_rental),
 )
