@@ -94,6 +94,7 @@ class BluezWatch:
         self._joined = asyncio.Event()
         self._owner: str | None = None
         self._paths: dict[str, AdapterSeen] = {}  # by object path
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self, timeout_s: float) -> BluezView:
         """Join the bus and take a first look (within ``timeout_s``); the view, even if BlueZ is
@@ -253,7 +254,11 @@ class BluezWatch:
             return
         member, body = message.member, message.body
         if member == "NameOwnerChanged" and body and body[0] == BLUEZ:
-            asyncio.get_running_loop().create_task(self._owner_is(str(body[2]) or None))
+            task = asyncio.get_running_loop().create_task(self._owner_is(str(body[2]) or None))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        elif message.sender != self._owner:
+            return  # another program's objects, or a bluetoothd that is gone
         elif member == "InterfacesAdded" and len(body) == 2:
             seen = _adapter_of(str(body[0]), body[1].get(ADAPTER))
             if seen is not None:
