@@ -48,7 +48,6 @@ class ReadGate:
         self._pause_timer: asyncio.TimerHandle | None = None
         self.peak = 0
         """The most received messages that waited for the intake at once."""
-        self.pauses = 0
 
     @property
     def waiting(self) -> int:
@@ -106,7 +105,6 @@ class ReadGate:
             return
         self._loop.remove_reader(self._fd)
         self._paused = True
-        self.pauses += 1
         self._pause_timer = self._loop.call_later(self._max_pause_s, self._overdue)
 
     def _overdue(self) -> None:
