@@ -48,6 +48,7 @@ from lockgate.contract.station import Station
 from lockgate.engine.jobs import Clock, Crew, Job
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
 from lockgate.engine.worker import LockWorker
+from lockgate.errors import LockgateError
 from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 
-class EngineStateError(RuntimeError):
+class EngineStateError(LockgateError, RuntimeError):
     """The engine was used out of order (submit before recover, or after stop)."""
 
 

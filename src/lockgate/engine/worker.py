@@ -52,7 +52,7 @@ from lockgate.radio import (
     StepReached,
     Withdrawn,
 )
-from lockgate.store.database import StoreError
+from lockgate.store.errors import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
 
 __all__ = ["LockWorker"]

@@ -56,10 +56,8 @@ from lockgate.service.settings import (
 from lockgate.store import (
     Correlation,
     Outbox,
-    SchemaError,
     Store,
     StoreError,
-    StoreKeyError,
     load_station_key,
 )
 from lockgate.store.command_keys import CommandKeyError
@@ -127,7 +125,7 @@ class Daemon:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config.ble.dbus_address
         try:
             key = load_station_key(config.store.key_file)
-        except StoreKeyError as err:
+        except StoreError as err:  # StoreKeyError: unreadable, or readable by others
             return _refuse(Exit.IO_ERROR, "station key unusable", error=str(err))
         try:
             self._gate = command_gate(config.commands)
@@ -155,7 +153,7 @@ class Daemon:
                         fresh=self._fresh,
                     )
                 )
-            except (StoreError, SchemaError) as err:
+            except StoreError as err:  # unusable, a schema it does not know, a disk fault
                 path = str(config.store.path)
                 return _refuse(Exit.IO_ERROR, "store unusable", path=path, error=str(err))
             try:

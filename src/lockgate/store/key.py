@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lockgate.model import Profile
 from lockgate.protocol.credentials import Credentials, NobondCredentials, ShareeCredentials
+from lockgate.store.errors import StoreError
 
 KEY_LENGTH = 32
 NONCE_LENGTH = 12
 CREDENTIAL_NAME = "store.key"
 
 
-class StoreKeyError(Exception):
+class StoreKeyError(StoreError):
     """The station key cannot be read or created, or a sealed record does not open with it."""
 
 
