@@ -28,7 +28,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture(scope="session")
 def vectors() -> dict[str, Any]:
-    """The byte-exact session frames of spec/ilockit-ble.md (copied from shared/vectors)."""
+    """The byte-exact session frames of docs/protocol.md (copied from shared/vectors)."""
     with (DATA / "ilockit-sessions.json").open() as f:
         loaded: dict[str, Any] = json.load(f)
     return loaded

@@ -162,7 +162,7 @@ class Engine:
             record = stored.get(bike, LockRecord(bike))
             self._workers[bike] = LockWorker(registered, record, standing.get(bike), self._crew)
             self._radio.set_standing_credentials(bike, standing.get(bike))
-        # Every lock document again, with this start's boot_id (product.md, Start).
+        # Every lock document again, with this start's boot_id (docs/station.md, Start).
         await self._store.apply(
             Change(locks=tuple(worker.record for worker in self._workers.values())),
             at=self._clock(),
@@ -250,7 +250,8 @@ class Engine:
             task.cancel()
 
     async def wait_idle(self, timeout_s: float) -> None:
-        """Until every queued command has ended (for the service's stop, and for tests)."""
+        """Until every queued command has ended (for tests and tools; the service stops with
+        :meth:`stop`, which gives running commands a grace period and leaves the rest queued)."""
         async with asyncio.timeout(timeout_s):
             for worker in self._workers.values():
                 await worker.queue.join()

@@ -48,7 +48,7 @@ MOTION_ENDS = {Operation.UNLOCK: LockState.UNLOCKED, Operation.LOCK: LockState.L
 """Where a motion that ended OK left the bolt, when the radio did not say."""
 UNMOVED = {Operation.UNLOCK: LockState.LOCKED, Operation.LOCK: LockState.UNLOCKED}
 """Where the bolt stayed when the lock said it could not move it (blocked, or the bike moved):
-ilockit-ble.md's "unchanged" is the state before the motion, not the ``unlocking`` or ``locking``
+docs/protocol.md's "unchanged" is the state before the motion, not the ``unlocking`` or ``locking``
 the lock may have indicated as it tried."""
 
 

@@ -62,7 +62,7 @@ UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
 MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
-15 s, ilockit-ble.md), within the engine's ``settle_timeout_s``."""
+15 s, docs/protocol.md), within the engine's ``settle_timeout_s``."""
 
 
 class LockWorker:
@@ -111,7 +111,7 @@ class LockWorker:
                 self.running = job
                 self.idle.clear()
                 # Bound for the command's duration, so every log line under it (the driver's too)
-                # names the command and the bike (product.md, Logs).
+                # names the command and the bike (docs/station.md, Logs).
                 with structlog.contextvars.bound_contextvars(command_id=job.id, bike=self.bike):
                     await self._run_until_stored(job)
             except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue

@@ -1,4 +1,4 @@
-"""The station key: where it comes from, and what it seals (product.md, Security).
+"""The station key: where it comes from, and what it seals (docs/station.md, Security).
 
 The key is never in the database. Under systemd it is a service credential (``LoadCredential=``,
 read from ``$CREDENTIALS_DIRECTORY/<name>``); elsewhere it is ``store.key_file``, created with mode
