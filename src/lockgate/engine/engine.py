@@ -271,16 +271,16 @@ class Engine:
         correlation = self._bounded(correlation or Correlation())
         now = self._clock()
         # Admission, in order: signature, claims and sealed credentials (a refused request is
-        # answered here and never read further: docs/mqtt-contract.md, Refusals); the raw bytes
-        # to an envelope with a usable id (or an error document); the id looked up (a repeat or
-        # a conflict); the rules checked (a refusal); the receipt stored; the command queued.
+        # answered here and never read further: docs/mqtt-contract.md, Refusals); the request the
+        # gate parsed (once) to an envelope with a usable id (or an error document); the id looked
+        # up (a repeat or a conflict); the rules checked (a refusal); the receipt stored; the
+        # command queued.
         opened = self._gate.open(
             payload, station=self._station.id, now=now, max_lifetime=self._dedupe_window
         )
         if isinstance(opened, Refused):
             return await self._turn_away(opened, payload, correlation, now)
-        payload = opened.payload
-        envelope = read_envelope(payload, fingerprint_key=self._key.fingerprint_key)
+        envelope = read_envelope(opened.request, fingerprint_key=self._key.fingerprint_key)
         if isinstance(envelope, ErrorDocument):
             return await self._unusable(envelope, now)
         async with self._admission:  # one id is looked up and stored by one request at a time
