@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 import tokenize
 from collections.abc import Iterator
@@ -73,12 +74,15 @@ def prose(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def documents(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).parts
-        if SKIPPED_DIRS.intersection(relative) or not path.is_file():
-            continue
-        if path.suffix in PROSE_FILES | COMMENTED_FILES | {".py"}:
-            yield path
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        # Not into the virtualenv, caches or build output (pruned, not walked and filtered).
+        subdirectories[:] = [name for name in subdirectories if name not in SKIPPED_DIRS]
+        for name in files:
+            path = Path(directory) / name
+            if path.suffix in PROSE_FILES | COMMENTED_FILES | {".py"}:
+                found.append(path)
+    yield from sorted(found)
 
 
 def resolves(root: Path, citing: Path, cited: str) -> bool:
