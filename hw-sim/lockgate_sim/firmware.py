@@ -1,4 +1,4 @@
-"""The simulated lock's firmware: the lock side of spec/ilockit-ble.md, with no D-Bus, no clock.
+"""The simulated lock's firmware: the lock side of docs/protocol.md, with no D-Bus, no clock.
 
 The heart of hw-sim. The BlueZ front (:mod:`lockgate_sim.bluez`) turns D-Bus calls into calls
 on a :class:`Lock` and turns the :data:`Effect` values it returns into PropertiesChanged signals and

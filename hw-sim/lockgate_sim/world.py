@@ -1,4 +1,4 @@
-"""The simulated world as a TOML file describes it (spec/simulator.md, "Configuration").
+"""The simulated world as a TOML file describes it (docs/simulator.md, "The world file").
 
 The edge of hw-sim: pydantic checks the file once, with every problem named, and builds the
 firmware models from it. Keys are parsed by the protocol core's credential parsers, so a world

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from lockgate.ble.settings import DEFAULT_RADIO
+from lockgate.errors import LockgateError
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
 from lockgate.store import DEFAULT_MAX_OUTBOX, DEFAULT_MAX_REFUSALS
@@ -43,7 +44,7 @@ _ID = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_PREFIX = "LOCKGATE_"
 
 
-class ConfigError(Exception):
+class ConfigError(LockgateError):
     """The configuration is invalid; ``problems`` names each one as ``location: message``."""
 
     def __init__(self, problems: list[str]) -> None:

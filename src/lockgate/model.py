@@ -49,7 +49,7 @@ class BookingState(StrEnum):
 
 
 class Profile(StrEnum):
-    """The lock's credential profile (spec/ilockit-ble.md)."""
+    """The lock's credential profile (docs/protocol.md)."""
 
     SHAREE = "sharee"
     NOBOND = "nobond"

@@ -343,7 +343,17 @@ async def test_a_connect_whose_cleanup_waits_on_bluez_does_not_hold_the_adapter(
             s.bike(0), Operation.UNLOCK, s.credentials(0), timeout_s=60, progress=ProgressLog()
         )
     )
-    await asyncio.sleep(0.3)  # the quiet lock's connect is under way and holds the adapter
+    # Until the quiet lock's connect is under way at the simulated adapter and holds it (the
+    # in-process station's attempt, a white-box look: no D-Bus call says it).
+    sim_station = s.sim.station
+    assert sim_station is not None
+    quiet_name = s.lock(0).name
+
+    def quiet_lock_connecting() -> bool:
+        attempt = sim_station._connecting
+        return attempt is not None and attempt.lock.name == quiet_name
+
+    await s.wait_for(quiet_lock_connecting)
     result = await s.driver.perform(
         s.bike(1), Operation.UNLOCK, s.credentials(1), timeout_s=10, progress=ProgressLog()
     )

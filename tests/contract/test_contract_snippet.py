@@ -76,7 +76,7 @@ def test_the_documented_backend_snippet_makes_a_request_the_station_opens() -> N
         now=NOW,
     )
     assert isinstance(opened, Opened)
-    envelope = read_envelope(opened.payload, fingerprint_key=b"f" * 32)
+    envelope = read_envelope(opened.request, fingerprint_key=b"f" * 32)
     assert isinstance(envelope, Envelope)
     verdict = validate(envelope, station=STATION, now=NOW)
     assert isinstance(verdict, CommandRequest)

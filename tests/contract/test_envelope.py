@@ -37,6 +37,7 @@ from lockgate.contract.envelope import (
     open_request,
     public_jwk,
 )
+from lockgate.contract.request import parse_request
 from lockgate.contract.signing import seal_credentials, sign_request
 from lockgate.model import ErrorCode, Profile
 from lockgate.protocol.credentials import ShareeCredentials, signed_byte_string
@@ -140,7 +141,7 @@ def assert_no_secret(refusal: Refused) -> None:
 
 def command(opened: Opened | Refused) -> CommandRequest:
     assert isinstance(opened, Opened), opened
-    envelope = read_envelope(opened.payload, fingerprint_key=FINGERPRINT_KEY)
+    envelope = read_envelope(opened.request, fingerprint_key=FINGERPRINT_KEY)
     assert isinstance(envelope, Envelope), envelope
     verdict = validate(envelope, station=STATION, now=NOW)
     assert isinstance(verdict, CommandRequest), verdict
@@ -187,7 +188,7 @@ def test_a_signed_request_without_timeout_at_takes_exp_as_its_timeout_at() -> No
     assert verdict.timeout_at == datetime.fromtimestamp(exp, UTC)
 
 
-def test_the_plain_form_passes_byte_for_byte_where_unsigned_requests_are_accepted() -> None:
+def test_the_plain_form_passes_as_it_came_where_unsigned_requests_are_accepted() -> None:
     for payload in (
         json.dumps({**REQUEST, "credentials": CREDENTIALS}).encode(),
         b"not json at all",
@@ -197,7 +198,11 @@ def test_the_plain_form_passes_byte_for_byte_where_unsigned_requests_are_accepte
     ):
         opened = open_(payload, require_signed=False)
         assert isinstance(opened, Opened)
-        assert (opened.payload, opened.signed, opened.sealed) == (payload, False, False)
+        assert (opened.request, opened.signed, opened.sealed) == (
+            parse_request(payload),
+            False,
+            False,
+        )
 
 
 def test_sealed_credentials_open_in_an_unsigned_request_where_those_are_accepted() -> None:
@@ -437,7 +442,7 @@ def test_any_change_to_a_signed_token_is_refused(token: str) -> None:
     if isinstance(result, Opened):
         assert not result.signed
         assert isinstance(
-            read_envelope(result.payload, fingerprint_key=FINGERPRINT_KEY), ErrorDocument
+            read_envelope(result.request, fingerprint_key=FINGERPRINT_KEY), ErrorDocument
         )
 
 
@@ -478,7 +483,7 @@ def test_any_signed_claims_give_an_answer_never_an_exception(claims: dict[str, A
     if isinstance(result, Refused):
         assert_no_secret(result)
         return
-    envelope = read_envelope(result.payload, fingerprint_key=FINGERPRINT_KEY)
+    envelope = read_envelope(result.request, fingerprint_key=FINGERPRINT_KEY)
     if isinstance(envelope, Envelope):
         validate(envelope, station=STATION, now=NOW)
 
@@ -490,3 +495,30 @@ def test_any_header_gives_a_refusal_never_an_exception(header: dict[str, Any]) -
     assert isinstance(result, Refused)
     assert result.command_id is None
     assert result.error_code in (ErrorCode.BAD_SIGNATURE, ErrorCode.UNKNOWN_KEY)
+
+
+@pytest.mark.parametrize("form", ["plain", "sealed", "signed"])
+def test_a_request_is_parsed_once_on_its_way_to_a_command(
+    form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate parses it; the envelope and the rules read the gate's object, not the bytes."""
+    request = {**REQUEST, "credentials": CREDENTIALS}
+    if form == "sealed":
+        request = sealed_request()
+    payload = signed(request) if form == "signed" else json.dumps(request).encode()
+    parsed: list[str] = []
+    loads = json.loads
+
+    def counting(text: str | bytes, **options: Any) -> Any:
+        value = loads(text, **options)
+        if isinstance(value, dict) and value.get("id") == REQUEST["id"]:
+            parsed.append(form)  # the request's object (not a token's header or a JWE's)
+        return value
+
+    monkeypatch.setattr(json, "loads", counting)
+    opened = open_(payload, require_signed=form == "signed")
+    assert isinstance(opened, Opened)
+    envelope = read_envelope(opened.request, fingerprint_key=FINGERPRINT_KEY)
+    assert isinstance(envelope, Envelope)
+    assert isinstance(validate(envelope, station=STATION, now=NOW), CommandRequest)
+    assert parsed == [form]

@@ -31,6 +31,7 @@ def private_file(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_each_exit_code_and_watch_json(tmp_path: Path) -> None:
     opened, refused = sharee(1), nobond(2)
     async with station(tmp_path, world(opened, refused)) as s:

@@ -84,7 +84,8 @@ async def answer_as_station(
     assert isinstance(opened, Opened), opened
     assert opened.signed
     assert opened.sealed
-    request: dict[str, Any] = json.loads(opened.payload)
+    request = opened.request
+    assert isinstance(request, dict)
     for version, state in enumerate(("NOT_SENT", "SENT", "RECEIVED", "SUCCESS"), start=1):
         await publish(broker, f"commands/{request['id']}", document(request, version, state))
     return message.payload, request

@@ -7,9 +7,9 @@ import asyncio
 
 import aiomqtt
 import pytest
-from aiomqtt.exceptions import MqttConnectError
 
 from lockgate.demo.broker import DemoBroker
+from lockgate.mqtt.internals import MqttConnectError
 
 V311 = aiomqtt.ProtocolVersion.V311
 
@@ -66,12 +66,19 @@ async def test_it_refuses_mqtt_5_so_that_clients_fall_back(will: aiomqtt.Will | 
         assert await round_trip(broker, "after", "t/3") == b"hello"
 
 
+async def until_held(broker: DemoBroker, identifier: str) -> None:
+    """Until the broker has read the client's CONNECT and holds it."""
+    async with asyncio.timeout(10):
+        while identifier not in broker.held:  # noqa: ASYNC110 - polls the broker's record
+            await asyncio.sleep(0.01)
+
+
 async def test_after_a_start_others_wait_until_the_backend_subscribed() -> None:
     async with DemoBroker(first="backend") as broker:
         station = asyncio.create_task(round_trip(broker, "station", "t/held"))
         async with client(broker, "backend") as backend:
             await backend.subscribe("t/#", qos=1)
-            await asyncio.sleep(0.5)
+            await until_held(broker, "station")
             assert not station.done()  # held at CONNECT
             broker.open_to_all()
             assert await asyncio.wait_for(station, 10) == b"hello"
@@ -84,7 +91,7 @@ async def test_after_a_start_others_wait_until_the_backend_subscribed() -> None:
         await broker.stop()
         await broker.start()
         held = asyncio.create_task(round_trip(broker, "station", "t/again"))
-        await asyncio.sleep(0.5)
+        await until_held(broker, "station")
         assert not held.done()
         broker.open_to_all()
         assert await asyncio.wait_for(held, 10) == b"hello"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,9 +206,22 @@ async def test_an_outage_is_delivered_after_it_and_status_shows_the_backlog(tmp_
         await s.broker.stop()
         await s.sim.control.close_by_hand(lock.name)
         await s.sim.control.set_battery(lock.name, 41)
-        # The watch sees the close while the broker is away; the daemon's depth gauge (refreshed
-        # every 5 s) sees the backlog before the broker returns.
-        await asyncio.sleep(6.0)
+
+        # The watch sees the close while the broker is away; the daemon's depth gauge (read every
+        # 5 s, just before each STATUS) sees the backlog before the broker returns: the STATUS
+        # after the first that shows a backlog comes after such a read.
+        def backlogged(line: str) -> bool:
+            return "broker disconnected" in line and re.search(r"backlog [1-9]", line) is not None
+
+        async with asyncio.timeout(60):
+            while not any(backlogged(line) for line in s.notify.sent("STATUS=")):
+                s.notify.changed.clear()
+                await s.notify.changed.wait()
+            lines = s.notify.sent("STATUS=")
+            shown = next(i for i, line in enumerate(lines) if backlogged(line))
+            while len(s.notify.sent("STATUS=")) <= shown + 1:
+                s.notify.changed.clear()
+                await s.notify.changed.wait()
         await s.broker.start()
         async with backend(s.broker.port, station=STATION) as later:
 

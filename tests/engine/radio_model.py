@@ -57,6 +57,9 @@ class ModelLock:
     """Called as the lock control command reaches the lock: before SENT is reported, as with the
     driver (which reports SENT once the write was answered)."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    authorising: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set as a session reaches AUTHORISED, before the engine hears of it (and holds the motion
+    there until its write-ahead is on the disk)."""
 
     def push(self, operation: Operation) -> None:
         """The motor runs to its end whatever happens to the link."""
@@ -136,6 +139,7 @@ class ModelRadio:
             return Result(Outcome.AUTH_FAILED, "scripted: auth failed (0x97)")
         # As the driver: the last step before the lock is asked to move (the engine holds the
         # motion here until its write-ahead is on the disk).
+        lock.authorising.set()
         await progress(StepReached(Step.AUTHORISED, now()))
         if operation is Operation.READ:
             return Result(

@@ -140,7 +140,7 @@ async def interrupted(h: Harness) -> ErrorCode | None:
     await h.radio_moved(BIKE)
     await h.engine.stop(grace_s=0)
     await h.close()
-    await asyncio.sleep(lock.motor_s * 2)
+    await asyncio.wait_for(lock.arrived.wait(), 5)  # the motor ran to its end
     lock.state = LockState.LOCKED  # closed by hand while the gateway was down
     lock.hold = None
     restarted = await Harness(h.path, h.radio, boot_id="boot-2").start()
@@ -302,9 +302,11 @@ async def test_a_rejected_request_changes_nothing_and_is_answered_again(harness:
 
 async def test_timed_out_unlock_never_starts_after_its_timeout(harness: Harness) -> None:
     """An unlock queued behind a slow command whose time runs out while waiting never moves."""
-    harness.radio.locks[BIKE].motor_s = 0.6
-    harness.radio.locks[BIKE].state = LockState.UNLOCKED
+    lock = harness.radio.locks[BIKE]
+    lock.state = LockState.UNLOCKED
+    lock.hold = asyncio.Event()  # the slow command holds the lock until the late one has ended
     await harness.send(id="slow", command="lock", bike=BIKE, credentials=SHAREE_JSON)
+    await harness.radio_moved(BIKE)
     await harness.send(
         id="late",
         command="unlock",
@@ -312,10 +314,14 @@ async def test_timed_out_unlock_never_starts_after_its_timeout(harness: Harness)
         credentials=SHAREE_JSON,
         timeout_at=harness.later(0.2),
     )
-    await asyncio.sleep(0.35)
-    late = await harness.store.command("late")
-    assert late is not None
+    async with asyncio.timeout(10):  # until the store holds the late command's end
+        while (late := await harness.store.command("late")) is None or not late.state.final:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     assert late.error_code is ErrorCode.TIMED_OUT  # ended while still waiting, on time
+    slow = await harness.store.command("slow")
+    assert slow is not None
+    assert not slow.state.final  # the command ahead of it is still at the lock
+    lock.hold.set()
     await harness.engine.wait_idle(5)
     assert harness.radio.unlocks(BIKE) == 0
     assert [doc["state"]["value"] for doc in await harness.documents("late")] == [

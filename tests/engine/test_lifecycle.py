@@ -88,7 +88,8 @@ async def test_the_write_ahead_is_on_the_disk_before_the_lock_is_asked_to_move(
     try:
         await harness.send(id="c9", command="unlock", bike="FR1540", credentials=SHAREE_JSON)
         blocker.execute("BEGIN IMMEDIATE")  # before the worker's first step: no await between
-        await asyncio.sleep(0.3)
+        lock = harness.radio.locks["FR1540"]
+        await asyncio.wait_for(lock.authorising.wait(), 10)  # the session is at AUTHORISED
         assert harness.radio.calls, "the radio was not asked while the write-ahead waited"
         assert seen == [], "the lock was asked to move before the write-ahead was durable"
         blocker.execute("ROLLBACK")

@@ -28,7 +28,7 @@ async def test_a_sent_unlock_is_settled_by_reading_and_never_repeated(harness: H
     await harness.radio_moved(BIKE)
     await harness.engine.stop(grace_s=0)
     await harness.close()
-    await asyncio.sleep(0.2)  # the motor finished: the lock is open
+    await asyncio.wait_for(harness.radio.locks[BIKE].arrived.wait(), 5)  # the lock is open
     harness.radio.locks[BIKE].hold = None
     calls_before = len(harness.radio.calls)
     again = await restart(harness)
@@ -184,7 +184,8 @@ async def test_an_end_of_rental_settled_after_a_restart_ends_the_rental(harness:
     await harness.radio_moved(BIKE, count=2)
     await harness.engine.stop(grace_s=0)
     await harness.close()
-    await asyncio.sleep(0.2)  # the bolt went home while the gateway was down
+    # the bolt went home while the gateway was down
+    await asyncio.wait_for(harness.radio.locks[BIKE].arrived.wait(), 5)
     harness.radio.locks[BIKE].hold = None
     again = await restart(harness)
     try:

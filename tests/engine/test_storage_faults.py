@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,24 @@ async def free(harness: Harness) -> None:
     await harness.store.acknowledge([row.id for row in rows], [])
 
 
+def refused_end(harness: Harness, command_id: str) -> asyncio.Event:
+    """Set once the store refused the write that would end ``command_id``: the worker has tried
+    to conclude, failed, and waits for the store (what a fixed sleep used to hope for)."""
+    refused = asyncio.Event()
+    apply = harness.store.apply
+
+    async def watched(change: Change, **options: Any) -> Any:
+        try:
+            return await apply(change, **options)
+        except StoreError:
+            if any(c.id == command_id and c.state.final for c in change.commands):
+                refused.set()
+            raise
+
+    harness.store.apply = watched  # type: ignore[method-assign]
+    return refused
+
+
 @pytest.fixture
 async def full(tmp_path: Path, radio: ModelRadio) -> Harness:
     station = await Harness(tmp_path / "lockgate.db", radio, max_size_bytes=CEILING).start()
@@ -67,6 +86,7 @@ async def test_disk_full_mid_unlock_is_settled_by_a_read_once_it_writes(full: Ha
     try:
         lock = harness.radio.locks[BIKE]
         lock.connecting = asyncio.Event()  # the session waits here, after the write-ahead mark
+        concluded = refused_end(harness, "u1")
         submission = await harness.send(id="u1", command="unlock", bike=BIKE, user_id="U")
         assert submission.admission is Admission.ACCEPTED
         async with asyncio.timeout(5):
@@ -76,7 +96,7 @@ async def test_disk_full_mid_unlock_is_settled_by_a_read_once_it_writes(full: Ha
         lock.connecting.set()  # every write of the command from here on fails: the disk is full
         await harness.radio_moved(BIKE)
         await lock.arrived.wait()
-        await asyncio.sleep(0.5)  # the worker has tried, failed and is waiting for the store
+        await asyncio.wait_for(concluded.wait(), 15)  # tried, failed, waiting for the store
         stored = await harness.store.command("u1")
         assert stored is not None
         assert not stored.state.final, "a final state was written while the disk was full"
@@ -157,13 +177,14 @@ async def test_a_queued_command_behind_a_failed_one_runs_once_when_the_store_wri
     try:
         lock = harness.radio.locks[BIKE]
         lock.hold = asyncio.Event()  # the motion waits here after it started
+        concluded = refused_end(harness, "u3")
         await harness.send(id="u3", command="unlock", bike=BIKE, user_id="U")
         await harness.radio_moved(BIKE)
         await harness.send(id="b3", command="book", bike=BIKE, user_id="V")
         await fill(harness)
         lock.hold.set()
         await lock.arrived.wait()
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(concluded.wait(), 15)  # the unlock's end failed: it is retried
         waiting = await harness.store.command("b3")
         assert waiting is not None
         assert waiting.state is CommandState.NOT_SENT

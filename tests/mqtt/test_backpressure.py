@@ -15,7 +15,7 @@ from tests.brokers import Mosquitto, running_mosquitto
 from tests.mqtt.backend import Backend, backend
 from tests.mqtt.station import Gateway, running_station
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 COUNT = 5_000
 LIMIT = 8

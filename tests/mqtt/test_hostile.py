@@ -15,7 +15,7 @@ from tests.mqtt.backend import backend
 from tests.mqtt.station import running_station
 from tests.mqtt.test_contract import soon
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 COUNT = 10_000
 

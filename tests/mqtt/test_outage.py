@@ -106,14 +106,22 @@ async def test_events_and_commands_through_a_broker_restart(tmp_path: Path) -> N
             }
             made_before_restart = datetime.now(UTC)
 
+            copies_sent = 0
+            copies_while_away = asyncio.Event()
+
             async def resend_until_receipt() -> None:
+                nonlocal copies_sent
                 while not seen.documents("during-outage"):
                     seen.send(json.dumps(request).encode())
+                    copies_sent += 1
+                    if copies_sent == 3:
+                        copies_while_away.set()
                     await asyncio.sleep(0.5)
 
             async with asyncio.TaskGroup() as group:
                 group.create_task(resend_until_receipt())
-                await asyncio.sleep(1.5)  # a few copies go out while the broker is away
+                # a few copies go out while the broker is away
+                await asyncio.wait_for(copies_while_away.wait(), 30)
                 await broker.start()
             await station.link.wait_connected(30)
             await seen.wait_for(lambda: ended(seen, "during-outage"), 60)

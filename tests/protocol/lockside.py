@@ -1,6 +1,6 @@
 """A minimal lock side for the protocol's unit tests, built from the frame functions.
 
-It answers one session in the order of spec/ilockit-ble.md with a fixed IV and nonce, so that the
+It answers one session in the order of docs/protocol.md with a fixed IV and nonce, so that the
 session's reactions to the lock's answers (failures, unprompted statuses, replies) can be tested
 without a radio. The full firmware model lives in the simulator.
 """

@@ -1,4 +1,4 @@
-"""Lock identity (GUID, address, names) and the status table of spec/ilockit-ble.md."""
+"""Lock identity (GUID, address, names) and the status table of docs/protocol.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A nobond lock of the simulator answers an independent implementation of the published protocol.
 
-The client below is written straight from spec/ilockit-ble.md with ``cryptography`` and its own
+The client below is written straight from docs/protocol.md with ``cryptography`` and its own
 CRC, and shares no code with ``lockgate.protocol`` (which the simulator's firmware uses): if both
 sides shared a mistake, this test would still catch it against the vectors file. It drives the
 simulator through bleak, with the lock's IV and nonce fed from the vectors, so the whole

@@ -23,7 +23,6 @@ from lockgate.protocol.errors import ProtocolError
 from lockgate.protocol.session import (
     AuthorisationFailed,
     Authorised,
-    BatteryRead,
     ConfigRead,
     Session,
     SessionEvent,
@@ -35,7 +34,7 @@ from lockgate.protocol.status import Status, meaning_of
 from lockgate.radio import Outcome, ProgressSink, StateSeen, Step, StepReached
 
 log = structlog.get_logger(__name__)
-_E = TypeVar("_E", Authorised, BatteryRead, ConfigRead)
+_E = TypeVar("_E", Authorised, ConfigRead)
 
 _OUTCOME_OF_ERROR = {
     ErrorCode.LOCK_BLOCKED: Outcome.BLOCKED,
@@ -51,7 +50,6 @@ class Observed:
 
     hardware_state: HardwareState | None = None
     alarm: bool | None = None
-    battery_low: bool = False
 
 
 class Conversation:
@@ -105,10 +103,6 @@ class Conversation:
     async def read_config(self) -> ConfigRead:
         await self._write(self._session.read_config())
         return await self._until(ConfigRead, "reading the lock's state")
-
-    async def read_battery(self) -> int:
-        await self._write(self._session.read_battery())
-        return (await self._until(BatteryRead, "reading the battery")).percent
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -174,8 +168,6 @@ class Conversation:
                 self.observed.hardware_state = meaning.hardware_state
             if event.status in (Status.ALARM_ON, Status.ALARM_OFF):
                 self.observed.alarm = event.status is Status.ALARM_ON
-            if event.status is Status.BATTERY_LOW:
-                self.observed.battery_low = True
         elif isinstance(event, UnrecognisedStatus):
             log.info("unrecognised status from lock", bike=self._link.bike, status=event.value)
         elif isinstance(event, ConfigRead):

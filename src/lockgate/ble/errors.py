@@ -18,6 +18,7 @@ from bleak_retry_connector import (
     BleakOutOfConnectionSlotsError,
 )
 
+from lockgate.errors import LockgateError
 from lockgate.radio import Outcome
 
 BLUEZ_IN_PROGRESS = "org.bluez.Error.InProgress"
@@ -27,7 +28,7 @@ DBUS_UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
 ABORT_BY_LOCAL = "le-connection-abort-by-local"
 
 
-class OperationError(Exception):
+class OperationError(LockgateError):
     """An operation on a lock ended early, for a typed reason."""
 
     def __init__(self, outcome: Outcome, reason: str) -> None:
@@ -36,7 +37,7 @@ class OperationError(Exception):
         self.reason = reason
 
 
-class AdapterError(Exception):
+class AdapterError(LockgateError):
     """The adapter cannot be used at all: BlueZ is not on the bus, the bus cannot be reached, or
     it has no adapter of that name. Raised once, at the driver's start: nothing can work."""
 

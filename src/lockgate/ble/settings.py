@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class StepTimeouts:
-    """How long each step may take, in seconds (the lock's own limits in ilockit-ble.md)."""
+    """How long each step may take, in seconds (the lock's own limits in docs/protocol.md)."""
 
     gatt_s: float = 5.0
     """One GATT write or read (the lock acknowledges an indication within 2 s)."""

@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 
 from lockgate.contract import topics
+from lockgate.errors import LockgateError
 from lockgate.model import CommandState
 from lockgate.mqtt.settings import LinkSettings
 
@@ -42,7 +43,7 @@ WATCH_TOPICS = (
 """What ``ctl watch`` follows. Never ``commands`` itself: a plain request there holds lock keys."""
 
 
-class NoAnswerError(Exception):
+class NoAnswerError(LockgateError):
     """The broker could not be reached, or the station did not answer in time."""
 
 

@@ -31,6 +31,7 @@ from lockgate.cli.watch import watch
 from lockgate.contract.request import DEFAULT_BOOKING_TIMEOUT, DEFAULT_TIMEOUT, ID_PATTERN
 from lockgate.contract.signing import seal_credentials, sign_request
 from lockgate.contract.times import format_time, parse_time
+from lockgate.errors import LockgateError
 from lockgate.model import CommandName, CommandState
 from lockgate.mqtt.settings import LinkSettings, SettingsError, tls_context
 from lockgate.service.exits import Exit
@@ -40,7 +41,7 @@ _NEEDS_USER = frozenset({CommandName.BOOK, CommandName.CANCEL_BOOKING})
 _SECRET_OPTIONS = (("k_seed", "--k-seed"), ("k_u", "--k-u"), ("ltk", "--ltk"))
 
 
-class UsageError(Exception):
+class UsageError(LockgateError):
     """The command line asks for something that cannot be sent (exit 2)."""
 
 

@@ -1,4 +1,4 @@
-"""The MQTT contract's payloads (spec/mqtt-contract.md), as pydantic models at the gateway's edge.
+"""The MQTT contract's payloads (docs/mqtt-contract.md), as pydantic models at the gateway's edge.
 
 Requests are parsed and validated here (:mod:`lockgate.contract.request`); every document the
 gateway publishes is built from the models of :mod:`lockgate.contract.documents`, every event

@@ -27,7 +27,12 @@ from cryptography.exceptions import InvalidTag
 from joserfc.errors import JoseError
 
 from lockgate.contract.documents import ErrorDocument
-from lockgate.contract.request import ID_PATTERN, MAX_PAYLOAD_BYTES, RejectedRequest
+from lockgate.contract.request import (
+    ID_PATTERN,
+    MAX_PAYLOAD_BYTES,
+    RejectedRequest,
+    parse_request,
+)
 from lockgate.contract.times import format_time, parse_time
 from lockgate.model import ErrorCode
 
@@ -103,10 +108,12 @@ class BackendKeys:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A request that passed: the plain request JSON (claims removed, credentials opened) for
-    :func:`read_envelope`; it holds key material in memory, so it is never shown."""
+    """A request that passed: the plain request (claims removed, credentials opened) as
+    :func:`~lockgate.contract.request.parse_request` made it, for :func:`read_envelope`: the JSON
+    object, or what keeps the payload from being one. It holds key material in memory, so it is
+    never shown."""
 
-    payload: bytes = field(repr=False)
+    request: dict[str, Any] | str = field(repr=False)
     signed: bool
     sealed: bool = False
     key_id: str | None = None  # the backend key that signed it
@@ -213,7 +220,7 @@ def open_request(
             return Refused(
                 ErrorCode.BAD_REQUEST, f"payload is larger than {MAX_PAYLOAD_BYTES} bytes"
             )
-        return Opened(payload, signed=False)  # read_envelope answers it as it always has
+        return Opened(parse_request(payload), signed=False)  # read_envelope answers it
     if _COMPACT_JWS.match(payload):
         return _open_signed(
             payload,
@@ -223,7 +230,8 @@ def open_request(
             now=now,
             max_lifetime=max_lifetime,
         )
-    document = _json_object(payload)
+    parsed = parse_request(payload)
+    document = parsed if isinstance(parsed, dict) else None
     if require_signed:
         return Refused(
             ErrorCode.UNSIGNED,
@@ -231,11 +239,11 @@ def open_request(
             correlation_id=_usable_id(document),
         )
     if document is None or not isinstance(document.get("credentials"), str):
-        return Opened(payload, signed=False)  # the plain form, byte for byte as it came
+        return Opened(parsed, signed=False)  # the plain form, as it came
     credentials = _open_credentials(document["credentials"], station_key)
     if isinstance(credentials, str):
         return _refuse(ErrorCode.SEALED_UNREADABLE, credentials, document, bound=True)
-    return Opened(_dump({**document, "credentials": credentials}), signed=False, sealed=True)
+    return Opened({**document, "credentials": credentials}, signed=False, sealed=True)
 
 
 def _open_signed(
@@ -252,8 +260,11 @@ def _open_signed(
         # A base64url string whose unused low bits are set decodes to the same bytes: refused,
         # so that any change to a token's characters is a refused token.
         return Refused(ErrorCode.BAD_SIGNATURE, "the token is not canonical base64url")
-    # An id read before the signature is checked may only be echoed in an error document.
-    unverified = _usable_id(_json_object(_canonical(payload_segment)))
+    # Parsed once, here: until the signature is checked, its id may only be echoed in an error
+    # document; once it is, the same object is the request.
+    signed_payload = _canonical(payload_segment)
+    claims = _json_object(signed_payload)
+    unverified = _usable_id(claims)
 
     def untrusted(code: ErrorCode, reason: str) -> Refused:
         return Refused(code, reason, correlation_id=unverified)
@@ -280,12 +291,10 @@ def _open_signed(
         verified = jws.deserialize_compact(token, key, algorithms=[SIGNING_ALGORITHM])
     except (JoseError, ValueError, TypeError):
         verified = None
-    if verified is None:
+    if verified is None or verified.payload != signed_payload:
         return untrusted(
             ErrorCode.BAD_SIGNATURE, f"the signature does not verify with key {_show(kid)}"
         )
-
-    claims = _json_object(verified.payload)
     if claims is None:
         return Refused(ErrorCode.BAD_REQUEST, "the signed payload is not a JSON object")
 
@@ -336,7 +345,7 @@ def _open_signed(
         if isinstance(credentials, str):
             return refuse(ErrorCode.SEALED_UNREADABLE, credentials, expires)
         document["credentials"] = credentials
-    return Opened(_dump(document), signed=True, sealed=sealed, key_id=kid)
+    return Opened(document, signed=True, sealed=sealed, key_id=kid)
 
 
 def _open_credentials(sealed: str, station_key: OKPKey | None) -> dict[str, Any] | str:
@@ -431,10 +440,6 @@ def _usable_id(document: Mapping[str, Any] | None) -> str | None:
 def _show(value: Any) -> str:
     """A value from the request fit for a reason: a short id as it is, anything else not at all."""
     return value if isinstance(value, str) and ID_PATTERN.match(value) else "(not shown)"
-
-
-def _dump(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode("ascii")
 
 
 def _new_correlation_id() -> str:

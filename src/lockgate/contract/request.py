@@ -1,9 +1,11 @@
 """A command request as it arrives on ``commands``: raw bytes in, a valid command or an answer out.
 
-Two steps, because idempotency sits between them: :func:`read_envelope` finds the request's ``id``
-(without one, the only answer is an error document on ``errors``) and its fingerprint; the engine
-looks the id up; only a new id goes through :func:`validate`, which checks every field by the
-contract's rules and maps each failure to its ``ERRORS.*`` code with a reason naming the field.
+The bytes are parsed once (:func:`parse_request`, called by the gate in
+:mod:`lockgate.contract.envelope`); then two steps, because idempotency sits between them:
+:func:`read_envelope` finds the request's ``id`` (without one, the only answer is an error document
+on ``errors``) and its fingerprint; the engine looks the id up; only a new id goes through
+:func:`validate`, which checks every field by the contract's rules and maps each failure to its
+``ERRORS.*`` code with a reason naming the field.
 Nothing here raises for bad input, and nothing here ever puts a key byte into a message: the
 fingerprint is an HMAC under the station key, and reasons name fields, never values. Every text
 that leaves here is valid UTF-8: a request with a lone surrogate anywhere (a JSON ``\\ud800``
@@ -151,16 +153,32 @@ def fingerprint(document: dict[str, Any], key: bytes) -> str:
     return hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def read_envelope(payload: bytes, *, fingerprint_key: bytes) -> Envelope | ErrorDocument:
-    """The request's id and fingerprint, or the error document for a request with no usable id."""
+def parse_request(payload: bytes) -> dict[str, Any] | str:
+    """The request's JSON object, or what keeps the payload from being one (for its error
+    document). The one place a request's bytes are parsed: the gate (signed and sealed requests,
+    :mod:`lockgate.contract.envelope`) parses with it and hands the object on."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        return _error_document(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes", None)
+        return f"payload is larger than {MAX_PAYLOAD_BYTES} bytes"
     try:
         document = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return _error_document("payload is not valid JSON", None)
+        return "payload is not valid JSON"
     if not isinstance(document, dict):
-        return _error_document("payload is not a JSON object", None)
+        return "payload is not a JSON object"
+    return document
+
+
+def read_envelope(
+    request: bytes | dict[str, Any] | str, *, fingerprint_key: bytes
+) -> Envelope | ErrorDocument:
+    """The request's id and fingerprint, or the error document for a request with no usable id.
+
+    ``request``: what :func:`parse_request` made of the payload (the engine passes the gate's,
+    so the request is parsed once), or the raw payload, parsed here."""
+    parsed = parse_request(request) if isinstance(request, bytes) else request
+    if isinstance(parsed, str):
+        return _error_document(parsed, None)
+    document = parsed
     raw_id = document.get("id")
     usable_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
     problem = hostile_structure(document)

@@ -31,6 +31,7 @@ from lockgate.contract import (
     LockStateEvent,
 )
 from lockgate.demo.backend import BackendOfflineError
+from lockgate.demo.internals import screen_renderable
 from lockgate.demo.session import Demo, DemoOptions, running_demo
 from lockgate.demo.tour import Outcome, Step, run_tour
 
@@ -187,7 +188,7 @@ class DemoApp(App[None]):
         console = Console(
             width=width, height=height, file=io.StringIO(), record=True, color_system=None
         )
-        console.print(self.screen._compositor.render_update(full=True))
+        console.print(screen_renderable(self.screen))
         return console.export_text()
 
     # --- the tour ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from lockgate.contract import (
     format_time,
     topics,
 )
+from lockgate.errors import LockgateError
 
 BACKEND_CLIENT_ID = "lockgate-demo-backend"
 EVENTS_SHOWN = 200
@@ -44,7 +45,7 @@ SOCKET_TIMEOUT_S = 10.0
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-class BackendOfflineError(Exception):
+class BackendOfflineError(LockgateError):
     """The backend is not connected to the broker: a command cannot go out now."""
 
 

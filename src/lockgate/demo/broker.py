@@ -12,7 +12,8 @@ answers an MQTT 5 one at once with "unsupported protocol version", so that the s
 back to 3.1.1 without waiting out its connect timeout. So that the demo's backend sees the events
 the station delivers after an outage, a (re)started broker holds every other client's CONNECT
 until the backend has subscribed again (:meth:`DemoBroker.open_to_all`), as a backend with a
-persistent session would have them kept for it.
+persistent session would have them kept for it. What of amqtt's internals this relies on, and
+the versions it was checked against: :mod:`lockgate.demo.internals`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerConfig
 from amqtt.session import Session
+
+from lockgate.demo.internals import ABANDONED_DELIVERY
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -114,6 +117,8 @@ class _HoldingBroker(Broker):
         self._first = first
         self._open = open_
         self._connections: set[asyncio.StreamWriter] = set()
+        self.held: set[str] = set()
+        """The client ids waiting at CONNECT for ``open``."""
 
     def drop_connections(self) -> None:
         """Cut every client's TCP connection at once, as a crashing broker does. amqtt's own
@@ -138,17 +143,22 @@ class _HoldingBroker(Broker):
             return
         self._connections.add(writer)
         try:
-            await self._client_connected(
-                listener_name, _Replayed(connect, reader), StreamWriterAdapter(writer)
+            await self.external_connected(
+                _Replayed(connect, reader), StreamWriterAdapter(writer), listener_name
             )
         finally:
             self._connections.discard(writer)
 
+    # amqtt's private admission (lockgate.demo.internals.AUTHENTICATE, checked there).
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
         if self._first is not None and session.client_id != self._first:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HOLD_TIMEOUT_S):
-                    await self._open.wait()
+            self.held.add(session.client_id)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HOLD_TIMEOUT_S):
+                        await self._open.wait()
+            finally:
+                self.held.discard(session.client_id)
         admitted: bool = await super()._authenticate(session, listener)
         return admitted
 
@@ -161,7 +171,7 @@ def _quiet_abandoned_deliveries(
     task = context.get("future", context.get("task"))
     if isinstance(task, asyncio.Task):
         code = getattr(task.get_coro(), "cr_code", None)
-        if code is not None and code.co_qualname == "ProtocolHandler.mqtt_publish":
+        if code is not None and code.co_qualname == ABANDONED_DELIVERY:
             return
     loop.default_exception_handler(context)
 
@@ -189,6 +199,11 @@ class DemoBroker:
     @property
     def running(self) -> bool:
         return self._broker is not None
+
+    @property
+    def held(self) -> frozenset[str]:
+        """The client ids held at CONNECT until :meth:`open_to_all` (none while stopped)."""
+        return frozenset() if self._broker is None else frozenset(self._broker.held)
 
     async def start(self) -> None:
         """Serve on the port (again); does nothing while already serving."""

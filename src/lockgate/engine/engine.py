@@ -48,6 +48,7 @@ from lockgate.contract.station import Station
 from lockgate.engine.jobs import Clock, Crew, Job
 from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
 from lockgate.engine.worker import LockWorker
+from lockgate.errors import LockgateError
 from lockgate.model import Admission, BookingState, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 
-class EngineStateError(RuntimeError):
+class EngineStateError(LockgateError, RuntimeError):
     """The engine was used out of order (submit before recover, or after stop)."""
 
 
@@ -161,7 +162,7 @@ class Engine:
             record = stored.get(bike, LockRecord(bike))
             self._workers[bike] = LockWorker(registered, record, standing.get(bike), self._crew)
             self._radio.set_standing_credentials(bike, standing.get(bike))
-        # Every lock document again, with this start's boot_id (product.md, Start).
+        # Every lock document again, with this start's boot_id (docs/station.md, Start).
         await self._store.apply(
             Change(locks=tuple(worker.record for worker in self._workers.values())),
             at=self._clock(),
@@ -249,7 +250,8 @@ class Engine:
             task.cancel()
 
     async def wait_idle(self, timeout_s: float) -> None:
-        """Until every queued command has ended (for the service's stop, and for tests)."""
+        """Until every queued command has ended (for tests and tools; the service stops with
+        :meth:`stop`, which gives running commands a grace period and leaves the rest queued)."""
         async with asyncio.timeout(timeout_s):
             for worker in self._workers.values():
                 await worker.queue.join()
@@ -269,16 +271,16 @@ class Engine:
         correlation = self._bounded(correlation or Correlation())
         now = self._clock()
         # Admission, in order: signature, claims and sealed credentials (a refused request is
-        # answered here and never read further: docs/mqtt-contract.md, Refusals); the raw bytes
-        # to an envelope with a usable id (or an error document); the id looked up (a repeat or
-        # a conflict); the rules checked (a refusal); the receipt stored; the command queued.
+        # answered here and never read further: docs/mqtt-contract.md, Refusals); the request the
+        # gate parsed (once) to an envelope with a usable id (or an error document); the id looked
+        # up (a repeat or a conflict); the rules checked (a refusal); the receipt stored; the
+        # command queued.
         opened = self._gate.open(
             payload, station=self._station.id, now=now, max_lifetime=self._dedupe_window
         )
         if isinstance(opened, Refused):
             return await self._turn_away(opened, payload, correlation, now)
-        payload = opened.payload
-        envelope = read_envelope(payload, fingerprint_key=self._key.fingerprint_key)
+        envelope = read_envelope(opened.request, fingerprint_key=self._key.fingerprint_key)
         if isinstance(envelope, ErrorDocument):
             return await self._unusable(envelope, now)
         async with self._admission:  # one id is looked up and stored by one request at a time

@@ -6,12 +6,14 @@ No I/O, no clock, no lock: the per-lock worker (:mod:`lockgate.engine.worker`) a
 computes to the store in one transaction. Here are the lock state transitions, the booking steps
 of :func:`~lockgate.engine.booking.decide`, what a reading or an observation of the radio changes,
 the stamps of every event (through :func:`lockgate.contract.stamps.stamp`), the command events
-(``REQUEST_*``, ``RESPONSE_*``, ``STATE_*``) and the record of a refused request.
+(``REQUEST_*``, ``RESPONSE_*``, ``STATE_*``), how a command that asked the radio ends
+(:meth:`Ledger.conclude`, whether it ran or was settled by a read) and the record of a refused
+request. A command's next version is always :meth:`~lockgate.store.records.CommandRecord.advanced`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from lockgate.contract.documents import (
@@ -27,7 +29,7 @@ from lockgate.contract.documents import (
 from lockgate.contract.request import CommandRequest, RejectedRequest
 from lockgate.contract.stamps import EventStamp, stamp
 from lockgate.contract.station import Station
-from lockgate.engine.booking import Booking, BookingStep
+from lockgate.engine.booking import Booking, BookingStep, decide
 from lockgate.model import Cause, CommandName, CommandState, ErrorCode, ForceReason, LockState
 from lockgate.radio import (
     HealthObserved,
@@ -44,12 +46,33 @@ from lockgate.store.records import CommandRecord, Correlation, LockRecord
 Update = tuple[LockRecord, list[Event]]
 """A lock's new record and the events that announce the change (none if nothing to say)."""
 
+
+@dataclass(frozen=True, slots=True)
+class Concluded:
+    """A command's end: the lock's new record, the events announcing its change, and the
+    command's final version; written in one transaction."""
+
+    record: LockRecord
+    events: list[Event]
+    command: CommandRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Settling:
+    """A command concluded by a read rather than by its own motion: after a restart, or after
+    the store failed mid-command (``store_failed``)."""
+
+    store_failed: bool = False
+
+
 MOTION_ENDS = {Operation.UNLOCK: LockState.UNLOCKED, Operation.LOCK: LockState.LOCKED}
 """Where a motion that ended OK left the bolt, when the radio did not say."""
 UNMOVED = {Operation.UNLOCK: LockState.LOCKED, Operation.LOCK: LockState.UNLOCKED}
 """Where the bolt stayed when the lock said it could not move it (blocked, or the bike moved):
-ilockit-ble.md's "unchanged" is the state before the motion, not the ``unlocking`` or ``locking``
+docs/protocol.md's "unchanged" is the state before the motion, not the ``unlocking`` or ``locking``
 the lock may have indicated as it tried."""
+UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
+"""The lock answered that it could not move the bolt: the bolt stayed where it was."""
 
 
 class Ledger:
@@ -148,6 +171,67 @@ class Ledger:
             new = replace(new, hardware_state=result.hardware_state)
         return new, events
 
+    def conclude(
+        self,
+        record: LockRecord,
+        command: CommandRecord,
+        request: CommandRequest,
+        result: Result,
+        now: datetime,
+        *,
+        operation: Operation | None = None,
+        on_success: BookingStep | None = None,
+        settling: Settling | None = None,
+    ) -> Concluded:
+        """The one way a command that asked the radio ends, whether it ran (``operation``, and
+        ``on_success``, the booking step its success makes) or was settled by a read
+        (``settling``): where the bolt is and its event, what the reading says, the command's
+        final version, and the booking step of a success."""
+        if settling is None:
+            seen = _where_the_bolt_is(result, operation)
+            cause = Cause.COMMAND
+        else:
+            seen = result.reading.lock_state
+            cause = Cause.COMMAND if settling.store_failed else Cause.STARTUP
+        events: list[Event] = []
+        moved = False
+        if seen is not None:
+            update = self.transition(record, seen, now, cause, command.id)
+            if update is not None:
+                record, events = update
+                moved = True
+        record, read_events = self.absorb(record, result.reading, now, command.id, result)
+        events += read_events
+        if settling is None:
+            ending = _ran_ending(request, result, now, seen if moved else None)
+        else:
+            ending = settled_ending(request.name, result, now, store_failed=settling.store_failed)
+            on_success = None
+            if ending.state is CommandState.SUCCESS and seen is not None:
+                decision = decide(
+                    request.name,
+                    booking_of(record),
+                    user=request.user_id,
+                    end_rental=request.end_rental,
+                )
+                if decision.refusal is None:
+                    on_success = decision.on_success
+        command_events = ending.events
+        if ending.state is CommandState.SUCCESS and on_success is not None:
+            record, booking_events = self.book(
+                record, on_success, now, command.id, "the rental ended"
+            )
+            events += booking_events
+            command_events += (booking_event(on_success, now),)
+        final = command.advanced(
+            ending.state,
+            now,
+            events=command_events,
+            error_code=ending.error_code,
+            reason=ending.reason,
+        )
+        return Concluded(record, events, final)
+
     def observed(self, record: LockRecord, observation: Observation) -> Update:
         """The lock's record after what the radio saw between commands, with its events."""
         if isinstance(observation, StateObserved):
@@ -202,16 +286,22 @@ def settled_state(name: CommandName) -> LockState | None:
     return None  # a read (sync-device) is settled by any answer
 
 
-def settled_command(
-    record: CommandRecord,
-    name: CommandName,
-    result: Result,
-    now: datetime,
-    *,
-    store_failed: bool = False,
-) -> CommandRecord:
-    """A recovered command's end after the settling read, before any booking step it causes
-    (``store_failed``: settled because the store failed mid-command, not after a restart)."""
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a command ends, before any booking step its success causes: its final state, the
+    events of its document, and its error code and reason."""
+
+    state: CommandState
+    events: tuple[CommandEvent, ...] = ()
+    error_code: ErrorCode | None = None
+    reason: str | None = None
+
+
+def settled_ending(
+    name: CommandName, result: Result, now: datetime, *, store_failed: bool = False
+) -> Ending:
+    """A recovered command's end after the settling read (``store_failed``: settled because the
+    store failed mid-command, not after a restart)."""
     what = "the store failed" if store_failed else "the gateway restarted"
     wanted = settled_state(name)
     lock_state = result.reading.lock_state
@@ -222,25 +312,22 @@ def settled_command(
             if missing
             else (result.outcome.error_code or ErrorCode.INTERNAL)
         )
-        return record.advanced(
+        return Ending(
             CommandState.ERROR,
-            now,
             error_code=code,
             reason=f"{what} during the command and the lock could not be read "
             f"to settle it: {result.reason}",
         )
     if wanted is None or lock_state is wanted:
-        return record.advanced(
+        return Ending(
             CommandState.SUCCESS,
-            now,
-            events=(state_event(lock_state, now),),
+            (state_event(lock_state, now),),
             reason=f"settled after {'a store failure' if store_failed else 'a restart'}: "
             f"the lock is {lock_state}",
         )
-    return record.advanced(
+    return Ending(
         CommandState.ERROR,
-        now,
-        events=(state_event(lock_state, now),),
+        (state_event(lock_state, now),),
         error_code=ErrorCode.INTERRUPTED,
         reason=f"the gateway restarted during the command; the lock is {lock_state}",
     )
@@ -317,6 +404,51 @@ def request_of(record: CommandRecord) -> CommandRequest | None:
 def _event_name(name: CommandName | str | None) -> str:
     known = name if isinstance(name, CommandName) else known_command(name)
     return (known or "command").upper().replace("-", "_")
+
+
+def _where_the_bolt_is(result: Result, operation: Operation | None) -> LockState | None:
+    """Where a command's own motion left the bolt: as read, else as the motion's outcome says."""
+    seen = result.reading.lock_state
+    if result.ok and seen is None and operation in MOTION_ENDS:
+        return MOTION_ENDS[operation]  # ok means the lock reported the end
+    if seen is None and result.outcome in UNMOVED_OUTCOMES and operation in UNMOVED:
+        return UNMOVED[operation]  # the bolt is where it was
+    return seen
+
+
+def _ran_ending(
+    request: CommandRequest, result: Result, now: datetime, moved_to: LockState | None
+) -> Ending:
+    """The end of a command that ran: the state its motion reached (``moved_to``, when the lock's
+    record changed), the answer, and a note for a power cycle."""
+    state_events = () if moved_to is None else (state_event(moved_to, now),)
+    power_cycle = (
+        (
+            CommandEvent(
+                name="RESPONSE_POWER_CYCLE",
+                value="Ilockit locks have no power switch: read on a new connection",
+                timestamp=now,
+            ),
+        )
+        if request.power_cycle
+        else ()
+    )
+    if not result.ok:
+        return Ending(
+            CommandState.ERROR,
+            (
+                *state_events,
+                *power_cycle,
+                command_event("RESPONSE", request.name, now, result.reason),
+            ),
+            error_code=result.outcome.error_code or ErrorCode.INTERNAL,
+            reason=result.reason,
+        )
+    # The answer after the state the motion ended in (the lock's), before the booking.
+    return Ending(
+        CommandState.SUCCESS,
+        (*state_events, command_event("RESPONSE", request.name, now, "ok"), *power_cycle),
+    )
 
 
 def _device_changed(before: LockRecord, after: LockRecord, at: datetime) -> LockRecord:

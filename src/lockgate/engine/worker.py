@@ -9,8 +9,9 @@ restart by reading, never by moving the lock again. A store that fails mid-comma
 way, without a restart: the worker waits until the store writes again, then settles the command by
 a read if the radio may have touched the lock, or runs it again from the start if it cannot have
 (its memory of the lock was rolled back with the failed write). What a change is comes from the pure
-:class:`~lockgate.engine.ledger.Ledger`; every change is one transaction of the store. The engine
-(:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
+:class:`~lockgate.engine.ledger.Ledger`, how a command ends too (``Ledger.conclude``, for a command
+that ran and for one settled by a read alike); every change is one transaction of the store. The
+engine (:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
 workers' tasks.
 
 Why it is one module of about 500 lines: every path here (run, conclude, settle, provision, observe)
@@ -27,17 +28,15 @@ from dataclasses import replace
 
 import structlog
 
-from lockgate.contract.documents import CommandEvent, Event
+from lockgate.contract.documents import Event
 from lockgate.contract.station import RegisteredLock
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
 from lockgate.engine.jobs import STORE_RETRY_S, Crew, Job
 from lockgate.engine.ledger import (
-    MOTION_ENDS,
-    UNMOVED,
+    Settling,
     booking_event,
     booking_of,
     command_event,
-    settled_command,
     state_event,
 )
 from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode, LockState
@@ -52,17 +51,15 @@ from lockgate.radio import (
     StepReached,
     Withdrawn,
 )
-from lockgate.store.database import StoreError
+from lockgate.store.errors import StoreError
 from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioning
 
 __all__ = ["LockWorker"]
 
-UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
-"""The lock answered that it could not move the bolt: the bolt stayed where it was."""
 MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
-15 s, ilockit-ble.md), within the engine's ``settle_timeout_s``."""
+15 s, docs/protocol.md), within the engine's ``settle_timeout_s``."""
 
 
 class LockWorker:
@@ -111,7 +108,7 @@ class LockWorker:
                 self.running = job
                 self.idle.clear()
                 # Bound for the command's duration, so every log line under it (the driver's too)
-                # names the command and the bike (product.md, Logs).
+                # names the command and the bike (docs/station.md, Logs).
                 with structlog.contextvars.bound_contextvars(command_id=job.id, bike=self.bike):
                     await self._run_until_stored(job)
             except Exception as err:  # noqa: BLE001 - one command's bug must not stop the queue
@@ -291,80 +288,51 @@ class LockWorker:
             if update is None:
                 return
             record, events = update
-            command = replace(
-                job.record,
-                version=job.record.version + 1,
-                events=(*job.record.events, state_event(event.lock_state, at)),
+            command = job.record.advanced(
+                job.record.state, at, events=(state_event(event.lock_state, at),)
             )
             await self._write(command, job=job, record=record, events=events)
 
     async def _conclude(self, job: Job, decision: Decision, result: Result) -> None:
-        request = job.request
-        ledger = self._crew.ledger
-        now = self._crew.clock()
+        """The command's end, as the ledger concludes it from the radio's result."""
+        await self._end_with(
+            job,
+            result,
+            operation=decision.operation,
+            on_success=decision.on_success,
+        )
+
+    async def _end_with(
+        self,
+        job: Job,
+        result: Result,
+        *,
+        operation: Operation | None = None,
+        on_success: BookingStep | None = None,
+        settling: Settling | None = None,
+    ) -> None:
+        """Writes the ledger's conclusion of a command (run or settled) in one transaction."""
         async with self.mutex:
-            record = self.record
-            events: list[Event] = []
-            state_events: list[CommandEvent] = []
-            reading = result.reading
-            seen = reading.lock_state
-            if result.ok and seen is None and decision.operation in MOTION_ENDS:
-                seen = MOTION_ENDS[decision.operation]  # ok means the lock reported the end
-            if (
-                seen is None
-                and result.outcome in UNMOVED_OUTCOMES
-                and decision.operation in UNMOVED
-            ):
-                seen = UNMOVED[decision.operation]  # the bolt is where it was
-            if seen is not None:
-                update = ledger.transition(record, seen, now, Cause.COMMAND, job.id)
-                if update is not None:
-                    record, new = update
-                    events += new
-                    state_events.append(state_event(seen, now))
-            record, read_events = ledger.absorb(record, reading, now, job.id, result)
-            events += read_events
-            command_events = list(state_events)
-            if request.power_cycle:
-                command_events.append(
-                    CommandEvent(
-                        name="RESPONSE_POWER_CYCLE",
-                        value="Ilockit locks have no power switch: read on a new connection",
-                        timestamp=now,
-                    )
-                )
-            if not result.ok:
-                code = result.outcome.error_code or ErrorCode.INTERNAL
-                command_events.append(command_event("RESPONSE", request.name, now, result.reason))
-                command = job.record.advanced(
-                    CommandState.ERROR,
-                    now,
-                    events=tuple(command_events),
-                    error_code=code,
-                    reason=result.reason,
-                )
-            else:
-                if decision.on_success is not None:
-                    record, booking_events = ledger.book(
-                        record, decision.on_success, now, job.id, "the rental ended"
-                    )
-                    events += booking_events
-                    command_events.append(booking_event(decision.on_success, now))
-                # After the state the motion ended in (the lock's answer), before the booking.
-                command_events.insert(
-                    len(state_events), command_event("RESPONSE", request.name, now, "ok")
-                )
-                command = job.record.advanced(
-                    CommandState.SUCCESS, now, events=tuple(command_events)
-                )
+            concluded = self._crew.ledger.conclude(
+                self.record,
+                job.record,
+                job.request,
+                result,
+                self._crew.clock(),
+                operation=operation,
+                on_success=on_success,
+                settling=settling,
+            )
             job.ended = True
-            await self._write(command, job=job, record=record, events=events)
+            await self._write(
+                concluded.command, job=job, record=concluded.record, events=concluded.events
+            )
         self._crew.log.info(
             "command ended",
             command_id=job.id,
             bike=self.bike,
-            state=command.state,
-            error_code=command.error_code,
+            state=concluded.command.state,
+            error_code=concluded.command.error_code,
         )
 
     async def _finish_booking(self, job: Job, step: BookingStep) -> None:
@@ -414,7 +382,6 @@ class LockWorker:
         """A command that may have reached the lock before the restart: read, and end as the lock
         shows. Never a second motion."""
         crew = self._crew
-        request = job.request
         result = Result(
             Outcome.TIMED_OUT, f"the lock did not answer within {crew.settle_timeout_s} s"
         )
@@ -433,38 +400,7 @@ class LockWorker:
                     # The motor of the interrupted command still runs (it finishes whatever
                     # happens to the link): its end is what the command is settled by.
                     await asyncio.sleep(SETTLE_AGAIN_S)
-        now = crew.clock()
-        shown = result.reading.lock_state
-        cause = Cause.COMMAND if job.store_failed else Cause.STARTUP
-        async with self.mutex:
-            record, events = self.record, list[Event]()
-            if shown is not None:
-                update = crew.ledger.transition(record, shown, now, cause, job.id)
-                if update is not None:
-                    record, events = update
-            record, read_events = crew.ledger.absorb(record, result.reading, now, job.id, result)
-            events += read_events
-            command = settled_command(
-                job.record, request.name, result, now, store_failed=job.store_failed
-            )
-            if command.state is CommandState.SUCCESS and shown is not None:
-                decision = decide(
-                    request.name,
-                    booking_of(record),
-                    user=request.user_id,
-                    end_rental=request.end_rental,
-                )
-                if decision.on_success is not None and decision.refusal is None:
-                    record, booking_events = crew.ledger.book(
-                        record, decision.on_success, now, job.id, "the rental ended"
-                    )
-                    events += booking_events
-                    command = replace(
-                        command,
-                        events=(*command.events, booking_event(decision.on_success, now)),
-                    )
-            job.ended = True
-            await self._write(command, job=job, record=record, events=events)
+        await self._end_with(job, result, settling=Settling(store_failed=job.store_failed))
 
     # --- what others ask of the lock -----------------------------------------------------------
 

@@ -3,16 +3,16 @@
 Part of the MQTT link (:mod:`lockgate.mqtt.link`). aiomqtt reads the socket whenever it is readable
 and puts every PUBLISH it decodes on an unbounded queue; the link's intake takes them one at a time
 and answers each durably, a few hundred a second. A backend (or anyone) publishing faster on
-``commands`` would fill that queue without limit (about 9 KB per waiting request), and aiomqtt's
-own bound (``max_queued_incoming_messages``) drops messages, which QoS 1 requests must never be.
+``commands`` would fill that queue without limit (about 9 KB per waiting request), and aiomqtt's own
+bound (``max_queued_incoming_messages``) drops messages, which QoS 1 requests must never be.
 
 So the link reads the socket itself: :class:`ReadGate` replaces aiomqtt's reader callback on the
-event loop with one that does the same (paho's ``loop_read``), and stops reading (removes the
-reader) once ``limit`` received messages wait for the intake; it reads again when the intake has
-taken them down to half. Unread bytes stay in the kernel's buffer, TCP's window closes, and the
-broker keeps the rest (and may queue them for the station as it does through an outage). A read
-takes up to one packet per message in flight (paho's own rule), so at most ``limit`` + the window
-+ 1 messages wait at once.
+event loop (:func:`~lockgate.mqtt.internals.take_over_reading`) with one that does the same (paho's
+``loop_read``), and stops reading (removes the reader) once ``limit`` received messages wait for the
+intake; it reads again when the intake has taken them down to half. Unread bytes stay in the
+kernel's buffer, TCP's window closes, and the broker keeps the rest (and may queue them for the
+station as it does through an outage). A read takes up to one packet per message in flight (paho's
+own rule), so at most ``limit`` + the window + 1 messages wait at once.
 
 Keepalive goes on: pings still go out while reading stops (paho's timer writes them), and their
 answer is read when reading resumes; a pause never lasts longer than half the keepalive, after which
@@ -27,6 +27,8 @@ import sys
 import aiomqtt
 import structlog
 
+from lockgate.mqtt.internals import fail_connection, paho_of, take_over_reading
+
 _log = structlog.get_logger(__name__)
 
 
@@ -38,7 +40,7 @@ class ReadGate:
 
     def __init__(self, client: aiomqtt.Client, *, limit: int, max_pause_s: float) -> None:
         self._client = client
-        self._paho = client._client
+        self._paho = paho_of(client)
         self._limit = limit
         self._resume_below = max(1, limit // 2)
         self._max_pause_s = max_pause_s
@@ -48,7 +50,6 @@ class ReadGate:
         self._pause_timer: asyncio.TimerHandle | None = None
         self.peak = 0
         """The most received messages that waited for the intake at once."""
-        self.pauses = 0
 
     @property
     def waiting(self) -> int:
@@ -57,11 +58,7 @@ class ReadGate:
 
     def install(self) -> None:
         """Takes over reading the socket from aiomqtt (whose reader was added at connect)."""
-        sock = self._paho.socket()
-        if sock is None:
-            return
-        self._fd = sock.fileno()
-        self._loop.add_reader(self._fd, self._read)  # replaces aiomqtt's reader for this fd
+        self._fd = take_over_reading(self._loop, self._client, self._read)
 
     def taken(self) -> None:
         """The intake took one: read again once few wait."""
@@ -97,16 +94,13 @@ class ReadGate:
                 if pending is None or pending() <= 0:
                     return
         except Exception as error:  # noqa: BLE001 - as aiomqtt: a broken socket ends the connection
-            disconnected = self._client._disconnected
-            if not disconnected.done():
-                disconnected.set_exception(error)
+            fail_connection(self._client, error)
 
     def _pause(self) -> None:
         if self._paused or not self._current():
             return
         self._loop.remove_reader(self._fd)
         self._paused = True
-        self.pauses += 1
         self._pause_timer = self._loop.call_later(self._max_pause_s, self._overdue)
 
     def _overdue(self) -> None:

@@ -2,12 +2,12 @@
 
 Part of the MQTT link (:mod:`lockgate.mqtt.link`), which runs one drain per connection beside the
 intake. Messages are handed to paho directly, in order, and their PUBACKs come back through paho's
-``on_publish``: aiomqtt's ``publish`` costs a task, a timer and a count of its pending calls per
-message, more than paho's own packing, and a drain after an outage publishes tens of thousands
-(docs/mqtt-link.md). Each message is acknowledged to the outbox after its own PUBACK, in batches
-(one transaction each); a PUBACK that does not come within the timeout ends the connection, as
-aiomqtt's timeout did, unless the broker was heard from meanwhile (its PUBACK is then behind the
-requests it sent first).
+``on_publish`` (:mod:`lockgate.mqtt.internals` says what of aiomqtt's it relies on): aiomqtt's
+``publish`` costs a task, a timer and a count of its pending calls per message, more than paho's own
+packing, and a drain after an outage publishes tens of thousands (docs/mqtt-link.md). Each message
+is acknowledged to the outbox after its own PUBACK, in batches (one transaction each); a PUBACK that
+does not come within the timeout ends the connection, as aiomqtt's timeout did, unless the broker
+was heard from meanwhile (its PUBACK is then behind the requests it sent first).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from lockgate.mqtt.internals import last_heard, paho_of
 from lockgate.store import Outbox, OutboxMessage
 
 
@@ -37,7 +38,7 @@ async def drain(
     v5: bool,
 ) -> None:
     """Publishes what the outbox holds and what comes into it, until cancelled (or a failure)."""
-    paho = client._client
+    paho = paho_of(client)
     loop = asyncio.get_running_loop()
     in_flight: dict[int, tuple[OutboxMessage, float]] = {}  # mid: message, deadline; in order
     done: list[OutboxMessage] = []
@@ -134,8 +135,8 @@ def _broker_silent(
 def _heard_within(paho: mqtt.Client, seconds: float) -> bool:
     """Whether paho read any bytes from the broker in the last ``seconds`` (its own keepalive
     clock, ``time.monotonic``)."""
-    last = getattr(paho, "_last_bytes_received", None)
-    return isinstance(last, float) and time.monotonic() - last < seconds
+    last = last_heard(paho)
+    return last is not None and time.monotonic() - last < seconds
 
 
 def publish_properties(message: OutboxMessage, *, v5: bool) -> Properties | None:

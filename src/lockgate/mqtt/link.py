@@ -27,11 +27,11 @@ from typing import Literal, Self
 
 import aiomqtt
 import structlog
-from aiomqtt.exceptions import MqttConnectError
 
 from lockgate.clock import utc_now
 from lockgate.mqtt.backpressure import ReadGate
 from lockgate.mqtt.drain import drain, publish_properties
+from lockgate.mqtt.internals import MqttConnectError, paho_of
 from lockgate.mqtt.settings import LinkSettings, MqttProtocol, tls_context
 from lockgate.store import Correlation, Outbox, OutboxMessage, StoreError
 
@@ -293,7 +293,7 @@ class Link:
         )
         # aiomqtt has no switch for it, so its paho client is told directly: a request's PUBACK is
         # sent by _take (after the engine stored its answer), not by paho on arrival.
-        client._client.manual_ack_set(on=True)
+        paho_of(client).manual_ack_set(on=True)
         client.pending_calls_threshold = settings.window + 16  # a full window is not a warning
         return client
 
@@ -401,7 +401,7 @@ class Link:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if message.topic.matches(status):
                 await self._contradicted(payload)
-                client._client.ack(message.mid, message.qos)
+                paho_of(client).ack(message.mid, message.qos)
                 continue
             properties = message.properties
             correlation = Correlation(
@@ -419,7 +419,7 @@ class Link:
             except Exception:  # noqa: BLE001 - a request must never take the link down
                 # Sending it again would fail the same way: acknowledged, and said.
                 self._log.exception("request failed inside the station")
-            client._client.ack(message.mid, message.qos)
+            paho_of(client).ack(message.mid, message.qos)
 
     async def _contradicted(self, payload: bytes) -> None:
         """The broker says the station is offline while this link is up: a stale will (or

@@ -15,6 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lockgate.errors import LockgateError
+
 
 class MqttProtocol(StrEnum):
     """The MQTT version to speak; ``auto`` tries 5 and falls back to 3.1.1 when the broker says
@@ -25,7 +27,7 @@ class MqttProtocol(StrEnum):
     V311 = "3.1.1"
 
 
-class SettingsError(ValueError):
+class SettingsError(LockgateError, ValueError):
     """The link's settings cannot work (a URL that is not mqtt:// or mqtts://, half a key pair)."""
 
 

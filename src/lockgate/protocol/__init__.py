@@ -1,4 +1,4 @@
-"""The Ilockit BLE lock protocol, both credential profiles, with no I/O (spec/ilockit-ble.md).
+"""The Ilockit BLE lock protocol, both credential profiles, with no I/O (docs/protocol.md).
 
 Pure functions and a sans-I/O session: bytes in, typed events and frames to write out. No bleak,
 no asyncio, no clock. The BLE transport drives it; the simulator's firmware model shares its frames.

@@ -1,34 +1,19 @@
 """CRC-16/CCITT-FALSE as the lock uses it: poly 0x1021, init 0xFFFF, no reflection, no final XOR.
 
-The checksum travels low byte first after the bytes it covers.
+That is the standard library's ``binascii.crc_hqx`` started at 0xFFFF. The checksum travels low
+byte first after the bytes it covers.
 """
 
 from __future__ import annotations
 
+import binascii
+
 from lockgate.protocol.errors import ChecksumError, FrameError
-
-_POLY = 0x1021
-
-
-def _table() -> tuple[int, ...]:
-    rows = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ _POLY) if crc & 0x8000 else (crc << 1)
-        rows.append(crc & 0xFFFF)
-    return tuple(rows)
-
-
-_TABLE = _table()
 
 
 def crc16(data: bytes) -> int:
     """The CRC-16/CCITT-FALSE of ``data``; ``crc16(b"123456789") == 0x29B1``."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[(crc >> 8) ^ byte]
-    return crc
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 def with_crc(data: bytes) -> bytes:

@@ -7,8 +7,10 @@ exception, so a transport can catch one type at its edge.
 
 from __future__ import annotations
 
+from lockgate.errors import LockgateError
 
-class ProtocolError(Exception):
+
+class ProtocolError(LockgateError):
     """Something in the Ilockit protocol is wrong: a frame, a credential, or the session's order."""
 
 

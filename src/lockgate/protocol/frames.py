@@ -1,4 +1,4 @@
-"""The lock's frames, byte by byte (spec/ilockit-ble.md, "Frames"), and their 20-byte chunks.
+"""The lock's frames, byte by byte (docs/protocol.md, "Frames"), and their 20-byte chunks.
 
 Three shapes travel over two characteristics:
 

@@ -1,4 +1,4 @@
-"""The lock's GATT layout (spec/ilockit-ble.md, "GATT layout"): the UUIDs both sides agree on."""
+"""The lock's GATT layout (docs/protocol.md, "GATT layout"): the UUIDs both sides agree on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The app side of one Ilockit session, as a state machine with no I/O (spec/ilockit-ble.md).
+"""The app side of one Ilockit session, as a state machine with no I/O (docs/protocol.md).
 
 A transport drives it: it writes what :meth:`Session.start` and the command methods return, feeds
 every indicated chunk to :meth:`Session.receive`, and acts on the typed events that come back. The

@@ -1,4 +1,4 @@
-"""The lock's status bytes and what lockgate makes of each (spec/ilockit-ble.md, status table).
+"""The lock's status bytes and what lockgate makes of each (docs/protocol.md, status table).
 
 A status byte the table does not name is not an error of the link: :func:`parse_status` returns it
 as a plain ``int`` so that a newer firmware's codes are reported, not fatal.

@@ -1,16 +1,16 @@
 """The daemon: the one place that knows every layer and wires them into a running station.
 
 ``lockgate run`` calls :func:`run`. It opens the store, starts the BLE driver, the command engine
-and the MQTT link under one owner, and follows product.md's start and stop:
+and the MQTT link under one owner, and follows docs/station.md's start and stop:
 
 - start: the store is opened, the driver starts and its observations flow into the engine, the
   commands the last run left are queued to be settled (recovery, before any new request), the link
   is started (it connects on its own: every lock document, ``commands``, then status online) and
   given up to ``ONLINE_WAIT_S`` to be up (a broker that refuses is not waited for), then READY.
   The first read of every lock goes on behind READY, a few at a time so that commands keep their
-  precedence, and STATUS counts the locks still to be read. (product.md asks READY only after
-  every read; one connection attempt per adapter at a time makes that one connect time per lock,
-  past systemd's start timeout for a large station, so READY says the station takes commands.)
+  precedence, and STATUS counts the locks still to be read. (READY waits for no read: one
+  connection attempt per adapter at a time makes every read one connect time per lock, past
+  systemd's start timeout for a large station; docs/station.md, "Running".)
 - running: the driver's observations go to the engine, the engine's outbox to the link, the link's
   requests to the engine; WATCHDOG from the event loop, STATUS with the link's state;
 - stop (SIGTERM, SIGINT): STOPPING, no new command starts, running ones get ``STOP_GRACE_S``, the
@@ -65,10 +65,8 @@ from lockgate.store import (
     Change,
     Correlation,
     Outbox,
-    SchemaError,
     Store,
     StoreError,
-    StoreKeyError,
     load_station_key,
 )
 from lockgate.store.command_keys import CommandKeyError
@@ -76,7 +74,7 @@ from lockgate.store.command_keys import CommandKeyError
 log = structlog.get_logger("lockgate.service")
 
 STOP_GRACE_S = 10.0
-"""What running commands get to finish after SIGTERM (product.md, Stop)."""
+"""What running commands get to finish after SIGTERM (docs/station.md, Stop)."""
 FLUSH_TIMEOUT_S = 3.0
 """How long the outbox is flushed at stop before the station says offline regardless."""
 STATUS_INTERVAL_S = 5.0
@@ -138,7 +136,7 @@ class Daemon:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config.ble.dbus_address
         try:
             key = load_station_key(config.store.key_file)
-        except StoreKeyError as err:
+        except StoreError as err:  # StoreKeyError: unreadable, or readable by others
             return _refuse(Exit.IO_ERROR, "station key unusable", error=str(err))
         try:
             self._gate = command_gate(config.commands)
@@ -166,7 +164,7 @@ class Daemon:
                         fresh=self._fresh,
                     )
                 )
-            except (StoreError, SchemaError) as err:
+            except StoreError as err:  # unusable, a schema it does not know, a disk fault
                 path = str(config.store.path)
                 return _refuse(Exit.IO_ERROR, "store unusable", path=path, error=str(err))
             try:

@@ -23,10 +23,9 @@ class Exit(IntEnum):
     """``lockgate ctl``: the broker could not be reached, or the station did not answer in time."""
     UNAVAILABLE = 69
     """EX_UNAVAILABLE: the Bluetooth adapter (or the D-Bus it is reached through) is missing."""
-    CANT_CREATE = 73
-    """EX_CANTCREAT: the store's file or its directory cannot be created."""
     IO_ERROR = 74
-    """EX_IOERR: the store cannot be opened or read (corrupt, wrong station key, disk error)."""
+    """EX_IOERR: the store cannot be created, opened or read (its file or directory cannot be made,
+    corrupt, wrong station key, disk error)."""
     KEYS = 77
     """EX_NOPERM: a key of signed and sealed commands is unusable (the station's sealing key or a
     backend key: unreadable, open to others, not a key, the wrong kind). The station never starts

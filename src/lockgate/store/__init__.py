@@ -7,10 +7,10 @@ seals provisioned credentials. Below the engine, above the contract: it imports 
 
 from lockgate.store.database import (
     StoreCorruptError,
-    StoreError,
     StoreMissingError,
     StoreUnusableError,
 )
+from lockgate.store.errors import StoreError
 from lockgate.store.key import StationKey, StoreKeyError, load_station_key
 from lockgate.store.outbox import Outbox, OutboxMessage
 from lockgate.store.records import (

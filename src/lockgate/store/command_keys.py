@@ -22,12 +22,13 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from lockgate.contract.envelope import BackendKeys, key_id, public_jwk
+from lockgate.store.errors import StoreError
 
 STATION_CREDENTIAL = "station.jwk"
 _PEM_MARK = b"-----BEGIN"
 
 
-class CommandKeyError(Exception):
+class CommandKeyError(StoreError):
     """A key file is missing, unreadable, too open, or holds the wrong kind of key."""
 
 

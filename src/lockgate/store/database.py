@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import structlog
 
+from lockgate.store.errors import StoreError
 from lockgate.store.schema import migrate
 
 _T = TypeVar("_T")
@@ -40,10 +41,6 @@ FILE_MODE = 0o600
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # After a checkpoint the WAL is cut back to this, so a burst of writes does not leave it large.
 _JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
-
-
-class StoreError(Exception):
-    """The store could not do what was asked (disk, timeout, or a schema it does not know)."""
 
 
 class StoreUnusableError(StoreError):
@@ -63,7 +60,7 @@ class StoreCorruptError(StoreUnusableError):
     """The file is not a database, fails its integrity check, or holds a row that cannot be read."""
 
 
-class BadRow(ValueError):  # noqa: N818 - a row, named as what it is; raised only inside the store
+class BadRow(StoreError):  # noqa: N818 - a row, named as what it is; raised only inside the store
     """A stored row that cannot be turned back into a record (raised by the SQL layer)."""
 
 

@@ -1,4 +1,4 @@
-"""The station key: where it comes from, and what it seals (product.md, Security).
+"""The station key: where it comes from, and what it seals (docs/station.md, Security).
 
 The key is never in the database. Under systemd it is a service credential (``LoadCredential=``,
 read from ``$CREDENTIALS_DIRECTORY/<name>``); elsewhere it is ``store.key_file``, created with mode
@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lockgate.model import Profile
 from lockgate.protocol.credentials import Credentials, NobondCredentials, ShareeCredentials
+from lockgate.store.errors import StoreError
 
 KEY_LENGTH = 32
 NONCE_LENGTH = 12
 CREDENTIAL_NAME = "store.key"
 
 
-class StoreKeyError(Exception):
+class StoreKeyError(StoreError):
     """The station key cannot be read or created, or a sealed record does not open with it."""
 
 

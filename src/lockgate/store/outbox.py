@@ -10,13 +10,12 @@ Two kinds of message leave the station (mqtt-contract.md, Delivery guarantees):
   Only the newest generation is published; after every (re)connect all of them are published
   again, whatever was acknowledged before, because a broker may have lost its retained store.
 
-The link's loop, per connection::
-
-    await outbox.connected()
-    async for message in outbox.pending():
-        await client.publish(prefix + message.topic, message.payload, qos=message.qos,
-                             retain=message.retain)   # returns on PUBACK
-        await outbox.acknowledge(message)
+The link, per connection (:mod:`lockgate.mqtt.drain`): :meth:`Outbox.connected`, then a windowed
+drain: it iterates :meth:`Outbox.pending` (which reads the store a batch at a time and waits for
+the store's listeners when nothing is left), keeps up to a window of QoS 1 publishes in flight at
+once without waiting for each PUBACK, and hands the messages whose PUBACK came back to
+:meth:`Outbox.acknowledge` in batches (one transaction each). A message is removed only once
+acknowledged, so what was in flight when a connection dropped is handed out again on the next one.
 
 An event that was already waiting when the connection came up is handed out with
 ``"replayed": true`` (its stored bytes are not changed; the flag is set on the way out, in the

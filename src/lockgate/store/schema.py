@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from lockgate.store.errors import StoreError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first release.
     """
@@ -91,7 +93,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaError(Exception):
+class SchemaError(StoreError):
     """The database's schema is not one this code can use."""
 
 

@@ -31,10 +31,10 @@ from lockgate.store import sql
 from lockgate.store.database import (
     Database,
     StoreCorruptError,
-    StoreError,
     StoreMissingError,
     StoreUnusableError,
 )
+from lockgate.store.errors import StoreError
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord
 from lockgate.store.sql import Stored, StoredRetained
