@@ -17,11 +17,13 @@ from typing import Any
 
 from bleak.backends.bluezdbus import manager as _manager
 
+from lockgate.errors import LockgateError
+
 PINNED = "3.1.0"
 """The bleak release this module was written against (pyproject.toml pins it)."""
 
 
-class InternalsMovedError(RuntimeError):
+class InternalsMovedError(LockgateError):
     """bleak no longer has what this module relies on; the message names it."""
 
 
