@@ -11,6 +11,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from lockgate.ble.bluez import ADAPTER, BluezView, BluezWatch
+from lockgate_sim.bus import PrivateBus
 from lockgate_sim.testing import run_simulator
 from tests.ble.conftest import world
 
@@ -104,3 +105,40 @@ async def test_it_follows_bluez_and_ignores_another_programs_adapter() -> None:
         finally:
             with contextlib.suppress(Exception):
                 await watch.stop()
+
+
+async def test_an_adapter_announced_while_its_snapshot_is_on_the_way_is_kept() -> None:
+    """A bluetoothd that answers GetManagedObjects before its adapter is registered, and announces
+    the adapter at once after (the reply and the signal arrive together): the older, empty
+    snapshot must not undo the adapter the signal brought."""
+    adapter = {"Address": Variant("s", "00:1A:7D:DA:71:13"), "Powered": Variant("b", True)}  # noqa: FBT003
+    seen = Views()
+    async with PrivateBus() as private:
+        bluetoothd = await MessageBus(bus_address=private.address).connect()
+
+        def answer(message: Message) -> bool:
+            if message.member != "GetManagedObjects":
+                return False
+            reply = Message.new_method_return(message, "a{oa{sa{sv}}}", [{}])
+            added = Message.new_signal("/", "org.freedesktop.DBus.ObjectManager", "InterfacesAdded")
+            added.signature = "oa{sa{sv}}"
+            added.body = ["/org/bluez/hci0", {ADAPTER: adapter}]
+            bluetoothd.send(reply)  # written together: the watch reads both at once
+            bluetoothd.send(added)
+            return True
+
+        bluetoothd.add_message_handler(answer)
+        try:
+            watch = BluezWatch(on_change=seen, probe_timeout_s=2.0, bus_address=private.address)
+            await watch.start(5.0)
+            try:
+                await bluetoothd.request_name("org.bluez")
+                view = await until(seen, lambda v: v.present and "hci0" in v.adapters)
+                assert view.usable
+                # Whatever came after, the adapter stays: the last view still has it.
+                await asyncio.sleep(0)
+                assert "hci0" in watch.view.adapters
+            finally:
+                await watch.stop()
+        finally:
+            bluetoothd.disconnect()

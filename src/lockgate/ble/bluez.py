@@ -37,6 +37,7 @@ _PROPERTIES = "org.freedesktop.DBus.Properties"
 _OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 _REJOIN_S = 1.0
 JOIN_TIMEOUT_S = 5.0
+_RELOADS = 5
 """Joining the bus and the first look at BlueZ may take this long at least (a loaded machine)."""
 
 
@@ -95,6 +96,7 @@ class BluezWatch:
         self._owner: str | None = None
         self._paths: dict[str, AdapterSeen] = {}  # by object path
         self._pending: set[asyncio.Task[None]] = set()
+        self._heard = 0  # adapter signals handled so far
 
     async def start(self, timeout_s: float) -> BluezView:
         """Join the bus and take a first look (within ``timeout_s``); the view, even if BlueZ is
@@ -218,29 +220,41 @@ class BluezWatch:
             self._gone("bluetoothd is not running (org.bluez has no owner on the system bus)")
 
     async def _reload(self, bus: MessageBus) -> None:
-        """Every adapter, from GetManagedObjects; BlueZ not answering in time is said so."""
-        try:
-            async with asyncio.timeout(self._probe_timeout_s):
-                reply = await bus.call(
-                    Message(
-                        destination=BLUEZ,
-                        path="/",
-                        interface=_OBJECT_MANAGER,
-                        member="GetManagedObjects",
+        """Every adapter, from GetManagedObjects; BlueZ not answering in time is said so.
+
+        A signal about an adapter can be handled before the reply of a call sent earlier is
+        (the signal's handler runs as it arrives, the call's caller a moment later): a bluetoothd
+        that takes its name and then announces its adapter would have that adapter undone by
+        the older, empty snapshot. So a snapshot is taken only if no such signal came while it
+        was asked for; otherwise it is asked for again."""
+        for _ in range(_RELOADS):
+            heard = self._heard
+            try:
+                async with asyncio.timeout(self._probe_timeout_s):
+                    reply = await bus.call(
+                        Message(
+                            destination=BLUEZ,
+                            path="/",
+                            interface=_OBJECT_MANAGER,
+                            member="GetManagedObjects",
+                        )
                     )
-                )
-        except TimeoutError:
-            timeout = self._probe_timeout_s
-            self._set(answering=False, reason=f"bluetoothd did not answer within {timeout:g} s")
-            return
-        if reply.message_type is not MessageType.METHOD_RETURN:
-            return  # gone again meanwhile: NameOwnerChanged says so
-        paths: dict[str, AdapterSeen] = {}
-        for path, interfaces in reply.body[0].items():
-            seen = _adapter_of(str(path), interfaces.get(ADAPTER))
-            if seen is not None:
-                paths[str(path)] = seen
-        self._paths = paths
+            except TimeoutError:
+                timeout = self._probe_timeout_s
+                self._set(answering=False, reason=f"bluetoothd did not answer within {timeout:g} s")
+                return
+            if reply.message_type is not MessageType.METHOD_RETURN:
+                return  # gone again meanwhile: NameOwnerChanged says so
+            if heard != self._heard:
+                continue  # an adapter signal came meanwhile: this snapshot may be older
+            paths: dict[str, AdapterSeen] = {}
+            for path, interfaces in reply.body[0].items():
+                seen = _adapter_of(str(path), interfaces.get(ADAPTER))
+                if seen is not None:
+                    paths[str(path)] = seen
+            self._paths = paths
+            break
+        # Kept as the signals left it if the snapshots never settled.
         self._set(answering=True, adapters=self._by_name())
 
     def _gone(self, reason: str) -> None:
@@ -259,7 +273,13 @@ class BluezWatch:
             task.add_done_callback(self._pending.discard)
         elif message.sender != self._owner:
             return  # another program's objects, or a bluetoothd that is gone
-        elif member == "InterfacesAdded" and len(body) == 2:
+        elif _about_an_adapter(member, message.body):
+            self._heard += 1
+            self._on_bluez_signal(message)
+
+    def _on_bluez_signal(self, message: Message) -> None:
+        member, body = message.member, message.body
+        if member == "InterfacesAdded" and len(body) == 2:
             seen = _adapter_of(str(body[0]), body[1].get(ADAPTER))
             if seen is not None:
                 self._paths[str(body[0])] = seen
@@ -286,6 +306,14 @@ class BluezWatch:
             self._on_change(view)
         except Exception:  # the driver's reaction is its own affair: the watch goes on
             log.exception("reacting to a change of BlueZ failed")
+
+
+def _about_an_adapter(member: str | None, body: list[Any]) -> bool:
+    if member == "InterfacesAdded" and len(body) == 2 and isinstance(body[1], dict):
+        return ADAPTER in body[1]
+    if member == "InterfacesRemoved" and len(body) == 2 and isinstance(body[1], list):
+        return ADAPTER in body[1]
+    return member == "PropertiesChanged" and bool(body) and body[0] == ADAPTER
 
 
 def _adapter_of(path: str, properties: Any) -> AdapterSeen | None:
