@@ -8,8 +8,9 @@ powered off and on, USB dongles are pulled and plugged back (sometimes as anothe
   whose objects, links and discovery sessions are all new (:attr:`BluezView.generation` counts
   them);
 - the adapters (``org.bluez.Adapter1`` objects added and removed) and their ``Powered`` property;
-- whether bluetoothd answers: every ``probe_interval_s`` one property is read, within
-  ``probe_timeout_s``; a hung bluetoothd is reported as not answering until it answers again.
+- whether bluetoothd answers: every ``probe_interval_s`` its object tree is read, within
+  ``probe_timeout_s``; a hung bluetoothd is reported as not answering until it answers again,
+  and each answer also mends the adapters a lost signal would have left wrong.
 
 Every call it makes has a timeout, so a hung bluetoothd holds nothing here. It never raises once
 started: a system bus that goes away is reported as BlueZ gone, and joined again every second.
@@ -176,33 +177,14 @@ class BluezWatch:
             bus.disconnect()
 
     async def _probe_loop(self, bus: MessageBus) -> None:
+        """Every ``probe_interval_s``: bluetoothd's whole tree, within ``probe_timeout_s``. Not
+        answered: hung. Answered: the adapters as it shows them, which also mends a view a lost
+        signal left wrong."""
         while True:
             await asyncio.sleep(self._probe_interval_s)
             if self._owner is None:
                 continue
-            answered = await self._look(bus)
-            if answered and not self.view.answering:
-                log.info("bluetoothd answers again")
-                await self._reload(bus)
-            elif not answered and self.view.answering:
-                timeout = self._probe_timeout_s
-                self._set(answering=False, reason=f"bluetoothd did not answer within {timeout:g} s")
-
-    async def _look(self, bus: MessageBus) -> bool:
-        """One call to bluetoothd, answered in time or not."""
-        try:
-            async with asyncio.timeout(self._probe_timeout_s):
-                reply = await bus.call(
-                    Message(
-                        destination=BLUEZ,
-                        path="/",
-                        interface=_OBJECT_MANAGER,
-                        member="GetManagedObjects",
-                    )
-                )
-        except TimeoutError:
-            return False
-        return reply.message_type is MessageType.METHOD_RETURN
+            await self._reload(bus, attempts=1)
 
     # --- what BlueZ says -----------------------------------------------------------------
 
@@ -219,7 +201,7 @@ class BluezWatch:
         else:
             self._gone("bluetoothd is not running (org.bluez has no owner on the system bus)")
 
-    async def _reload(self, bus: MessageBus) -> None:
+    async def _reload(self, bus: MessageBus, *, attempts: int = _RELOADS) -> None:
         """Every adapter, from GetManagedObjects; BlueZ not answering in time is said so.
 
         A signal about an adapter can be handled before the reply of a call sent earlier is
@@ -227,7 +209,7 @@ class BluezWatch:
         that takes its name and then announces its adapter would have that adapter undone by
         the older, empty snapshot. So a snapshot is taken only if no such signal came while it
         was asked for; otherwise it is asked for again."""
-        for _ in range(_RELOADS):
+        for _ in range(attempts):
             heard = self._heard
             try:
                 async with asyncio.timeout(self._probe_timeout_s):
@@ -245,6 +227,8 @@ class BluezWatch:
                 return
             if reply.message_type is not MessageType.METHOD_RETURN:
                 return  # gone again meanwhile: NameOwnerChanged says so
+            if not self.view.answering:
+                log.info("bluetoothd answers again")
             if heard != self._heard:
                 continue  # an adapter signal came meanwhile: this snapshot may be older
             paths: dict[str, AdapterSeen] = {}
