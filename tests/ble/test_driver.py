@@ -350,7 +350,7 @@ async def test_a_connect_whose_cleanup_waits_on_bluez_does_not_hold_the_adapter(
     quiet_name = s.lock(0).name
 
     def quiet_lock_connecting() -> bool:
-        attempt = sim_station._connecting
+        attempt = sim_station.first._connecting
         return attempt is not None and attempt.lock.name == quiet_name
 
     await s.wait_for(quiet_lock_connecting)

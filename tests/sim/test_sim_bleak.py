@@ -219,7 +219,7 @@ async def test_a_second_connect_during_one_gets_in_progress(sim: RunningSimulato
         station = sim.station  # in-process: its adapter's attempt is visible (white-box)
         assert station is not None
         async with asyncio.timeout(5):  # until the first Connect is under way at the adapter
-            while station._connecting is None:  # noqa: ASYNC110 - the simulator's own record
+            while station.first._connecting is None:  # noqa: ASYNC110 - the simulator's own record
                 await asyncio.sleep(0.005)
         second = await _call(bus, _device("D4:12:99:00:45:03"), "org.bluez.Device1", "Connect")
         assert second.message_type is MessageType.ERROR
