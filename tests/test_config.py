@@ -229,7 +229,10 @@ def test_a_bad_environment_override_names_its_variable(tmp_path: Path) -> None:
         "LOCKGATE_BLE__SYNC_INTERVAL_S: '-inf' is not a finite number",
         "LOCKGATE_BLE__WATCH: 'yes' is not true or false",
         "LOCKGATE_LOCKS__0: locks are set in the file only",
-        "LOCKGATE_RADIO__POWER: no section 'radio' (there are station, mqtt, ble, store, commands)",
+        (
+            "LOCKGATE_RADIO__POWER: no section 'radio'"
+            " (there are station, mqtt, ble, store, commands, home_assistant)"
+        ),
         "LOCKGATE_STORE__KEY_FILE: empty, and [store] key_file cannot be unset",
         (
             "mqtt.keepalive_s (from LOCKGATE_MQTT__KEEPALIVE_S): "

@@ -53,3 +53,28 @@ def test_require_signed_needs_a_backend_key(tmp_path: Path) -> None:
 def test_a_relative_backend_key_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"commands\.backend_keys\.0: .*must be an absolute path"):
         load(write(tmp_path, '[commands]\nbackend_keys = ["backend.jwk"]\n'))
+
+
+def test_home_assistant_is_off_by_default_and_read_only(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, "")).home_assistant
+    assert not settings.enabled
+    assert settings.prefix == "homeassistant"
+    assert not settings.commands
+    (tmp_path / "example").mkdir()
+    example = load(station_config(tmp_path / "example")).home_assistant
+    assert (example.enabled, example.commands) == (False, False)
+
+
+def test_home_assistant_commands_need_an_open_station(tmp_path: Path) -> None:
+    key = tmp_path / "backend.jwk"
+    key.write_text("a public key\n")
+    signed = f'[commands]\nrequire_signed = true\nbackend_keys = ["{key}"]\n'
+    with pytest.raises(ConfigError, match=r"home_assistant\.commands needs"):
+        load(write(tmp_path, signed + "[home_assistant]\nenabled = true\ncommands = true\n"))
+    opened = load(write(tmp_path, "[home_assistant]\nenabled = true\ncommands = true\n"))
+    assert opened.home_assistant.commands
+
+
+def test_a_home_assistant_prefix_is_a_topic(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"home_assistant\.prefix"):
+        load(write(tmp_path, '[home_assistant]\nprefix = "home/#"\n'))

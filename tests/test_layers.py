@@ -69,6 +69,9 @@ def module_file(package: Path, dotted: str) -> Path:
         ("radio", "import lockgate.ble.slots", "layers"),
         ("protocol.crc", "import lockgate.radio", "layers"),
         ("ble.slots", "import lockgate.engine", "layers"),
+        ("client.station", "import lockgate.store", "client"),
+        ("client.station", "import lockgate.mqtt.settings", "client"),
+        ("service.daemon", "import lockgate.client", "layers"),
         # Layers not written yet are checked as soon as they exist.
         ("mqtt", "import lockgate.engine", "layers"),
         ("mqtt", "import lockgate.config", "layers"),

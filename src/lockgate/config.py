@@ -248,6 +248,15 @@ class CommandsSection(_Section):
         return self
 
 
+class HomeAssistantSection(_Section):
+    """Home Assistant MQTT discovery (docs/station.md, Home Assistant). Off by default;
+    ``commands`` lets Home Assistant lock and unlock the locks with provisioned credentials."""
+
+    enabled: bool = False
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "homeassistant"
+    commands: bool = False
+
+
 class LockSection(_Section):
     bike: Annotated[str, Field(pattern=_ID)]
     name: str
@@ -289,7 +298,17 @@ class Config(BaseModel):
     ble: BleSection = BleSection()
     store: StoreSection = StoreSection()
     commands: CommandsSection = CommandsSection()
+    home_assistant: HomeAssistantSection = HomeAssistantSection()
     locks: list[LockSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _home_assistant_cannot_sign(self) -> Self:
+        if self.home_assistant.commands and self.commands.require_signed:
+            raise ValueError(
+                "home_assistant.commands needs commands.require_signed = false:"
+                " Home Assistant sends unsigned requests, which a signed-only station refuses"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_locks(self) -> Self:
@@ -371,6 +390,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "ble": BleSection,
     "store": StoreSection,
     "commands": CommandsSection,
+    "home_assistant": HomeAssistantSection,
 }
 
 

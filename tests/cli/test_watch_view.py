@@ -3,8 +3,8 @@ at the station reads them."""
 
 from __future__ import annotations
 
-from lockgate.cli.backend import Message
 from lockgate.cli.watch import View
+from lockgate.client import Message
 
 
 def status(ble: dict[str, object]) -> Message:

@@ -1,14 +1,14 @@
 """``lockgate ctl``: the backend's side of the contract on the command line, for field engineers.
 
 ``lockgate ctl --broker URL --station ID ACTION BIKE [options]`` builds one request of the contract
-(docs/mqtt-contract.md) from its options, sends it and follows it through
-:mod:`lockgate.cli.backend`, shows each state as it comes on standard error (on a terminal), prints
-the final document as JSON on standard output and exits 0 on SUCCESS, 1 on ERROR, 2 on bad usage,
-3 when the broker or the station did not answer in time. With ``--sign-key`` the request is signed
-and its credentials sealed to the station's key (from ``--station-key``, else from the station's
-retained ``status``). ``lockgate ctl ... watch`` is :mod:`lockgate.cli.watch`. Keys given here are
-put into the request and nowhere else: no message of this command repeats them. This module is the
-parser; the work is :mod:`lockgate.cli.send`, imported only when ``ctl`` runs.
+(docs/mqtt-contract.md) from its options, sends it and follows it through the backend client
+library (:class:`lockgate.client.StationClient`), shows each state as it comes on standard error
+(on a terminal), prints the final document as JSON on standard output and exits 0 on SUCCESS, 1 on
+ERROR, 2 on bad usage, 3 when the broker or the station did not answer in time. With ``--sign-key``
+the request is signed and its credentials sealed to the station's key (from ``--station-key``, else
+from the station's retained ``status``). ``lockgate ctl ... watch`` is :mod:`lockgate.cli.watch`.
+Keys given here are put into the request and nowhere else: no message of this command repeats them.
+This module is the parser; the work is :mod:`lockgate.cli.send`, imported only when ``ctl`` runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """What ``lockgate ctl`` does once its command line is parsed (:mod:`lockgate.cli.ctl`).
 
-It builds the request from the options, signs it and seals its credentials when asked, sends it
-and follows it through :mod:`lockgate.cli.backend`, or watches the station
-(:mod:`lockgate.cli.watch`). Apart from the parser so that only ``ctl`` loads the MQTT client and
-JOSE: the command line is parsed by every command, the daemon's start among them.
+It builds the request from the options, and sends it and follows it through the backend client
+library (:class:`lockgate.client.StationClient`, which signs it and seals its credentials when
+given a key), or watches the station (:mod:`lockgate.cli.watch`). Apart from the parser so that
+only ``ctl`` loads the MQTT client and JOSE: the command line is parsed by every command, the
+daemon's start among them.
 """
 
 from __future__ import annotations
@@ -22,15 +23,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiomqtt
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from lockgate.cli import backend
+from lockgate.cli import broker
 from lockgate.cli.watch import watch
-from lockgate.contract.request import DEFAULT_BOOKING_TIMEOUT, DEFAULT_TIMEOUT, ID_PATTERN
-from lockgate.contract.signing import seal_credentials, sign_request
-from lockgate.contract.times import format_time, parse_time
+from lockgate.client import (
+    BrokerLostError,
+    CannotSealError,
+    CommandRefusedError,
+    CommandTimedOutError,
+    NoAnswerError,
+    state_of,
+)
+from lockgate.contract.request import ID_PATTERN
+from lockgate.contract.times import format_time
 from lockgate.errors import LockgateError
 from lockgate.model import CommandName, CommandState
 from lockgate.mqtt.settings import LinkSettings, SettingsError, tls_context
@@ -57,34 +64,6 @@ class Outgoing:
     @property
     def id(self) -> str:
         return str(self.request["id"])
-
-    def follow_s(self, wait_s: float) -> float:
-        """How long after its receipt the command may take: until its ``timeout_at`` (the
-        station's default when the request has none), and ``wait_s`` more for the last word."""
-        timeout_at = self.request.get("timeout_at")
-        if timeout_at is None:
-            booking = self.request["command"] == CommandName.BOOK
-            lifetime = (DEFAULT_BOOKING_TIMEOUT if booking else DEFAULT_TIMEOUT).total_seconds()
-        else:
-            lifetime = (parse_time(str(timeout_at)) - datetime.now(UTC)).total_seconds()
-        return max(lifetime, 0.0) + wait_s
-
-    def payload(self, station: str, station_key: Mapping[str, Any] | None) -> bytes:
-        """The bytes to publish, made once: every re-send is the same request."""
-        request = dict(self.request)
-        credentials = request.get("credentials")
-        if (self.sign_key is not None or self.seal) and credentials:
-            if station_key is None:
-                raise UsageError("no station key to seal the credentials to")
-            request["credentials"] = seal_credentials(credentials, station_key)
-        if self.sign_key is not None:
-            return sign_request(request, key=self.sign_key, station=station, now=datetime.now(UTC))
-        return json.dumps(request).encode()
-
-    @property
-    def needs_station_key(self) -> bool:
-        sealing = self.sign_key is not None or self.seal
-        return sealing and bool(self.request.get("credentials")) and self.station_key is None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,7 +118,7 @@ def _settings(args: argparse.Namespace) -> LinkSettings:
             password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as err:
             raise UsageError(f"{args.password_file}: cannot be read ({_why(err)})") from err
-    return backend.settings_for(
+    return broker.settings_for(
         args.broker,
         args.station,
         username=args.username,
@@ -254,7 +233,7 @@ class Progress:
         self._write(f"{outgoing.request['command']} {outgoing.request['bike']} [{outgoing.id}]:")
 
     def document(self, document: dict[str, Any]) -> None:
-        state = backend.state_of(document)
+        state = state_of(document)
         if state is None or state == self._last:
             return
         self._write(f" {state}" if self._last is None else f" → {state}")
@@ -273,39 +252,29 @@ async def _send(
     settings: LinkSettings, context: ssl.SSLContext | None, outgoing: Outgoing, wait_s: float
 ) -> int:
     progress = Progress(sys.stderr, outgoing)
+    client = broker.client_for(
+        settings,
+        context,
+        signing_key=outgoing.sign_key,
+        station_key=outgoing.station_key,
+        seal=outgoing.seal,
+        wait_s=wait_s,
+    )
     try:
-        async with backend.connected(settings, context) as client:
-            station_key = outgoing.station_key
-            if outgoing.needs_station_key:
-                status = await backend.retained_status(client, settings, wait_s)
-                station_key = status.get("sealing_key")
-                if not isinstance(station_key, dict):
-                    progress.end()
-                    return _usage(
-                        f"station {settings.station} publishes no sealing_key: cannot seal;"
-                        " give --station-key or leave out --sign-key/--seal"
-                    )
-            try:
-                payload = outgoing.payload(settings.station, station_key)
-            except (UsageError, JoseError, ValueError) as err:
-                progress.end()
-                return _usage(f"cannot sign or seal the request: {err}")
-            final = await backend.send_and_follow(
-                client,
-                settings,
-                command_id=outgoing.id,
-                payload=payload,
-                wait_s=wait_s,
-                follow_s=outgoing.follow_s(wait_s),
-                on_document=progress.document,
-            )
-    except backend.NoAnswerError as err:
-        progress.end(" no answer")
-        sys.stderr.write(f"lockgate ctl: {err}\n")
-        return Exit.NO_ANSWER
-    except aiomqtt.MqttError as err:
+        async with client:
+            final = await client.send(outgoing.request, on_document=progress.document)
+    except CommandRefusedError as refused:
+        final = refused.document
+    except CannotSealError as err:
+        progress.end()
+        return _usage(f"{err}; give --station-key or leave out --sign-key/--seal")
+    except BrokerLostError as err:
         progress.end(" broker lost")
         sys.stderr.write(f"lockgate ctl: lost the broker: {err}\n")
+        return Exit.NO_ANSWER
+    except (NoAnswerError, CommandTimedOutError) as err:
+        progress.end(" no answer")
+        sys.stderr.write(f"lockgate ctl: {err}\n")
         return Exit.NO_ANSWER
     if "error_message" in final:  # an error document on ``errors`` for this id
         progress.end(f" {final.get('error_code')}")
@@ -316,5 +285,5 @@ async def _send(
         sys.stdout.flush()
     except BrokenPipeError:
         _reader_gone()  # ``| head``: the exit code still says how the command ended
-    succeeded = backend.state_of(final) == CommandState.SUCCESS
+    succeeded = state_of(final) == CommandState.SUCCESS
     return Exit.OK if succeeded else Exit.ERROR

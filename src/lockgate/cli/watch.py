@@ -1,6 +1,6 @@
 """``lockgate ctl watch``: a station's status, locks and events as they come, for people or pipes.
 
-The messages come from :func:`lockgate.cli.backend.station_messages`. With ``--json`` each one is a
+The messages come from :meth:`lockgate.client.StationClient.messages`. With ``--json`` each one is a
 line of its own, ``{"topic": ..., "retained": ..., "payload": {...}}``, flushed at once so that
 ``jq`` or a test reads it as it happens. Without, :class:`View` keeps what the station last said
 (its status, each lock's retained document, the latest events and command states) and renders it
@@ -18,9 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import aiomqtt
-
-from lockgate.cli.backend import Message, NoAnswerError, connected, station_messages
+from lockgate.cli.broker import client_for
+from lockgate.client import Message, NoAnswerError
 from lockgate.contract import topics
 from lockgate.mqtt.settings import LinkSettings
 
@@ -174,16 +173,16 @@ async def watch(
     delay = RECONNECT_INITIAL_S
     while True:
         try:
-            async with connected(settings, context) as client:
+            async with client_for(settings, context) as client:
                 delay = RECONNECT_INITIAL_S
-                async for message in station_messages(client, settings):
+                async for message in client.messages():
                     if as_json:
                         out.write(json_line(message) + "\n")
                     else:
                         view.take(message)
                         out.write((_CLEAR if redraw else "\n") + view.render())
                     out.flush()
-        except (NoAnswerError, aiomqtt.MqttError) as error:
+        except NoAnswerError as error:
             err.write(f"lockgate ctl watch: {error}; again in {delay:g} s\n")
             err.flush()
         await asyncio.sleep(delay)

@@ -27,3 +27,19 @@ def lock(bike: str) -> str:
 def command(command_id: str) -> str:
     """The command's documents, one per version: ``commands/{id}``."""
     return f"{COMMANDS}/{command_id}"
+
+
+OUTSIDE = "/"
+"""Marks a topic filed in the store that is not under ``{root}/{station}/`` (Home Assistant's
+discovery documents): ``/homeassistant/lock/…`` is published as ``homeassistant/lock/…``. The
+contract's own topics never start with it."""
+
+
+def outside(topic: str) -> str:
+    """A topic outside the station's prefix, as the store files it."""
+    return OUTSIDE + topic
+
+
+def full(prefix: str, topic: str) -> str:
+    """The topic to publish on: ``prefix`` + a contract topic, or an :func:`outside` one as is."""
+    return topic.removeprefix(OUTSIDE) if topic.startswith(OUTSIDE) else prefix + topic

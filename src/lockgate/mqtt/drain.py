@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from lockgate.contract import topics
 from lockgate.mqtt.internals import last_heard, paho_of
 from lockgate.store import Outbox, OutboxMessage
 
@@ -94,7 +95,7 @@ async def drain(
                     room.clear()
                     await room.wait()
                 info = paho.publish(
-                    prefix + message.topic,
+                    topics.full(prefix, message.topic),
                     message.payload,
                     message.qos,
                     message.retain,

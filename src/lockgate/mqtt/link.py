@@ -29,6 +29,7 @@ import aiomqtt
 import structlog
 
 from lockgate.clock import utc_now
+from lockgate.contract import topics
 from lockgate.mqtt.backpressure import ReadGate
 from lockgate.mqtt.drain import drain, publish_properties
 from lockgate.mqtt.internals import MqttConnectError, paho_of
@@ -461,4 +462,4 @@ class Link:
         self._state = replace(self._state, **changes)  # type: ignore[arg-type]
 
     def _topic(self, topic: str) -> str:
-        return self._settings.prefix + topic
+        return topics.full(self._settings.prefix, topic)

@@ -40,6 +40,7 @@ from lockgate.ble.driver import Driver
 from lockgate.ble.errors import AdapterError
 from lockgate.clock import utc_now
 from lockgate.config import Config
+from lockgate.contract import topics
 from lockgate.contract.documents import (
     AdapterDocument,
     BleStatus,
@@ -48,6 +49,7 @@ from lockgate.contract.documents import (
     StationStatus,
 )
 from lockgate.contract.envelope import CommandGate, public_jwk
+from lockgate.contract.home_assistant import discovery_documents
 from lockgate.contract.stamps import stamp
 from lockgate.engine import Engine
 from lockgate.model import Cause, RadioState, StationState
@@ -208,6 +210,13 @@ class Daemon:
             ]
             await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
+            await self._announce(store)
+            if self._config.home_assistant.enabled and self._config.home_assistant.commands:
+                background.append(
+                    group.create_task(
+                        self._follow_provisioning(store), name="lockgate.service.discovery"
+                    )
+                )
             async with link:
                 first_reads = group.create_task(
                     self._first_reads(driver, link), name="lockgate.service.first-reads"
@@ -232,6 +241,44 @@ class Daemon:
                 await link.stop(flush_timeout_s=FLUSH_TIMEOUT_S)
             for task in background:
                 task.cancel()
+
+    async def _announce(self, store: Store) -> None:
+        """Home Assistant's discovery documents, retained (the link publishes them with the lock
+        documents, before ``online``); those of locks no longer configured, or of a discovery
+        turned off, emptied (which removes them from the broker and from Home Assistant)."""
+        settings = self._config.home_assistant
+        documents: dict[str, bytes] = {}
+        if settings.enabled:
+            commanded = await store.provisioned_bikes() if settings.commands else frozenset()
+            documents = discovery_documents(
+                prefix=settings.prefix,
+                station=self._station.id,
+                station_prefix=link_settings(self._config).prefix,
+                locks=self._station.locks,
+                commanded=commanded,
+            )
+        for topic in await store.retained_topics():
+            if topic.startswith(topics.OUTSIDE) and topic not in documents:
+                documents[topic] = b""
+        for topic, payload in documents.items():
+            await store.set_retained(topic, payload)
+
+    async def _follow_provisioning(self, store: Store) -> None:
+        """With Home Assistant's commands allowed, a lock is a lock entity only while its
+        credentials are provisioned: its documents change with a ``provision``."""
+        changed = asyncio.Event()
+        store.add_listener(changed.set)
+        known = await store.provisioned_bikes()
+        while True:
+            await changed.wait()
+            changed.clear()
+            try:
+                now = await store.provisioned_bikes()
+                if now != known:
+                    await self._announce(store)
+                    known = now
+            except StoreError as err:
+                log.warning("discovery documents not updated", error=str(err))
 
     async def _first_reads(self, driver: Driver, link: Link) -> None:
         """Every lock read once (cause ``startup``), behind READY.

@@ -298,6 +298,14 @@ def queued(db: sqlite3.Connection, *, after: int, limit: int) -> list[Stored]:
     ]
 
 
+def retained_topics(db: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in db.execute("SELECT topic FROM retained ORDER BY topic")]
+
+
+def provisioned_bikes(db: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in db.execute("SELECT bike FROM credentials ORDER BY bike")]
+
+
 def unacknowledged_retained(db: sqlite3.Connection) -> list[StoredRetained]:
     rows = db.execute(
         "SELECT topic, payload, generation FROM retained"

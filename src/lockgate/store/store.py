@@ -284,6 +284,14 @@ class Store:
     async def queued(self, *, after: int, limit: int) -> list[Stored]:
         return await self._database.run(lambda: sql.queued(self._db, after=after, limit=limit))
 
+    async def retained_topics(self) -> list[str]:
+        """The topic of every retained document the store holds."""
+        return await self._database.run(lambda: sql.retained_topics(self._db))
+
+    async def provisioned_bikes(self) -> frozenset[str]:
+        """The bikes whose credentials are provisioned (nothing is unsealed)."""
+        return frozenset(await self._database.run(lambda: sql.provisioned_bikes(self._db)))
+
     async def unacknowledged_retained(self) -> list[StoredRetained]:
         return await self._database.run(lambda: sql.unacknowledged_retained(self._db))
 
