@@ -146,6 +146,7 @@ class Radio:
 
     async def connect(self, device: Device) -> None:
         """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
+        self._require_current(device)
         if device.connected and device.services_resolved:
             return
         received = self.clock.now()
@@ -172,6 +173,12 @@ class Radio:
             if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
                 self._connecting, self._attempt = None, None
             self.station.calls.discard(task)
+
+    def _require_current(self, device: Device) -> None:
+        """A call dispatched to a device object just before it went (its adapter unplugged, its
+        bluetoothd dead) runs after: it meets the object gone, not today's adapter."""
+        if not self.on_bus or self.devices.get(device.lock.name) is not device:
+            raise BluezError.UNKNOWN_OBJECT(f"Method on unknown object {device.path}")
 
     async def _connect(self, device: Device) -> None:
         lock = device.lock
@@ -218,6 +225,7 @@ class Radio:
 
     def disconnect(self, device: Device) -> None:
         """``Device1.Disconnect``: cancels a pending Connect, ends a link; else nothing to do."""
+        self._require_current(device)
         self._cancel_connect(device, OPERATION_ABORTED)
         device.detach("disconnected by the host")
 

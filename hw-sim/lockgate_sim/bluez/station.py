@@ -31,7 +31,7 @@ from dbus_fast.service import ServiceInterface
 
 from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
-from lockgate_sim.bluez.objects import BLUEZ, DBUS, ObjectTree
+from lockgate_sim.bluez.objects import BLUEZ, DBUS, BluezBus, ObjectTree
 from lockgate_sim.bluez.radio import Radio
 from lockgate_sim.firmware import Effect, Lock, LockView, RandomBytes
 from lockgate_sim.timings import LockTimes
@@ -113,6 +113,8 @@ class StationView:
     """``running``, ``hung`` (calls wait: ``bluez-hang``) or ``stopped`` (``org.bluez`` has no
     owner: a ``bluez-restart`` under way)."""
     bluez_restarts: int = 0
+    bluez_held: int = 0
+    """Messages bluetoothd holds unanswered while it hangs (calls, clients leaving)."""
 
 
 class UnknownLockError(LookupError):
@@ -231,7 +233,9 @@ class Station:
 
     async def _connect(self) -> MessageBus:
         async with asyncio.timeout(BUS_TIMEOUT_S):
-            return await MessageBus(bus_address=self.bus_address).connect()
+            bus = await BluezBus(bus_address=self.bus_address).connect()
+            assert isinstance(bus, MessageBus)
+            return bus
 
     async def _serve_on(self, bus: MessageBus) -> None:
         """As bluetoothd starts: take the name, then announce each adapter and its stored
@@ -264,6 +268,7 @@ class Station:
         self.bluez_running = False
         self.answering.clear()
         self._end_hang(answer=False)
+        self.tree.kill()
         for task in self.calls:
             task.cancel()
         old.disconnect()
@@ -582,6 +587,7 @@ class Station:
             adapters=tuple(self._adapter_view(radio) for radio in self.radios),
             bluez=self._bluez_state(),
             bluez_restarts=self.restarts,
+            bluez_held=0 if self.objects is None else self.objects.held,
         )
 
     def _bluez_state(self) -> str:
