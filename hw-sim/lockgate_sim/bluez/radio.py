@@ -21,7 +21,7 @@ from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, NOT_READY_TEXT, BluezError
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
 from lockgate_sim.firmware import Lock, NoFreeLink
-from lockgate_sim.world import AdapterConfig
+from lockgate_sim.world import RadioConfig
 
 if TYPE_CHECKING:
     from lockgate_sim.bluez.station import Clock, LockUnit, Station
@@ -44,7 +44,7 @@ OPERATION_ABORTED = "Operation aborted"
 class Radio:
     """One adapter: present or unplugged, powered or not, and what bluetoothd knows of it."""
 
-    def __init__(self, station: Station, config: AdapterConfig) -> None:
+    def __init__(self, station: Station, config: RadioConfig) -> None:
         self.station = station
         self.config = config
         self.name = config.name
