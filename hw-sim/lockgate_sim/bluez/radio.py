@@ -308,7 +308,9 @@ class Radio:
         the bus.
         """
         lock = device.lock
-        if not self.discovering or not self.hears(lock) or self.station.linked_elsewhere(device):
+        if not self.discovering or not self.station.answering.is_set():
+            return False
+        if not self.hears(lock) or self.station.linked_elsewhere(device):
             return False
         if not device.exported:
             self._export(device)
