@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from dbus_fast import MessageType
+from dbus_fast import MessageType, Variant
 from pydantic import ValidationError
 
 from lockgate_sim.control import Action, SimulatorError
@@ -19,6 +19,7 @@ from tests.sim.probe import (
     ADAPTER1,
     DEVICE1,
     OBJECT_MANAGER,
+    PROPERTIES,
     UNKNOWN_OBJECT,
     Probe,
     adapter_path,
@@ -96,6 +97,24 @@ async def test_power_off_ends_links_and_discovery_then_says_powered_off(
     assert (await probe.connect(SHAREE)).message_type is MessageType.METHOD_RETURN
     reply = await probe.call(adapter_path(), ADAPTER1, "StartDiscovery")
     assert reply.message_type is MessageType.METHOD_RETURN
+
+
+async def test_a_client_powers_the_adapter_off_and_on_as_bluetoothctl_does(
+    sim: RunningSimulator, probe: Probe
+) -> None:
+    start = probe.mark()
+    off = await probe.call(
+        adapter_path(), PROPERTIES, "Set", "ssv", [ADAPTER1, "Powered", Variant("b", value=False)]
+    )
+    assert off.message_type is MessageType.METHOD_RETURN
+    await probe.seen(lambda s: s.changed(adapter_path(), ADAPTER1).get("Powered") is False, start)
+    assert not (await sim.control.adapter("hci0")).powered
+    assert _error(await probe.call(adapter_path(), ADAPTER1, "StartDiscovery")) == NOT_READY
+    on = await probe.call(
+        adapter_path(), PROPERTIES, "Set", "ssv", [ADAPTER1, "Powered", Variant("b", value=True)]
+    )
+    assert on.message_type is MessageType.METHOD_RETURN
+    assert (await sim.control.adapter("hci0")).powered
 
 
 async def test_bleak_sees_its_link_end_when_the_adapter_powers_off(sim: RunningSimulator) -> None:

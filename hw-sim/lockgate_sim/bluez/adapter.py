@@ -30,6 +30,8 @@ class AdapterHost(Protocol):
     @property
     def powered(self) -> bool: ...
 
+    def set_powered(self, powered: bool) -> None: ...
+
     def discovery_started(self) -> None: ...
 
     def remove_device(self, path: str) -> bool: ...
@@ -132,9 +134,14 @@ class Adapter(ServiceInterface):
     def alias(self) -> DBusStr:
         return self._name
 
-    @dbus_property(READ, name="Powered")
+    @dbus_property(name="Powered")
     def powered(self) -> DBusBool:
         return self._station.powered
+
+    @powered.setter
+    def powered_setter(self, powered: DBusBool) -> None:
+        """``bluetoothctl power off`` sets it: the same as ``adapter-power``."""
+        self._station.set_powered(powered)
 
     @dbus_property(READ, name="PowerState")
     def power_state(self) -> DBusStr:
