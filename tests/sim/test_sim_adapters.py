@@ -86,6 +86,9 @@ async def test_power_off_ends_links_and_discovery_then_says_powered_off(
     assert await probe.get(adapter_path(), ADAPTER1, "Powered") is False
     assert _error(await probe.connect(NOBOND)) == NOT_READY
     assert _error(await probe.call(adapter_path(), ADAPTER1, "StartDiscovery")) == NOT_READY
+    assert _error(await probe.call(adapter_path(), ADAPTER1, "StopDiscovery")) == NOT_READY
+    remove = await probe.call(adapter_path(), ADAPTER1, "RemoveDevice", "o", [SHAREE])
+    assert _error(remove) == NOT_READY
     assert await probe.exists(SHAREE)  # the devices stay known
     view = await sim.control.adapter("hci0")
     assert (view.powered, view.links, view.discovering) == (False, 0, False)
