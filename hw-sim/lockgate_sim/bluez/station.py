@@ -287,15 +287,19 @@ class Station:
     async def _come_back(self, old: MessageBus, down_s: float) -> None:
         with contextlib.suppress(Exception):
             await old.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        bus = await self._connect()
+        bus: MessageBus | None = None
         try:
+            bus = await self._connect()
             await self._until_unowned(bus)
             self._gone.set()
             await self.clock.sleep(down_s)
             await self._serve_on(bus)
         except BaseException:
-            bus.disconnect()
+            if bus is not None:
+                bus.disconnect()
             raise
+        finally:
+            self._gone.set()  # a control call waiting on it is answered, whatever went wrong
         log.info("bluetoothd started again (restart %d)", self.restarts)
 
     @staticmethod
