@@ -252,7 +252,7 @@ class Station:
         self.bluez_running = True
         for radio in self.radios:
             if radio.present:
-                radio.announce()
+                await radio.announce()
         self.answering.set()
 
     def _client_left(self, client: str) -> None:
@@ -330,8 +330,7 @@ class Station:
         self._hang_until = max(self._hang_until, self.clock.now() + seconds)
         if self._hang is None:
             self._hang = asyncio.create_task(self._hang_ends(), name="bluetoothd hang")
-            self._tasks.add(self._hang)
-            self._hang.add_done_callback(self._task_done)
+            self.own(self._hang)
         log.info("bluetoothd hangs until %.3f s", self._hang_until)
 
     async def _hang_ends(self) -> None:
@@ -401,7 +400,10 @@ class Station:
         Not a TaskGroup around the caller's block: an error of the caller's (a failed assertion
         in a test) must come out as itself, not wrapped in an ExceptionGroup.
         """
-        task = asyncio.create_task(work, name=name)
+        self.own(asyncio.create_task(work, name=name))
+
+    def own(self, task: asyncio.Task[None]) -> None:
+        """:meth:`stop` cancels and awaits ``task`` too; its failure is logged."""
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -568,6 +570,8 @@ class Station:
         radio = self.radio(adapter)
         if radio.present:
             raise RefusedError(f"adapter {radio.name} is plugged in")
+        if radio.leaving is not None and not radio.leaving.done():
+            raise RefusedError(f"adapter {radio.name} is still leaving the bus")
         name = as_name or radio.name
         if any(other.present and other.name == name for other in self.radios):
             raise RefusedError(f"an adapter {name} is already plugged in")
