@@ -11,12 +11,13 @@ simulator), and on top :mod:`~lockgate_sim.cli` (``lockgate-sim``) and :mod:`~lo
 from lockgate_sim.control import Action, SimulatorControl, SimulatorError
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import RunningSimulator, SimulatorStartError, run_simulator
-from lockgate_sim.world import AdapterConfig, LockConfig, WorldConfig
+from lockgate_sim.world import AdapterConfig, LockConfig, RadioConfig, WorldConfig
 
 __all__ = [
     "Action",
     "AdapterConfig",
     "LockConfig",
+    "RadioConfig",
     "RunningSimulator",
     "Scenario",
     "SimulatorControl",

@@ -28,14 +28,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AdapterConfig(_Strict):
-    """One Bluetooth adapter of the station: ``[adapter]`` (the first, with the world's
-    ``time_scale``), or one ``[[adapters]]`` entry (each further adapter)."""
+class RadioConfig(_Strict):
+    """One Bluetooth adapter of the station: an ``[[adapters]]`` entry (each adapter after the
+    first), and the first one's keys but ``time_scale``."""
 
     address: str = "00:1A:7D:DA:71:13"
     name: str = "hci0"
     connection_slots: Annotated[int, Field(ge=1, le=20)] = 5
-    time_scale: Annotated[float, Field(gt=0, le=100)] = 1.0
 
     @field_validator("address")
     @classmethod
@@ -44,6 +43,12 @@ class AdapterConfig(_Strict):
             return normalise_address(value)
         except IdentityError as err:
             raise ValueError(str(err)) from err
+
+
+class AdapterConfig(RadioConfig):
+    """The station's first Bluetooth adapter, ``[adapter]``, which carries the world's clock."""
+
+    time_scale: Annotated[float, Field(gt=0, le=100)] = 1.0
 
 
 class LockConfig(_Strict):
@@ -127,14 +132,14 @@ class WorldConfig(_Strict):
     its locks."""
 
     adapter: AdapterConfig = AdapterConfig()
-    adapters: list[AdapterConfig] = []
+    adapters: list[RadioConfig] = []
     """Further adapters, each with its own name, address and connection slots."""
     locks: Annotated[list[LockConfig], Field(alias="lock")] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @property
-    def all_adapters(self) -> tuple[AdapterConfig, ...]:
+    def all_adapters(self) -> tuple[RadioConfig, ...]:
         """Every adapter of the world, ``[adapter]`` first."""
         return (self.adapter, *self.adapters)
 
@@ -154,8 +159,6 @@ class WorldConfig(_Strict):
                     raise ValueError(f"two adapters share the {key} {value}")
                 seen.add(value)
         for adapter in self.adapters:
-            if "time_scale" in adapter.model_fields_set:
-                raise ValueError("time_scale belongs to [adapter] only: the world has one clock")
             if not ADAPTER_NAME.match(adapter.name):
                 raise ValueError(f"an adapter's name looks like hci<digits>, not {adapter.name!r}")
         names = {adapter.name for adapter in self.all_adapters}

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "sim-demo.toml"
 STATION = ROOT / "config" / "sim-station.toml"
 SCENARIO = ROOT / "config" / "sim-scenario.toml"
+TWO_ADAPTERS = ROOT / "config" / "sim-two-adapters.toml"
 PREFIX = "DBUS_SYSTEM_BUS_ADDRESS="
 
 
@@ -151,6 +152,60 @@ async def test_ctl_acts_on_a_running_simulator_subprocess() -> None:
         assert (await sim.control.show()).connection_slots == 2
 
 
+@pytest.mark.timeout(90)
+async def test_ctl_steers_bluetoothd_and_the_adapters() -> None:
+    async with run_simulator(TWO_ADAPTERS, time_scale=0.05, subprocess=True) as sim:
+        control = sim.control
+        code, out, _ = await _ctl(sim.bus_address, "show")
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[0].startswith("bluetoothd running, 0 restarts")
+        assert lines[1].startswith("adapter hci0 00:1A:7D:DA:71:13: powered, 0/5 links")
+        assert lines[2].startswith("adapter hci1 5C:F3:70:A1:0B:22: powered, 0/3 links")
+        row = next(line for line in lines if line.startswith("ISHAREIT-2200540"))
+        assert row.endswith("rssi hci1 -84")
+        row = next(line for line in lines if line.startswith("ILOCKIT-4500329"))
+        assert row.endswith("out of range of hci1")
+
+        code, out, _ = await _ctl(sim.bus_address, "adapter-power", "hci1", "0")
+        assert (code, out.strip()) == (0, "adapter-power hci1 0")
+        assert not (await control.adapter("hci1")).powered
+        code, _, _ = await _ctl(sim.bus_address, "adapter-remove", "hci1")
+        assert code == 0
+        code, _, err = await _ctl(sim.bus_address, "adapter-remove", "hci1")
+        assert code == 1
+        assert "unplugged" in err
+        code, out, _ = await _ctl(sim.bus_address, "adapter-add", "hci1", "hci2")
+        assert (code, out.strip()) == (0, "adapter-add hci1 hci2")
+        second = (await control.show()).adapters[1]
+        assert (second.name, second.present, second.powered) == ("hci2", True, True)
+        code, _, _ = await _ctl(
+            sim.bus_address, "--adapter", "hci2", "rssi", "ISHAREIT-2200541", "-90"
+        )
+        assert code == 0
+        assert (await control.lock("ISHAREIT-2200541")).rssi_by_adapter == {"hci2": -90}
+        code, _, err = await _ctl(sim.bus_address, "adapter-power", "hci9", "1")
+        assert code == 1
+        assert "no adapter" in err
+        code, _, err = await _ctl(sim.bus_address, "adapter-power")
+        assert code == 2
+        assert "ADAPTER" in err
+
+        code, out, _ = await _ctl(sim.bus_address, "bluez-hang", "2.5")
+        assert (code, out.strip()) == (0, "bluez-hang 2.5")
+        code, _, err = await _ctl(sim.bus_address, "bluez-hang")
+        assert code == 1
+        assert "needs seconds" in err
+        code, out, _ = await _ctl(sim.bus_address, "bluez-restart")
+        assert (code, out.strip()) == (0, "bluez-restart")
+
+        async def restarted() -> bool:
+            view = await control.show()
+            return (view.bluez, view.bluez_restarts) == ("running", 1)
+
+        await eventually(restarted)
+
+
 async def test_every_control_action_changes_what_show_reports() -> None:
     async with run_simulator(world()) as sim:
         control = sim.control
@@ -217,6 +272,9 @@ def test_the_example_worlds_load() -> None:
     demo = WorldConfig.load(DEMO)
     assert 3 <= len(demo.locks) <= 4
     Scenario.load(SCENARIO).check_against(demo)
+    two = WorldConfig.load(TWO_ADAPTERS)
+    assert [adapter.name for adapter in two.all_adapters] == ["hci0", "hci1"]
+    assert [lock.name for lock in two.locks] == [lock.name for lock in demo.locks]
 
 
 @pytest.mark.parametrize(

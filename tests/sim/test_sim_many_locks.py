@@ -19,6 +19,7 @@ import pytest
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from dbus_fast import MessageType
 
 from lockgate.protocol.session import StatusReported
 from lockgate.protocol.status import Status
@@ -26,6 +27,7 @@ from lockgate_sim.bus import PrivateBus
 from lockgate_sim.control import SimulatorControl
 from lockgate_sim.simulator import serve
 from lockgate_sim.testing import run_simulator
+from tests.sim.probe import ADAPTER1, DEVICE1, OBJECT_MANAGER, Probe, adapter_path, device_path
 from tests.sim.simkit import Link, crowd, crowd_name, eventually, sharee_credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -116,3 +118,44 @@ async def test_two_hundred_locks_at_time_scale_one_are_heard_and_commanded() -> 
                     await link.close()
         view = await sim.control.show()
         assert [lock.bolt for lock in view.locks].count("unlocked") == 3
+
+
+async def test_hundreds_of_stored_devices_come_back_after_a_restart_and_go_with_the_adapter() -> (
+    None
+):
+    """After a restart bluetoothd announces every device it stored, and an unplugged adapter
+    removes every device it knew: two hundred of each reach a client, and the fake bluetoothd
+    keeps its connection (it sends them in batches the bus daemon takes, as it does its
+    advertisements)."""
+    async with run_simulator(crowd(LOCKS, time_scale=0.05, connect_ms=20)) as sim:
+        probe = await Probe.open(sim.bus_address)
+        try:
+            paths = [device_path(lock.address) for lock in sim.world.locks]
+            reply = await probe.call(adapter_path(), ADAPTER1, "StartDiscovery")
+            assert reply.message_type is MessageType.METHOD_RETURN
+
+            async def all_known() -> bool:
+                objects = (await probe.call("/", OBJECT_MANAGER, "GetManagedObjects")).body[0]
+                return all(path in objects for path in paths)
+
+            await eventually(all_known, within_s=15)
+            for path in paths:  # every lock connected once: bluetoothd stores it
+                assert (await probe.connect(path)).message_type is MessageType.METHOD_RETURN
+                await probe.call(path, DEVICE1, "Disconnect")
+
+            start = probe.mark()
+            await sim.control.bluez_restart()
+            for path in paths:
+                await probe.seen(lambda s, path=path: s.added(path) is not None, start, 15)
+            assert sim.station is not None
+            assert sim.station.bus.connected
+
+            start = probe.mark()
+            await sim.control.adapter_remove("hci0")
+            for path in paths:
+                await probe.seen(lambda s, path=path: s.removed(path), start, 15)
+            await probe.seen(lambda s: s.removed(adapter_path()), start, 15)
+            assert sim.station.bus.connected
+            assert (await sim.control.show()).bluez == "running"
+        finally:
+            probe.close()

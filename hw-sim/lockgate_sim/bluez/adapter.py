@@ -30,6 +30,8 @@ class AdapterHost(Protocol):
     @property
     def powered(self) -> bool: ...
 
+    def set_powered(self, powered: bool) -> None: ...
+
     def discovery_started(self) -> None: ...
 
     def remove_device(self, path: str) -> bool: ...
@@ -97,15 +99,18 @@ class Adapter(ServiceInterface):
     @dbus_method(name="StopDiscovery")
     def stop_discovery(self) -> None:
         client = self._station.objects.caller
+        if not self._station.powered:
+            raise BluezError.NOT_READY(NOT_READY_TEXT)
         if client not in self._discovery_clients:
             raise BluezError.FAILED("No discovery started")
         self._end_session(client)
 
     @dbus_method(name="SetDiscoveryFilter")
     def set_discovery_filter(self, properties: DBusDict) -> None:  # noqa: ARG002
+        if not self._station.powered:
+            raise BluezError.NOT_READY(NOT_READY_TEXT)
         # Every simulated lock is an LE device that advertises the lock service: no filter
         # that bleak sets would hide one, so the filter is accepted and has no effect.
-        return
 
     @dbus_method(name="GetDiscoveryFilters")
     def get_discovery_filters(self) -> DBusStrList:
@@ -113,6 +118,8 @@ class Adapter(ServiceInterface):
 
     @dbus_method(name="RemoveDevice")
     def remove_device(self, device: DBusObjectPath) -> None:
+        if not self._station.powered:
+            raise BluezError.NOT_READY(NOT_READY_TEXT)
         if not self._station.remove_device(device):
             raise BluezError.DOES_NOT_EXIST("Does Not Exist")
 
@@ -132,9 +139,14 @@ class Adapter(ServiceInterface):
     def alias(self) -> DBusStr:
         return self._name
 
-    @dbus_property(READ, name="Powered")
+    @dbus_property(name="Powered")
     def powered(self) -> DBusBool:
         return self._station.powered
+
+    @powered.setter
+    def powered_setter(self, powered: DBusBool) -> None:
+        """``bluetoothctl power off`` sets it: the same as ``adapter-power``."""
+        self._station.set_powered(powered)
 
     @dbus_property(READ, name="PowerState")
     def power_state(self) -> DBusStr:

@@ -14,6 +14,7 @@ every call and every notice of a client leaving, and handles them in order when 
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
@@ -36,6 +37,50 @@ _NAME_OWNER_CHANGED = (
 )
 
 ClientLeft = Callable[[str], None]
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+OBJECT_MANAGER_PATH = "/"
+
+
+class BluezBus(MessageBus):
+    """bluetoothd's connection: InterfacesAdded and InterfacesRemoved come from ``/``.
+
+    bluetoothd serves its ObjectManager at ``/`` and sends both signals from there; dbus-fast
+    sends them from the object's own path. A client that watches the manager's path (GLib's
+    object manager client does) would miss them, so this connection sends them as bluetoothd
+    does.
+    """
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected:
+            return
+
+        def send(_: ServiceInterface, result: Any, __: Any, error: Exception | None) -> None:
+            if error is not None:
+                log.error("the properties of %s at %s: %r", interface.name, path, error)
+            self.send(
+                Message.new_signal(
+                    path=OBJECT_MANAGER_PATH,
+                    interface=OBJECT_MANAGER,
+                    member="InterfacesAdded",
+                    signature="oa{sa{sv}}",
+                    body=[path, {interface.name: result}],
+                )
+            )
+
+        ServiceInterface._get_all_property_values(interface, send)
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected:
+            return
+        self.send(
+            Message.new_signal(
+                path=OBJECT_MANAGER_PATH,
+                interface=OBJECT_MANAGER,
+                member="InterfacesRemoved",
+                signature="oas",
+                body=[path, removed_interfaces],
+            )
+        )
 
 
 class ObjectTree:
@@ -55,6 +100,7 @@ class ObjectTree:
         self._client_left: list[ClientLeft] = []
         self._held: list[Message] = []
         self.hung = False
+        self.dead = False
         self.caller = ""
         """The unique bus name of the method call being dispatched right now.
 
@@ -137,6 +183,12 @@ class ObjectTree:
                 return
             self.bus._process_message(message)
 
+    def kill(self) -> None:
+        """bluetoothd died: nothing more is read, whatever the connection still delivers (its
+        callers get the bus daemon's NoReply once the connection is closed)."""
+        self.dead = True
+        self.drop_held()
+
     def drop_held(self) -> None:
         """Forget what was held, unanswered (bluetoothd died: the bus daemon answers for it)."""
         self.hung = False
@@ -154,6 +206,8 @@ class ObjectTree:
         return message.message_type is MessageType.SIGNAL and message.member == "NameOwnerChanged"
 
     def _on_message(self, message: Message) -> Message | bool | None:
+        if self.dead:
+            return message.message_type is MessageType.METHOD_CALL
         if self._holds(message):
             self._held.append(message)
             return True

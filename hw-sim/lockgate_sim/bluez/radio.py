@@ -21,7 +21,7 @@ from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, NOT_READY_TEXT, BluezError
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
 from lockgate_sim.firmware import Lock, NoFreeLink
-from lockgate_sim.world import AdapterConfig
+from lockgate_sim.world import RadioConfig
 
 if TYPE_CHECKING:
     from lockgate_sim.bluez.station import Clock, LockUnit, Station
@@ -37,6 +37,8 @@ MIN_HEARING_GAP_S = 0.01
 MAX_HEARD_TOGETHER = 16
 """Locks heard at one moment at most, and signals sent before waiting for the bus daemon to
 take them (a few kilobytes, far below the 200 KB or so a socket holds)."""
+OBJECTS_PER_BATCH = 16
+"""Objects announced or removed at once before waiting for the bus daemon to take them."""
 OPERATION_ABORTED = "Operation aborted"
 """bluetoothd's answer to a Connect that a Disconnect cancelled."""
 
@@ -44,7 +46,7 @@ OPERATION_ABORTED = "Operation aborted"
 class Radio:
     """One adapter: present or unplugged, powered or not, and what bluetoothd knows of it."""
 
-    def __init__(self, station: Station, config: AdapterConfig) -> None:
+    def __init__(self, station: Station, config: RadioConfig) -> None:
         self.station = station
         self.config = config
         self.name = config.name
@@ -67,6 +69,8 @@ class Radio:
         self._connecting: Device | None = None
         self._attempt: asyncio.Task[object] | None = None
         self.new_round = asyncio.Event()
+        self.leaving: asyncio.Task[None] | None = None
+        """Its objects leaving the bus after an unplug, batch by batch."""
 
     def __repr__(self) -> str:
         return f"Radio({self.name}, {self.address})"
@@ -116,13 +120,21 @@ class Radio:
         }
         self._connecting, self._attempt = None, None
 
-    def announce(self) -> None:
-        """Export the adapter, then every device bluetoothd had stored for it."""
-        self.objects.export(self.adapter_path, self.adapter)
-        for device in self.devices.values():
-            if device.lock.name in self.stored:
+    async def announce(self) -> None:
+        """Export the adapter, then every device bluetoothd had stored for it, in batches that
+        the bus daemon takes before the next (hundreds at once would fill the socket)."""
+        tree, adapter = self.objects, self.adapter
+        tree.export(self.adapter_path, adapter)
+        sent = 0
+        for device in list(self.devices.values()):
+            if self.adapter is not adapter or not self.on_bus:
+                return  # unplugged, or bluetoothd died, meanwhile
+            if device.lock.name in self.stored and not device.exported:
                 self._export(device)
-        log.info("%s (%s) on the bus, %d stored devices", self.name, self.address, len(self.stored))
+                sent += 1
+                if sent % OBJECTS_PER_BATCH == 0:
+                    await tree.drained()
+        log.info("%s (%s) on the bus, %d stored devices", self.name, self.address, sent)
 
     def lose(self, reason: str) -> None:
         """The lock side of bluetoothd losing the adapter: every link it held ends, with no
@@ -146,6 +158,7 @@ class Radio:
 
     async def connect(self, device: Device) -> None:
         """``Device1.Connect``: one attempt per adapter at a time, ``connect_ms`` to resolve."""
+        self._require_current(device)
         if device.connected and device.services_resolved:
             return
         received = self.clock.now()
@@ -172,6 +185,12 @@ class Radio:
             if self._attempt is task:  # not already ended by a Disconnect, nor a newer attempt's
                 self._connecting, self._attempt = None, None
             self.station.calls.discard(task)
+
+    def _require_current(self, device: Device) -> None:
+        """A call dispatched to a device object just before it went (its adapter unplugged, its
+        bluetoothd dead) runs after: it meets the object gone, not today's adapter."""
+        if not self.on_bus or self.devices.get(device.lock.name) is not device:
+            raise BluezError.UNKNOWN_OBJECT(f"Method on unknown object {device.path}")
 
     async def _connect(self, device: Device) -> None:
         lock = device.lock
@@ -218,6 +237,7 @@ class Radio:
 
     def disconnect(self, device: Device) -> None:
         """``Device1.Disconnect``: cancels a pending Connect, ends a link; else nothing to do."""
+        self._require_current(device)
         self._cancel_connect(device, OPERATION_ABORTED)
         device.detach("disconnected by the host")
 
@@ -270,15 +290,35 @@ class Radio:
 
     def unplug(self) -> None:
         """The adapter is gone from the machine: its links end (Connected false), its devices
-        leave the bus (InterfacesRemoved), then the adapter object."""
+        leave the bus (InterfacesRemoved, in batches), then the adapter object."""
         if self.on_bus:
             for device in self.devices.values():
-                self.forget(device)
-            self.objects.unexport(self.adapter_path, self.adapter)
+                self.end_link(device, "adapter removed")
+            self.present = False
+            self.leaving = asyncio.create_task(
+                self._leave(self.objects, self.adapter_path, self.adapter, self.devices),
+                name=f"unplug {self.name}",
+            )
+            self.station.own(self.leaving)
         else:
             self.lose("adapter removed")
-        self.present = False
+            self.present = False
         log.info("%s (%s) removed", self.name, self.address)
+
+    async def _leave(
+        self, tree: ObjectTree, path: str, adapter: Adapter, devices: dict[str, Device]
+    ) -> None:
+        removed = 0
+        for device in devices.values():
+            if not tree.bus.connected or tree.dead:
+                return  # bluetoothd died meanwhile: it removes nothing more
+            if device.exported:
+                tree.unexport(device.path, device)
+                device.exported = False
+                removed += 1
+                if removed % OBJECTS_PER_BATCH == 0:
+                    await tree.drained()
+        tree.unexport(path, adapter)
 
     def plug(self, name: str, units: list[LockUnit]) -> None:
         """Plugged back, as ``name``: powered (bluetoothd powers new adapters on), its stored
@@ -288,7 +328,7 @@ class Radio:
         self._powered = True
         self.build(units)
         if self.on_bus:
-            self.announce()
+            self.station.spawn(self.announce(), f"announce {self.name}")
         log.info("%s (%s) added", self.name, self.address)
 
     # --- advertising --------------------------------------------------------------------------
@@ -300,7 +340,9 @@ class Radio:
         the bus.
         """
         lock = device.lock
-        if not self.discovering or not self.hears(lock) or self.station.linked_elsewhere(device):
+        if not self.discovering or not self.station.answering.is_set():
+            return False
+        if not self.hears(lock) or self.station.linked_elsewhere(device):
             return False
         if not device.exported:
             self._export(device)

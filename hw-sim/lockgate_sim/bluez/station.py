@@ -31,7 +31,7 @@ from dbus_fast.service import ServiceInterface
 
 from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
-from lockgate_sim.bluez.objects import BLUEZ, DBUS, ObjectTree
+from lockgate_sim.bluez.objects import BLUEZ, DBUS, BluezBus, ObjectTree
 from lockgate_sim.bluez.radio import Radio
 from lockgate_sim.firmware import Effect, Lock, LockView, RandomBytes
 from lockgate_sim.timings import LockTimes
@@ -113,6 +113,8 @@ class StationView:
     """``running``, ``hung`` (calls wait: ``bluez-hang``) or ``stopped`` (``org.bluez`` has no
     owner: a ``bluez-restart`` under way)."""
     bluez_restarts: int = 0
+    bluez_held: int = 0
+    """Messages bluetoothd holds unanswered while it hangs (calls, clients leaving)."""
 
 
 class UnknownLockError(LookupError):
@@ -231,7 +233,9 @@ class Station:
 
     async def _connect(self) -> MessageBus:
         async with asyncio.timeout(BUS_TIMEOUT_S):
-            return await MessageBus(bus_address=self.bus_address).connect()
+            bus = await BluezBus(bus_address=self.bus_address).connect()
+            assert isinstance(bus, MessageBus)
+            return bus
 
     async def _serve_on(self, bus: MessageBus) -> None:
         """As bluetoothd starts: take the name, then announce each adapter and its stored
@@ -248,7 +252,7 @@ class Station:
         self.bluez_running = True
         for radio in self.radios:
             if radio.present:
-                radio.announce()
+                await radio.announce()
         self.answering.set()
 
     def _client_left(self, client: str) -> None:
@@ -264,6 +268,7 @@ class Station:
         self.bluez_running = False
         self.answering.clear()
         self._end_hang(answer=False)
+        self.tree.kill()
         for task in self.calls:
             task.cancel()
         old.disconnect()
@@ -282,15 +287,19 @@ class Station:
     async def _come_back(self, old: MessageBus, down_s: float) -> None:
         with contextlib.suppress(Exception):
             await old.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        bus = await self._connect()
+        bus: MessageBus | None = None
         try:
+            bus = await self._connect()
             await self._until_unowned(bus)
             self._gone.set()
             await self.clock.sleep(down_s)
             await self._serve_on(bus)
         except BaseException:
-            bus.disconnect()
+            if bus is not None:
+                bus.disconnect()
             raise
+        finally:
+            self._gone.set()  # a control call waiting on it is answered, whatever went wrong
         log.info("bluetoothd started again (restart %d)", self.restarts)
 
     @staticmethod
@@ -321,8 +330,7 @@ class Station:
         self._hang_until = max(self._hang_until, self.clock.now() + seconds)
         if self._hang is None:
             self._hang = asyncio.create_task(self._hang_ends(), name="bluetoothd hang")
-            self._tasks.add(self._hang)
-            self._hang.add_done_callback(self._task_done)
+            self.own(self._hang)
         log.info("bluetoothd hangs until %.3f s", self._hang_until)
 
     async def _hang_ends(self) -> None:
@@ -392,7 +400,10 @@ class Station:
         Not a TaskGroup around the caller's block: an error of the caller's (a failed assertion
         in a test) must come out as itself, not wrapped in an ExceptionGroup.
         """
-        task = asyncio.create_task(work, name=name)
+        self.own(asyncio.create_task(work, name=name))
+
+    def own(self, task: asyncio.Task[None]) -> None:
+        """:meth:`stop` cancels and awaits ``task`` too; its failure is logged."""
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -559,6 +570,8 @@ class Station:
         radio = self.radio(adapter)
         if radio.present:
             raise RefusedError(f"adapter {radio.name} is plugged in")
+        if radio.leaving is not None and not radio.leaving.done():
+            raise RefusedError(f"adapter {radio.name} is still leaving the bus")
         name = as_name or radio.name
         if any(other.present and other.name == name for other in self.radios):
             raise RefusedError(f"an adapter {name} is already plugged in")
@@ -582,6 +595,7 @@ class Station:
             adapters=tuple(self._adapter_view(radio) for radio in self.radios),
             bluez=self._bluez_state(),
             bluez_restarts=self.restarts,
+            bluez_held=0 if self.objects is None else self.objects.held,
         )
 
     def _bluez_state(self) -> str:
