@@ -20,22 +20,16 @@ TIMEOUT_S = 15.0
 
 
 async def _unlock(s: SimulatedStation, index: int) -> Result:
-    return await s.driver.perform(
-        s.bike(index),
-        Operation.UNLOCK,
-        s.credentials(index),
-        timeout_s=TIMEOUT_S,
-        progress=ProgressLog(),
-    )
+    return await _operate(s, index, Operation.UNLOCK)
 
 
 async def _lock(s: SimulatedStation, index: int) -> Result:
+    return await _operate(s, index, Operation.LOCK)
+
+
+async def _operate(s: SimulatedStation, index: int, operation: Operation) -> Result:
     return await s.driver.perform(
-        s.bike(index),
-        Operation.LOCK,
-        s.credentials(index),
-        timeout_s=TIMEOUT_S,
-        progress=ProgressLog(),
+        s.bike(index), operation, s.credentials(index), timeout_s=TIMEOUT_S, progress=ProgressLog()
     )
 
 
