@@ -56,12 +56,19 @@ async def test_giving_up_on_a_busy_lock_changes_nothing(station: StationFactory)
     s = await station(time_scale=0.5, watch=True)
     bike = s.bike(0)
     await s.sim.control.set_motor_ms(s.lock(0).name, 4000)
+    connected = asyncio.Event()
+
+    async def holding_the_turn(progress: Progress) -> None:
+        if isinstance(progress, StepReached) and progress.step is Step.CONNECTED:
+            connected.set()
+
     slow = asyncio.create_task(
         s.driver.perform(
-            bike, Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+            bike, Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=holding_the_turn
         )
     )
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(10):  # a wait limit: the unlock holds the lock's turn from here
+        await connected.wait()
     impatient = await s.driver.perform(
         bike, Operation.READ, s.credentials(0), timeout_s=0.3, progress=ProgressLog()
     )
@@ -120,7 +127,9 @@ async def test_syncs_do_not_wait_behind_watches(station: StationFactory) -> None
     )
     assert unlocked.ok, unlocked.reason
     await s.wait_for(lambda: open_ in s.driver.watched())
-    await asyncio.sleep(4.0)  # past dead_after_s: a sync counted as a miss would show
+    # Time itself is what is waited for here: past dead_after_s, a sync that found no slot and
+    # counted as a miss would have made the idle lock DEAD.
+    await asyncio.sleep(4.0)
     assert healths(s, idle) == [Health.HEALTHY]
     assert open_ in s.driver.watched()
 
