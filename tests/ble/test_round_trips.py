@@ -126,3 +126,37 @@ async def test_a_read_makes_only_its_session_and_two_gatt_reads(
     expected["reads"] = 2
     assert _measured(read) == expected
     assert read.intervals == read.round_trips
+
+
+async def test_a_command_on_a_watched_link_makes_no_new_connect_nor_subscription(
+    station: StationFactory,
+) -> None:
+    """An unlock leaves the lock open, so the driver keeps the link for a watch; the lock
+    command that follows takes that link over: no connect, no MTU exchange, no discovery, no
+    CCCD write, and nothing read while the link was only watched. It runs a whole session again
+    (request IV, challenge, answer: 6 writes and 5 indications of its 7 and 7), although the lock
+    keeps the link's authorisation until a new IV: the driver authorises every operation anew
+    (a command may bring other credentials). Those 11 round trips are the driver's choice, not
+    the protocol's need; this test pins them so that any other added round trip fails it."""
+    s = await station(world_config=_world())
+    name = s.lock(0).name
+    result = await s.driver.perform(
+        s.bike(0), Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    unlocked = await s.sim.control.radio_counts(name)
+    result = await s.driver.perform(
+        s.bike(0), Operation.LOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    locked = await s.sim.control.radio_counts(name)
+    assert locked.links == unlocked.links == 1, "the watched link was taken over"
+    added = {
+        key: getattr(locked.total, key) - getattr(unlocked.total, key)
+        for key in _expected("sharee", discovery=0)
+    }
+    assert added == {
+        **_expected("sharee", discovery=0),
+        "cccd_writes": 0,
+        "mtu_exchanges": 0,
+    }
