@@ -299,10 +299,9 @@ class Device(ServiceInterface):
         clock = self.station.clock
         done = air.request(clock.now(), kind, count)
         down = self.link_down
-        when = None if air.silent else clock.loop_time(done)
-        if when is None or when > asyncio.get_running_loop().time():
+        if air.silent or done > clock.now():  # an instant radio answers without a wait
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(when):
+                async with asyncio.timeout_at(None if air.silent else clock.loop_time(done)):
                     await down.wait()
         if air.silent and not down.is_set():
             await down.wait()
