@@ -33,6 +33,7 @@ from lockgate_sim.bluez import (
     UnknownLockError,
 )
 from lockgate_sim.firmware import LockView
+from lockgate_sim.linklayer import RadioCounts
 from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import ADAPTER_NAME
 
@@ -79,6 +80,14 @@ class Action(StrEnum):
     """An adapter unplugged: its devices and its object leave the bus."""
     ADAPTER_ADD = "adapter-add"
     """An unplugged adapter plugged back, under its name or ``as_name``."""
+    CONNECTION_INTERVAL = "connection-interval"
+    """The lock's connection interval in ms from its next link (0: an instant radio)."""
+    ADV_INTERVAL = "adv-interval"
+    """The lock's advertising interval in ms (0: a connect meets it at once)."""
+    PACKET_LOSS = "packet-loss"
+    """The chance, in percent, that a packet to or from the lock is lost."""
+    SUPERVISION_TIMEOUT = "supervision-timeout"
+    """How long, in ms, a lock gone out of range takes to be noticed."""
 
     @property
     def takes_lock(self) -> bool:
@@ -127,6 +136,10 @@ _VALUE_RANGES: dict[Action, tuple[int, int]] = {
     Action.BIKE_MOVING: (0, 1),
     Action.SENSOR_FAULT: (0, 1),
     Action.ADAPTER_POWER: (0, 1),
+    Action.CONNECTION_INTERVAL: (0, 4000),
+    Action.ADV_INTERVAL: (0, 10240),
+    Action.PACKET_LOSS: (0, 90),
+    Action.SUPERVISION_TIMEOUT: (0, 32000),
 }
 
 
@@ -280,6 +293,14 @@ def _perform(
             station.adapter_remove(adapter)
         case Action.ADAPTER_ADD:
             station.adapter_add(adapter, as_name=as_name or None)
+        case Action.CONNECTION_INTERVAL:
+            station.set_link(lock, connection_interval_ms=value)
+        case Action.ADV_INTERVAL:
+            station.set_link(lock, adv_interval_ms=value)
+        case Action.PACKET_LOSS:
+            station.set_link(lock, packet_loss=value / 100)
+        case Action.SUPERVISION_TIMEOUT:
+            station.set_link(lock, supervision_timeout_ms=value)
         case Action.SHOW:
             return
 
@@ -315,7 +336,7 @@ def _argument(arguments: dict[str, Variant], key: str, signature: str) -> Any:
 
 class SimulatorInterface(ServiceInterface):
     """``org.lockgate.Simulator1``: ``Perform(action, arguments)``, ``Act(action, lock,
-    [value])``, ``Show()`` and ``Times(lock)`` (JSON)."""
+    [value])``, ``Show()``, ``Times(lock)`` and ``RadioCounts(lock)`` (JSON)."""
 
     def __init__(self, station: Station) -> None:
         super().__init__(CONTROL_INTERFACE)
@@ -392,6 +413,14 @@ class SimulatorInterface(ServiceInterface):
         """One lock's real connect and motor times as JSON (cheaper than ``Show`` for one lock)."""
         try:
             return json.dumps(asdict(self._station.times(lock)))
+        except UnknownLockError as err:
+            raise DBusError(UNKNOWN_LOCK, str(err)) from err
+
+    @dbus_method(name="RadioCounts")
+    def radio_counts(self, lock: DBusStr) -> DBusStr:
+        """One lock's ATT round trips and connection events as JSON (``RadioCounts``)."""
+        try:
+            return json.dumps(asdict(self._station.radio_counts(lock)))
         except UnknownLockError as err:
             raise DBusError(UNKNOWN_LOCK, str(err)) from err
 
@@ -579,6 +608,34 @@ class SimulatorControl:
         """
         reply = await self._call("Times", "s", [lock])
         return LockTimes(**json.loads(reply.body[0]))
+
+    async def radio_counts(self, lock: str) -> RadioCounts:
+        """The lock's ATT round trips (writes with response, reads, confirmed indications,
+        CCCD writes, MTU exchanges, discovery) and connection events: summed over its links
+        (``total``) and of its current or last link (``link``). A test or a benchmark takes
+        the difference across a command to count the command's round trips."""
+        reply = await self._call("RadioCounts", "s", [lock])
+        return RadioCounts.from_dict(json.loads(reply.body[0]))
+
+    async def set_link(
+        self,
+        lock: str,
+        *,
+        connection_interval_ms: int | None = None,
+        adv_interval_ms: int | None = None,
+        packet_loss_percent: int | None = None,
+        supervision_timeout_ms: int | None = None,
+    ) -> None:
+        """Change the lock's link layer (docs/simulator.md, "The link layer"): each given
+        parameter; a link keeps the connection interval it started with."""
+        for action, value in (
+            (Action.CONNECTION_INTERVAL, connection_interval_ms),
+            (Action.ADV_INTERVAL, adv_interval_ms),
+            (Action.PACKET_LOSS, packet_loss_percent),
+            (Action.SUPERVISION_TIMEOUT, supervision_timeout_ms),
+        ):
+            if value is not None:
+                await self.act(action, lock, value)
 
     async def _call(self, member: str, signature: str, body: list[Any]) -> Message:
         message = Message(

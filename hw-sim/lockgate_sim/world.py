@@ -8,6 +8,7 @@ accepts exactly the key forms the daemon accepts (COPRI's ``"[122, -30, …]"`` 
 from __future__ import annotations
 
 import os
+import random
 import re
 import tomllib
 from pathlib import Path
@@ -20,6 +21,7 @@ from lockgate.protocol.credentials import Credentials, NobondCredentials, Sharee
 from lockgate.protocol.errors import CredentialsError
 from lockgate.protocol.identity import NAME_PATTERNS, IdentityError, normalise_address
 from lockgate_sim.firmware import Bolt, Lock, RandomBytes
+from lockgate_sim.linklayer import LinkSettings
 
 ADAPTER_NAME = re.compile(r"^hci\d+$")
 
@@ -45,10 +47,38 @@ class RadioConfig(_Strict):
             raise ValueError(str(err)) from err
 
 
+ConnectionIntervalMs = Annotated[float, Field(ge=0, le=4000)]
+"""0 (an instant radio, as the simulator always was) or BLE's 7.5..4000 ms."""
+AdvIntervalMs = Annotated[float, Field(ge=0, le=10240)]
+"""0 (a connect meets the lock at once) or BLE's 20..10240 ms."""
+PacketLoss = Annotated[float, Field(ge=0, le=0.9)]
+SupervisionTimeoutMs = Annotated[float, Field(ge=0, le=32000)]
+
+
+def _check_intervals(connection_ms: float | None, adv_ms: float | None) -> None:
+    if connection_ms is not None and 0 < connection_ms < 7.5:
+        raise ValueError("connection_interval_ms is 0 (instant) or 7.5..4000")
+    if adv_ms is not None and 0 < adv_ms < 20:
+        raise ValueError("adv_interval_ms is 0 (none) or 20..10240")
+
+
 class AdapterConfig(RadioConfig):
-    """The station's first Bluetooth adapter, ``[adapter]``, which carries the world's clock."""
+    """The station's first Bluetooth adapter, ``[adapter]``, which carries the world's clock
+    and the link layer's defaults for every lock (docs/simulator.md, "The link layer")."""
 
     time_scale: Annotated[float, Field(gt=0, le=100)] = 1.0
+    connection_interval_ms: ConnectionIntervalMs = 0.0
+    adv_interval_ms: AdvIntervalMs = 0.0
+    packet_loss: PacketLoss = 0.0
+    supervision_timeout_ms: SupervisionTimeoutMs | None = None
+    """``None``: Linux's 420 ms where the link layer is on, else 0 (a lost link seen at once)."""
+    link_seed: int = 0
+    """Seeds each lock's packet losses (with its name): the same world loses the same packets."""
+
+    @model_validator(mode="after")
+    def _intervals(self) -> AdapterConfig:
+        _check_intervals(self.connection_interval_ms, self.adv_interval_ms)
+        return self
 
 
 class LockConfig(_Strict):
@@ -76,6 +106,11 @@ class LockConfig(_Strict):
     """The RSSI each named adapter hears the lock at, where it differs from ``rssi``."""
     out_of_range_of: list[str] = []
     """Adapters that do not hear the lock (the others do, if ``in_range``)."""
+    connection_interval_ms: ConnectionIntervalMs | None = None
+    """The link layer (docs/simulator.md): ``None`` takes ``[adapter]``'s."""
+    adv_interval_ms: AdvIntervalMs | None = None
+    packet_loss: PacketLoss | None = None
+    supervision_timeout_ms: SupervisionTimeoutMs | None = None
 
     @field_validator("address")
     @classmethod
@@ -87,6 +122,7 @@ class LockConfig(_Strict):
 
     @model_validator(mode="after")
     def _identity(self) -> LockConfig:
+        _check_intervals(self.connection_interval_ms, self.adv_interval_ms)
         if not NAME_PATTERNS[self.profile].match(self.name):
             prefix = "ISHAREIT-" if self.profile is Profile.SHAREE else "ILOCKIT-"
             raise ValueError(f"a {self.profile} lock's name must look like {prefix}<digits>")
@@ -179,6 +215,26 @@ class WorldConfig(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def link_settings(self, lock: LockConfig) -> LinkSettings:
+        """The lock's link-layer parameters: its own keys, else ``[adapter]``'s."""
+        adapter = self.adapter
+
+        def pick(own: float | None, default: float) -> float:
+            return default if own is None else own
+
+        supervision = lock.supervision_timeout_ms
+        interval = pick(lock.connection_interval_ms, adapter.connection_interval_ms)
+        return LinkSettings(
+            connection_interval_ms=interval,
+            adv_interval_ms=pick(lock.adv_interval_ms, adapter.adv_interval_ms),
+            packet_loss=pick(lock.packet_loss, adapter.packet_loss),
+            supervision_timeout_ms=adapter.supervision_timeout_ms
+            if supervision is None
+            else supervision,
+            # Not for secrets: a seeded stream, so that a world loses the same packets each run.
+            random=random.Random(f"{adapter.link_seed}:{lock.name}"),  # noqa: S311
+        )
 
     def with_time_scale(self, time_scale: float) -> WorldConfig:
         adapter = self.adapter.model_copy(update={"time_scale": time_scale})

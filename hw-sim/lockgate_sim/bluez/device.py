@@ -10,7 +10,9 @@ bus as PropertiesChanged.
 """
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from typing import Protocol
 
 from dbus_fast.annotations import DBusBool, DBusDict, DBusInt16, DBusObjectPath, DBusStr
@@ -25,6 +27,7 @@ from lockgate_sim.bluez.gatt_descriptor import GattDescriptor
 from lockgate_sim.bluez.gatt_service import LAYOUT, GattService, Role
 from lockgate_sim.bluez.objects import ObjectTree
 from lockgate_sim.firmware import BatteryChanged, Effect, Indication, LinkDropped, Lock
+from lockgate_sim.linklayer import AirLink, Exchange, LinkSettings, RadioCounts
 from lockgate_sim.timings import LockTimes
 
 
@@ -35,6 +38,10 @@ class LockClock(Protocol):
 
     def real(self, seconds: float) -> float:
         """Lock seconds as real seconds."""
+        ...
+
+    def loop_time(self, lock_seconds: float) -> float:
+        """The event loop's time at which the lock's clock reads ``lock_seconds``."""
         ...
 
 
@@ -77,8 +84,11 @@ class Device(ServiceInterface):
         *,
         times: LockTimes | None = None,
         wake: asyncio.Event | None = None,
+        link_settings: LinkSettings | None = None,
+        counts: RadioCounts | None = None,
     ) -> None:
-        """``times`` and ``wake`` are the lock's, shared by its device on every adapter."""
+        """``times``, ``wake``, ``link_settings`` and ``counts`` are the lock's, shared by its
+        device on every adapter."""
         super().__init__(DEVICE_INTERFACE)
         self.station = station
         self.lock = lock
@@ -93,6 +103,14 @@ class Device(ServiceInterface):
         self.abort_reason = ""
         """Why a pending Connect was aborted: bluetoothd's answer to it."""
         self.times = LockTimes() if times is None else times
+        self.link_settings = LinkSettings() if link_settings is None else link_settings
+        self.counts = RadioCounts() if counts is None else counts
+        self.air: AirLink | None = None
+        """The link's connection events and ATT queues (:mod:`lockgate_sim.linklayer`)."""
+        self.link_down = asyncio.Event()
+        """Set when the link ends: a GATT call waiting for its connection event gives up."""
+        self._indications: deque[tuple[float, int, Indication]] = deque()
+        self._pump: asyncio.TimerHandle | None = None
         self._gatt_objects: list[tuple[str, ServiceInterface]] = []
         self._tree: list[tuple[str, ServiceInterface]] = []
 
@@ -189,9 +207,17 @@ class Device(ServiceInterface):
             self.services_resolved = resolved
             self.emit_properties_changed({"ServicesResolved": resolved})
 
-    def attach(self, link: int) -> None:
-        """The link is up: Connected, and the GATT tree exported (before ServicesResolved)."""
+    def attach(self, link: int, anchor: float | None = None) -> AirLink:
+        """The link is up: Connected, and the GATT tree exported (before ServicesResolved).
+
+        Its connection events count from ``anchor`` (lock seconds; now by default)."""
         self.link = link
+        self.link_down = asyncio.Event()
+        self.air = AirLink(
+            self.link_settings,
+            self.station.clock.now() if anchor is None else anchor,
+            self.counts,
+        )
         self.set_connected(True)
         for path, interface in self._gatt_tree():
             if isinstance(interface, GattCharacteristic):
@@ -199,6 +225,7 @@ class Device(ServiceInterface):
                 self.characteristics[interface.layout.role] = interface
             self.station.objects.export(path, interface)
             self._gatt_objects.append((path, interface))
+        return self.air
 
     def _gatt_tree(self) -> list[tuple[str, ServiceInterface]]:
         """The lock's GATT objects, parents first; built once and exported anew for each link.
@@ -228,12 +255,32 @@ class Device(ServiceInterface):
             self.lock.disconnect(self.link)
             log.info("%s: link %s ended (%s)", self.lock.name, self.link, reason)
         self.link = None
+        self.end_air()
         self.set_services_resolved(False)
         for path, interface in reversed(self._gatt_objects):
             self.station.objects.unexport(path, interface)
         self._gatt_objects.clear()
         self.characteristics.clear()
         self.set_connected(False)
+
+    def end_air(self) -> None:
+        """The link's connection events are over: its queued indications go with it."""
+        if self.air is not None:
+            self.air.end(self.station.clock.now())
+        self.link_down.set()
+        self._indications.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    def go_silent(self) -> None:
+        """The lock went out of range: nothing more crosses the link, which the central sees
+        end only when the supervision timeout has passed (:meth:`detach` then)."""
+        if self.air is not None:
+            self.air.silent = True
+        if self.link is not None:
+            self.lock.disconnect(self.link)
+        self._indications.clear()
 
     # --- GATT operations ----------------------------------------------------------------------
 
@@ -242,28 +289,58 @@ class Device(ServiceInterface):
             raise BluezError.NOT_CONNECTED("Not connected")
         return self.link
 
-    def read(self, role: Role) -> bytes:
-        self._require_link()
+    async def exchange(self, kind: Exchange, count: int = 1) -> int:
+        """Wait for ``count`` ATT round trips of ``kind`` on the link (its connection events):
+        the link's id, or NotConnected if it ended meanwhile (a lock gone out of range: once
+        the supervision timeout has passed)."""
+        link = self._require_link()
+        air = self.air
+        assert air is not None
+        clock = self.station.clock
+        done = air.request(clock.now(), kind, count)
+        down = self.link_down
+        if air.silent or done > clock.now():  # an instant radio answers without a wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(None if air.silent else clock.loop_time(done)):
+                    await down.wait()
+        if air.silent and not down.is_set():
+            await down.wait()
+        if self.link != link:
+            raise BluezError.NOT_CONNECTED("Not connected")
+        return link
+
+    async def read(self, role: Role) -> bytes:
+        await self.exchange(Exchange.READ)
         if role is Role.BATTERY:
             return bytes((self.lock.battery,))
         if role is Role.FIRMWARE:
             return self.lock.firmware.encode()
         raise BluezError.NOT_PERMITTED("Read not permitted")
 
-    def write(self, role: Role, value: bytes) -> None:
-        link = self._require_link()
+    async def write(self, role: Role, value: bytes) -> None:
+        """A write with response: the lock takes it in the connection event its response goes
+        out in."""
+        link = await self.exchange(Exchange.WRITE)
         channel = Channel.GDIO if role is Role.GDIO else Channel.USDIO
         deadline = self.lock.next_deadline()
         effects = self.lock.write(link, channel, value, self.station.clock.now())
-        # The write's reply goes out first, its indications after: as on the air.
-        asyncio.get_running_loop().call_soon(self.apply, effects)
+        # The write's reply goes out first, its indications after: as on the air. (This
+        # coroutine's end schedules the reply with call_soon: one hop more puts the
+        # indications behind it.)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self.apply, effects)
         # Most chunks only fill the lock's buffer: the timers need waking only when a write set
         # a new deadline (a motion started, a link to drop), not once per chunk.
         if self.lock.next_deadline() != deadline:
             self.wake.set()
 
-    def subscribe(self, role: Role, *, on: bool) -> None:
+    async def subscribe(self, role: Role, *, on: bool) -> None:
+        """StartNotify or StopNotify: a write to the characteristic's CCCD, where its notify
+        state changes."""
+        characteristic = self.characteristics.get(role)
         link = self._require_link()
+        if characteristic is not None and characteristic.notifying != on:
+            link = await self.exchange(Exchange.CCCD)
         characteristic = self.characteristics[role]
         characteristic.set_notifying(on)
         if role in (Role.GDIO, Role.USDIO):
@@ -273,13 +350,48 @@ class Device(ServiceInterface):
         """Make the lock's effects visible on the bus."""
         for effect in effects:
             if isinstance(effect, Indication):
-                characteristic = self.characteristics.get(Role(effect.channel.value))
-                if effect.link == self.link and characteristic and characteristic.notifying:
-                    characteristic.set_value(effect.chunk)
+                self._indicate(effect)
             elif isinstance(effect, LinkDropped):
-                if effect.link == self.link:
+                if effect.link == self.link and not (self.air is not None and self.air.silent):
                     self.detach(effect.reason)
             elif isinstance(effect, BatteryChanged):
                 battery = self.characteristics.get(Role.BATTERY)
                 if battery is not None and battery.notifying:
                     battery.set_value(bytes((effect.percent,)))
+
+    def _indicate(self, effect: Indication) -> None:
+        """An indication goes out in the link's next free connection event: at once with an
+        instant radio, else queued behind the ones not yet confirmed."""
+        characteristic = self.characteristics.get(Role(effect.channel.value))
+        air = self.air
+        if effect.link != self.link or characteristic is None or not characteristic.notifying:
+            return
+        if air is None or air.silent:
+            return
+        clock = self.station.clock
+        due = air.indicate(clock.now())
+        if air.interval <= 0 and not self._indications:
+            characteristic.set_value(effect.chunk)
+            return
+        self._indications.append((due, effect.link, effect))
+        if self._pump is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        due = self._indications[0][0]
+        loop = asyncio.get_running_loop()
+        self._pump = loop.call_at(self.station.clock.loop_time(due), self._deliver)
+
+    def _deliver(self) -> None:
+        """Deliver the indications whose connection event has come, in order."""
+        self._pump = None
+        now = self.station.clock.now()
+        first = True  # armed for the first: due, whatever hair the loop's clock stands before it
+        while self._indications and (first or self._indications[0][0] <= now):
+            first = False
+            _, link, effect = self._indications.popleft()
+            characteristic = self.characteristics.get(Role(effect.channel.value))
+            if link == self.link and characteristic is not None and characteristic.notifying:
+                characteristic.set_value(effect.chunk)
+        if self._indications:
+            self._arm()

@@ -23,11 +23,11 @@ from lockgate_sim.bluez.gatt_service import CharacteristicLayout, Role
 class CharacteristicHost(Protocol):
     """What a characteristic asks of its device: a read, a write, notifications on or off."""
 
-    def read(self, role: Role) -> bytes: ...
+    async def read(self, role: Role) -> bytes: ...
 
-    def write(self, role: Role, value: bytes) -> None: ...
+    async def write(self, role: Role, value: bytes) -> None: ...
 
-    def subscribe(self, role: Role, *, on: bool) -> None: ...
+    async def subscribe(self, role: Role, *, on: bool) -> None: ...
 
 
 CHARACTERISTIC_INTERFACE = "org.bluez.GattCharacteristic1"
@@ -84,14 +84,14 @@ class GattCharacteristic(ServiceInterface):
             self.emit_properties_changed({"Notifying": notifying})
 
     @dbus_method(name="ReadValue")
-    def read_value(self, options: DBusDict) -> DBusBytes:  # noqa: ARG002 - BlueZ's signature
+    async def read_value(self, options: DBusDict) -> DBusBytes:  # noqa: ARG002 - BlueZ's
         if "read" not in self.layout.flags:
             raise BluezError.NOT_PERMITTED("Read not permitted")
-        self.value = self._device.read(self.layout.role)
+        self.value = await self._device.read(self.layout.role)
         return self.value
 
     @dbus_method(name="WriteValue")
-    def write_value(self, value: DBusBytes, options: DBusDict) -> None:
+    async def write_value(self, value: DBusBytes, options: DBusDict) -> None:
         offset, kind = write_options(options)
         if "write" not in self.layout.flags:
             raise BluezError.NOT_PERMITTED("Write not permitted")
@@ -103,19 +103,19 @@ class GattCharacteristic(ServiceInterface):
         # an offset past the value's end with ATT's Invalid Offset, which bluetoothd reports so.
         if offset > len(self.value):
             raise BluezError.INVALID_OFFSET("Invalid offset")
-        self._device.write(self.layout.role, self.value[:offset] + bytes(value))
+        await self._device.write(self.layout.role, self.value[:offset] + bytes(value))
 
     @dbus_method(name="StartNotify")
-    def start_notify(self) -> None:
+    async def start_notify(self) -> None:
         if not self.layout.notifies:
             raise BluezError.NOT_SUPPORTED("Operation is not supported")
-        self._device.subscribe(self.layout.role, on=True)
+        await self._device.subscribe(self.layout.role, on=True)
 
     @dbus_method(name="StopNotify")
-    def stop_notify(self) -> None:
+    async def stop_notify(self) -> None:
         if not self.notifying:
             raise BluezError.FAILED("No notify session started")
-        self._device.subscribe(self.layout.role, on=False)
+        await self._device.subscribe(self.layout.role, on=False)
 
     @dbus_property(READ, name="UUID")
     def uuid(self) -> DBusStr:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, NOT_READY_TEXT, BluezError
+from lockgate_sim.bluez.gatt_service import DISCOVERY
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
 from lockgate_sim.firmware import Lock, NoFreeLink
+from lockgate_sim.linklayer import Exchange
 from lockgate_sim.world import RadioConfig
 
 if TYPE_CHECKING:
@@ -62,6 +64,10 @@ class Radio:
         self.stored: set[str] = set()
         """Names of the locks it connected to: bluetoothd keeps them on disk (per adapter
         address) and announces them again when it restarts or the adapter comes back."""
+        self.gatt_cache: set[str] = set()
+        """Names of the locks whose attribute table bluetoothd has discovered through this
+        adapter: kept on disk with the device (``Cache = always``, its default), so a later
+        connect skips GATT discovery."""
         self.most_links = 0
         self.overlapping_connects = 0
         self.adapter = Adapter(self, self.address, self.name)
@@ -115,7 +121,14 @@ class Radio:
         no link, no Connect under way (nothing exported yet: :meth:`announce`)."""
         self.adapter = Adapter(self, self.address, self.name)
         self.devices = {
-            unit.lock.name: Device(self, unit.lock, times=unit.times, wake=unit.wake)
+            unit.lock.name: Device(
+                self,
+                unit.lock,
+                times=unit.times,
+                wake=unit.wake,
+                link_settings=unit.link,
+                counts=unit.counts,
+            )
             for unit in units
         }
         self._connecting, self._attempt = None, None
@@ -144,6 +157,7 @@ class Radio:
                 device.lock.disconnect(device.link)
                 log.info("%s: link %s ended (%s)", device.lock.name, device.link, reason)
                 device.link = None
+                device.end_air()
             device.abort_reason = CONNECTION_ABORTED
             device.abort_connect.set()
 
@@ -193,12 +207,18 @@ class Radio:
             raise BluezError.UNKNOWN_OBJECT(f"Method on unknown object {device.path}")
 
     async def _connect(self, device: Device) -> None:
+        """``connect_ms`` in two halves around the link layer's share: the lock's next
+        advertisement, then the MTU exchange and (first connect through this adapter) GATT
+        discovery's round trips on the new link's connection events."""
         lock = device.lock
-        # Both halves end at times fixed from the start: the second does not inherit the first
-        # one's lateness (the event loop wakes a timer a millisecond or two late).
+        # Every step ends at a time fixed from the start: a later one does not inherit an
+        # earlier one's lateness (the event loop wakes a timer a millisecond or two late).
         started = self.clock.now()
         half = lock.connect_ms / 2000
         if await self._aborted(device, started + half):
+            raise BluezError.FAILED(device.abort_reason)
+        advertised = device.link_settings.next_advertisement(lock.name, started + half)
+        if advertised > started + half and await self._aborted(device, advertised):
             raise BluezError.FAILED(device.abort_reason)
         if not self.hears(lock) or not device.exported or self.station.linked_elsewhere(device):
             # Out of range, or connected through another adapter (a lock takes one central and
@@ -212,11 +232,15 @@ class Radio:
             device.set_connected(True)
             device.set_connected(False)
             raise BluezError.FAILED(CONNECTION_ABORTED) from err
-        device.attach(link)
+        air = device.attach(link, advertised)
         log.info("%s: link %s up through %s", lock.name, link, self.name)
-        if await self._aborted(device, started + 2 * half):
+        resolved = air.request(advertised, Exchange.MTU)
+        if lock.name not in self.gatt_cache:
+            resolved = air.request(resolved, Exchange.DISCOVERY, DISCOVERY.total)
+        if await self._aborted(device, resolved + half):
             device.detach("connect cancelled")
             raise BluezError.FAILED(device.abort_reason)
+        self.gatt_cache.add(lock.name)
         device.set_services_resolved(True)
 
     def _take_slot(self, lock: Lock) -> int:
@@ -255,6 +279,7 @@ class Radio:
             if device.path == path and device.exported:
                 self.forget(device)
                 self.stored.discard(device.lock.name)
+                self.gatt_cache.discard(device.lock.name)
                 return True
         return False
 

@@ -34,6 +34,7 @@ from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.objects import BLUEZ, DBUS, BluezBus, ObjectTree
 from lockgate_sim.bluez.radio import Radio
 from lockgate_sim.firmware import Effect, Lock, LockView, RandomBytes
+from lockgate_sim.linklayer import LinkSettings, RadioCounts
 from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import WorldConfig
 
@@ -140,6 +141,10 @@ class LockUnit:
     lock: Lock
     times: LockTimes = field(default_factory=LockTimes)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    link: LinkSettings = field(default_factory=LinkSettings)
+    """Its link layer's parameters (:mod:`lockgate_sim.linklayer`)."""
+    counts: RadioCounts = field(default_factory=RadioCounts)
+    """Its ATT round trips and connection events, over every adapter."""
 
 
 class Station:
@@ -151,7 +156,10 @@ class Station:
         self.bus_address = bus_address
         self.world = world
         self.clock = Clock(world.adapter.time_scale)
-        self.units = [LockUnit(lock.build(random_bytes)) for lock in world.locks]
+        self.units = [
+            LockUnit(lock.build(random_bytes), link=world.link_settings(lock))
+            for lock in world.locks
+        ]
         self.radios = [Radio(self, config) for config in world.all_adapters]
         by_name = {radio.name: radio for radio in self.radios}
         for config in world.locks:
@@ -497,14 +505,25 @@ class Station:
         name = unit.lock.name
         radios = [self.radio(adapter)] if adapter else self.radios
         if not in_range:
+            timeout = unit.link.supervision_timeout_s
+            silent = [
+                radio
+                for radio in radios
+                if timeout > 0 and radio.on_bus and radio.device(unit.lock).link is not None
+            ]
+            for radio in silent:
+                radio.device(unit.lock).go_silent()
             if adapter:
                 radios[0].deaf_to.add(name)
             else:
                 self._apply(unit, unit.lock.drop_links("out of range"))
                 unit.lock.in_range = False
             for radio in radios:
-                if radio.on_bus:
+                if radio.on_bus and radio not in silent:
                     radio.forget(radio.device(unit.lock))
+            for radio in silent:
+                device = radio.device(unit.lock)
+                self.spawn(self._supervision(radio, device, timeout), f"supervision {name}")
             return
         if adapter and not unit.lock.in_range:
             # Back in range of this adapter only: the others still do not hear it.
@@ -515,6 +534,61 @@ class Station:
             radio.deaf_to.discard(name)
         for radio in radios:
             radio.hear(radio.device(unit.lock))
+
+    async def _supervision(self, radio: Radio, device: Device, timeout_s: float) -> None:
+        """The central notices a lock gone out of range only when the supervision timeout has
+        passed without a packet from it: then the link ends (Connected false) and, if the
+        adapter still does not hear the lock, its device goes."""
+        link = device.link
+        await self.clock.sleep(timeout_s)
+        if not radio.on_bus or radio.devices.get(device.lock.name) is not device:
+            return  # bluetoothd or the adapter went meanwhile: the link went with them
+        if device.link == link and link is not None:
+            radio.end_link(device, "supervision timeout")
+        if not radio.hears(device.lock):
+            radio.forget(device)
+
+    def set_link(
+        self,
+        lock: str,
+        *,
+        connection_interval_ms: float | None = None,
+        adv_interval_ms: float | None = None,
+        packet_loss: float | None = None,
+        supervision_timeout_ms: float | None = None,
+    ) -> None:
+        """Change a lock's link layer (a link keeps the interval it started with)."""
+        settings = self.find(lock).link
+        if connection_interval_ms is not None and 0 < connection_interval_ms < 7.5:
+            raise RefusedError("a connection interval is 0 (instant) or 7.5..4000 ms")
+        if adv_interval_ms is not None and 0 < adv_interval_ms < 20:
+            raise RefusedError("an advertising interval is 0 (none) or 20..10240 ms")
+        if connection_interval_ms is not None:
+            settings.connection_interval_ms = connection_interval_ms
+        if adv_interval_ms is not None:
+            settings.adv_interval_ms = adv_interval_ms
+        if packet_loss is not None:
+            settings.packet_loss = packet_loss
+        if supervision_timeout_ms is not None:
+            settings.supervision_timeout_ms = supervision_timeout_ms
+
+    def radio_counts(self, lock: str) -> RadioCounts:
+        """The lock's ATT round trips and connection events (a copy; a live link's events
+        counted up to now)."""
+        unit = self.find(lock)
+        now = self.clock.now()
+        counts = RadioCounts(
+            links=unit.counts.links,
+            total=replace(unit.counts.total),
+            link=replace(unit.counts.link),
+        )
+        for radio in self.radios:
+            air = radio.device(unit.lock).air
+            if air is not None and air.ended_at is None and air.counts is unit.counts:
+                live = air.events(now)
+                counts.total.connection_events += live
+                counts.link.connection_events = live
+        return counts
 
     def set_alarm(self, lock: str, on: bool) -> None:
         unit = self.find(lock)
