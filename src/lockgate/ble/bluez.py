@@ -92,6 +92,7 @@ class BluezWatch:
         self._joined = asyncio.Event()
         self._owner: str | None = None
         self._paths: dict[str, AdapterSeen] = {}  # by object path
+        self._heard_during_reload: list[list[Message]] = []  # one list per GetManagedObjects
 
     async def start(self, timeout_s: float) -> BluezView:
         """Join the bus and take a first look (within ``timeout_s``); the view, even if BlueZ is
@@ -215,7 +216,16 @@ class BluezWatch:
             self._gone("bluetoothd is not running (org.bluez has no owner on the system bus)")
 
     async def _reload(self, bus: MessageBus) -> None:
-        """Every adapter, from GetManagedObjects; BlueZ not answering in time is said so."""
+        """Every adapter, from GetManagedObjects; BlueZ not answering in time is said so.
+
+        The answer is a snapshot at some moment after the call went out: an adapter added,
+        removed or powered in a signal heard while it was on its way may be newer than it (a
+        bluetoothd that starts takes its name before its adapters are registered, and announces
+        them as they come). Those signals are applied again on top of the snapshot, in order, so
+        that a late snapshot never undoes them.
+        """
+        heard: list[Message] = []
+        self._heard_during_reload.append(heard)
         try:
             async with asyncio.timeout(self._probe_timeout_s):
                 reply = await bus.call(
@@ -230,6 +240,8 @@ class BluezWatch:
             timeout = self._probe_timeout_s
             self._set(answering=False, reason=f"bluetoothd did not answer within {timeout:g} s")
             return
+        finally:
+            self._heard_during_reload.remove(heard)
         if reply.message_type is not MessageType.METHOD_RETURN:
             return  # gone again meanwhile: NameOwnerChanged says so
         paths: dict[str, AdapterSeen] = {}
@@ -238,6 +250,8 @@ class BluezWatch:
             if seen is not None:
                 paths[str(path)] = seen
         self._paths = paths
+        for message in heard:
+            self._apply(message)
         self._set(answering=True, adapters=self._by_name())
 
     def _gone(self, reason: str) -> None:
@@ -249,23 +263,32 @@ class BluezWatch:
     def _on_message(self, message: Message) -> None:
         if message.message_type is not MessageType.SIGNAL:
             return
-        member, body = message.member, message.body
-        if member == "NameOwnerChanged" and body and body[0] == BLUEZ:
+        if message.member == "NameOwnerChanged" and message.body and message.body[0] == BLUEZ:
+            body = message.body
             asyncio.get_running_loop().create_task(self._owner_is(str(body[2]) or None))
-        elif member == "InterfacesAdded" and len(body) == 2:
+            return
+        for heard in self._heard_during_reload:
+            heard.append(message)
+        if self._apply(message):
+            self._set(adapters=self._by_name())
+
+    def _apply(self, message: Message) -> bool:
+        """Take in an adapter added, removed or powered on or off; whether one was."""
+        member, body = message.member, message.body
+        if member == "InterfacesAdded" and len(body) == 2:
             seen = _adapter_of(str(body[0]), body[1].get(ADAPTER))
             if seen is not None:
                 self._paths[str(body[0])] = seen
-                self._set(adapters=self._by_name())
+                return True
         elif member == "InterfacesRemoved" and len(body) == 2:
-            if ADAPTER in body[1] and self._paths.pop(str(body[0]), None) is not None:
-                self._set(adapters=self._by_name())
+            return ADAPTER in body[1] and self._paths.pop(str(body[0]), None) is not None
         elif member == "PropertiesChanged" and body and body[0] == ADAPTER:
             known = self._paths.get(message.path or "")
             powered = body[1].get("Powered")
             if known is not None and powered is not None:
                 self._paths[message.path or ""] = replace(known, powered=bool(powered.value))
-                self._set(adapters=self._by_name())
+                return True
+        return False
 
     def _by_name(self) -> dict[str, AdapterSeen]:
         return {seen.name: seen for seen in self._paths.values()}
