@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import tempfile
 import threading
@@ -51,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dbus_fast import Message, MessageType
 from gateway import (
     RESULTS,
     ProfiledDaemon,
@@ -84,7 +84,10 @@ LOUD, QUIET = -55, -75  # dBm: the adapter a lock is near, the one across the st
 BACK_POLL_S = 0.02  # how often show().bluez is read while BlueZ is away
 COMMAND_TIMEOUT_S = 60.0  # each command's timeout_at
 RECOVERY_LIMIT_S = 60.0  # a restart not followed by a success within this is "not recovered"
-BACK_LIMIT_S = 30.0  # BlueZ not back this long after its down_s: the simulator is stuck
+BACK_LIMIT_S = 15.0  # BlueZ not back this long after its down_s: the simulator is stuck
+STUCK_GRACE_S = 5.0  # what is in flight when the simulator got stuck may still end meanwhile
+MAX_ROUNDS = 20
+BULKY = ("per_restart", "per_lock", "rounds", "daemon_log_summary")
 
 
 def keep_log(log: Path, tag: str) -> str:
@@ -285,6 +288,36 @@ class Recovery:
         return self.fresh
 
 
+async def bus_connections(sim: RunningSimulator, daemon_pid: int) -> dict[str, int]:
+    """Connections on the simulator's bus, by the process that holds them: a client that never
+    closes its D-Bus connections runs into the dbus-daemon's limit per user."""
+    bus = sim.control.bus
+
+    async def ask(member: str, signature: str = "", body: list[Any] | None = None) -> Any:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member=member,
+                signature=signature,
+                body=body or [],
+            )
+        )
+        assert reply is not None
+        return reply.body[0] if reply.message_type is MessageType.METHOD_RETURN else None
+
+    counts: collections.Counter[str] = collections.Counter()
+    for name in await ask("ListNames"):
+        if not str(name).startswith(":"):
+            continue
+        pid = await ask("GetConnectionUnixProcessID", "s", [name])
+        sim_pid = sim.pid if sim.pid is not None else os.getpid()
+        owner = "daemon" if pid == daemon_pid else "simulator" if pid == sim_pid else "other"
+        counts[owner] += 1
+    return dict(counts)
+
+
 def stacks() -> str:
     """Every task of this process and where it waits (an in-process simulator's among them)."""
     out = io.StringIO()
@@ -396,7 +429,91 @@ async def restarts(
     seed: int,
     in_process: bool = False,
 ) -> dict[str, Any]:
+    """``count`` restarts, in rounds: a round ends early when the simulator's own bluetoothd gets
+    stuck (it then never comes back, whatever the daemon does), and a fresh station goes on with
+    the restarts left."""
     rng = random.Random(seed)
+    rounds: list[dict[str, Any]] = []
+    left = count
+    while left > 0 and len(rounds) < MAX_ROUNDS:
+        result = await restart_round(
+            folder / f"round-{len(rounds) + 1}",
+            count=left,
+            lock_count=lock_count,
+            slots=slots,
+            workers=workers,
+            max_down_s=max_down_s,
+            gap_s=gap_s,
+            rng=rng,
+            in_process=in_process,
+        )
+        result["round"] = len(rounds) + 1
+        rounds.append(result)
+        left -= result["restarts"]
+        print(json.dumps({k: v for k, v in result.items() if k not in BULKY}), flush=True)
+        if result["simulator_stuck"] is None:
+            break
+    return combine(rounds) | {
+        "seed": seed,
+        "locks": lock_count,
+        "slots_per_adapter": slots,
+        "workers": workers,
+        "max_down_s": max_down_s,
+        "gap_s": list(gap_s),
+    }
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds' figures as one run's."""
+    rows = [row for r in rounds for row in r["per_restart"]]
+    outcomes: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    for r in rounds:
+        outcomes.update(r["outcomes"])
+        reasons.update(r["failure_reasons"])
+    total = sum(r["commands_sent"] for r in rounds)
+    return {
+        "rounds": rounds,
+        "restarts": len(rows),
+        "simulator_stuck": [r["simulator_stuck"] for r in rounds if r["simulator_stuck"]],
+        "commands_sent": total,
+        "commands_per_s": total / sum(r["load_s"] for r in rounds),
+        "outcomes": dict(outcomes),
+        "failure_reasons": dict(reasons.most_common(20)),
+        "lost": sum(r["lost"] for r in rounds),
+        "cut_short": sum(r["cut_short"] for r in rounds),
+        "ended_twice": sum(r["ended_twice"] for r in rounds),
+        "excess_motions": sum(r["excess_motions"] for r in rounds),
+        "excess_commanded": sum(r["excess_commanded"] for r in rounds),
+        "daemon_restarts": sum(r["daemon_restarts"] for r in rounds),
+        "daemon_same_pid": all(r["daemon_same_pid"] for r in rounds),
+        "recovery_s": summary([x["recovery_s"] for x in rows if x["recovery_s"] is not None]),
+        "recovery_any_success_s": summary(
+            [x["recovery_any_s"] for x in rows if x["recovery_any_s"] is not None]
+        ),
+        "unrecovered": sum(len(r["unrecovered"]) for r in rounds),
+        "back_beyond_down_s": summary([x["back_after_return_s"] - x["down_s"] for x in rows]),
+        "rss_before_mb": [r["rss_before_mb"] for r in rounds],
+        "rss_after_mb": [r["rss_after_mb"] for r in rounds],
+        "load_at_start": rounds[0]["load_at_start"],
+        "load_at_end": rounds[-1]["load_at_end"],
+        "daemon_logs": [r["daemon_log"] for r in rounds if "daemon_log" in r],
+    }
+
+
+async def restart_round(
+    folder: Path,
+    *,
+    count: int,
+    lock_count: int,
+    slots: int,
+    workers: int,
+    max_down_s: float,
+    gap_s: tuple[float, float],
+    rng: random.Random,
+    in_process: bool,
+) -> dict[str, Any]:
+    """One station: up to ``count`` restarts under load, until done or the simulator is stuck."""
     world = two_adapter_world(lock_count, slots)
     async with radio_station(folder, world, slots, in_process=in_process) as (
         sim,
@@ -421,16 +538,28 @@ async def restarts(
         load_at_start = load_average()
         done: list[Restart] = []
         stuck: str | None = None
+        connections = [{"restarts": 0} | await bus_connections(sim, first_pid)]
         try:
             stuck = await restart_under_load(
-                sim, peer, load, done, rng=rng, count=count, max_down_s=max_down_s, gap_s=gap_s
+                sim,
+                peer,
+                load,
+                done,
+                connections,
+                daemon_pid=first_pid,
+                rng=rng,
+                count=count,
+                max_down_s=max_down_s,
+                gap_s=gap_s,
             )
         finally:
             load.stop.set()
             load_s = time.monotonic() - load_started
-            # Every command still in flight runs to its end (or its timeout_at).
+            # Every command still in flight runs to its end (or its timeout_at); after the
+            # simulator got stuck, nothing can end them but their timeout_at: they are cut short.
+            wait_s = STUCK_GRACE_S if stuck else COMMAND_TIMEOUT_S + 30
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(COMMAND_TIMEOUT_S + 30):
+                async with asyncio.timeout(wait_s):
                     await loading
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
@@ -438,29 +567,25 @@ async def restarts(
             supervising.cancel()
             await asyncio.gather(supervising, return_exceptions=True)
         rss_after = rss_mb(daemon.pid) if daemon.running else float("nan")
-        view = await sim.control.show()
         same_pid = daemon.running and daemon.pid == first_pid
+        view = await sim.control.show()  # the control interface answers all the same
+        views = {
+            v.name: (v.motor_opened, v.motor_closed, v.commanded_open, v.commanded_close)
+            for v in view.locks
+        }
         return measure(
             peer=peer,
             load=load,
             restarts=done,
-            views={
-                v.name: (v.motor_opened, v.motor_closed, v.commanded_open, v.commanded_close)
-                for v in view.locks
-            },
+            views=views,
+            cut=stuck is not None,
             extra={
-                "locks": lock_count,
-                "adapters": [a.name for a in view.adapters],
-                "slots_per_adapter": slots,
-                "workers": workers,
-                "seed": seed,
-                "max_down_s": max_down_s,
-                "gap_s": list(gap_s),
                 "ready_s": ready_s,
                 "load_s": load_s,
-                "bluez_restarts_seen_by_simulator": view.bluez_restarts,
                 "receipt_timeouts": load.receipt_timeouts,
+                "bluez_restarts_seen_by_simulator": view.bluez_restarts,
                 "simulator_stuck": stuck,
+                "bus_connections": connections,
                 "daemon_exits": supervisor.exits,
                 "daemon_restarts": len(supervisor.exits),
                 "daemon_same_pid": same_pid,
@@ -479,7 +604,9 @@ async def restart_under_load(
     peer: Backend,
     load: Load,
     done: list[Restart],
+    connections: list[dict[str, Any]],
     *,
+    daemon_pid: int,
     rng: random.Random,
     count: int,
     max_down_s: float,
@@ -491,19 +618,18 @@ async def restart_under_load(
     for index in range(count):
         down_s = round(rng.uniform(0.0, max_down_s), 3)
         restart = Restart(index, down_s, time.monotonic(), mark=len(peer.messages()))
-        await sim.control.bluez_restart(down_s=down_s)
-        restart.returned = time.monotonic()
         try:
+            await sim.control.bluez_restart(down_s=down_s)
+            restart.returned = time.monotonic()
             async with asyncio.timeout(down_s + BACK_LIMIT_S):
                 await bluez_back(sim, restart)
         except TimeoutError:
-            stuck = f"restart {index + 1}: bluetoothd not back {BACK_LIMIT_S:g} s late"
+            # The simulator's bluetoothd did not come back (its log says why): the daemon has
+            # nothing to come back to, so this round ends here.
+            stuck = f"restart {index + 1}: the simulator's bluetoothd did not come back"
             print(stuck, flush=True)
             if sim.station is not None:
                 stuck += "\n" + stacks()
-            elif sim.pid is not None:
-                # PYTHONFAULTHANDLER is set for the child: it prints every thread's stack.
-                os.kill(sim.pid, signal.SIGABRT)
             return stuck
         done.append(restart)
         # The next restart: a random gap after this one's recovery (the first success since
@@ -514,9 +640,11 @@ async def restart_under_load(
                 while recovery.read() is None:  # noqa: ASYNC110 - the backend's list
                     await asyncio.sleep(0.02)
         if index % 10 == 9:
+            held = await bus_connections(sim, daemon_pid)
+            connections.append({"restarts": index + 1} | held)
             print(
                 f"restart {index + 1}/{count}, {len(load.sent)} commands sent, "
-                f"load {load_average()}",
+                f"bus connections {held}, load {load_average()}",
                 flush=True,
             )
         await asyncio.sleep(rng.uniform(*gap_s))
@@ -556,6 +684,7 @@ def measure(
     load: Load,
     restarts: list[Restart],
     views: dict[str, tuple[int, int, int, int]],
+    cut: bool,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     # Final documents per command id, as received.
@@ -618,7 +747,9 @@ def measure(
         "commands_per_s": len(load.sent) / extra["load_s"],
         "outcomes": dict(outcomes),
         "failure_reasons": dict(reasons.most_common(20)),
-        "lost": len(lost),
+        # After a stuck simulator, what had no end yet is cut short, not lost by the daemon.
+        "lost": 0 if cut else len(lost),
+        "cut_short": len(lost) if cut else 0,
         "lost_ids": lost[:20],
         "ended_twice": len(twice),
         "ended_twice_ids": twice[:20],
@@ -702,7 +833,7 @@ def table(results: dict[str, Any]) -> str:
             ),
             _row(
                 "... not recovered before the next restart",
-                str(len(r["unrecovered"])),
+                str(r["unrecovered"]),
                 "",
                 load,
             ),
@@ -725,6 +856,13 @@ def table(results: dict[str, Any]) -> str:
                 load,
             ),
             _row(
+                "stations (rounds) / ended by the simulator's bluetoothd stuck / commands cut "
+                "short then",
+                f"{len(r['rounds'])} / {len(r['simulator_stuck'])} / {r['cut_short']}",
+                "",
+                load,
+            ),
+            _row(
                 "**lock motions beyond the commands'** (motor runs; accepted commands)",
                 f"{r['excess_motions']} ({r['excess_commanded']})",
                 "0",
@@ -739,7 +877,10 @@ def table(results: dict[str, Any]) -> str:
             _row("commands' outcomes", outcomes, "", load),
             _row(
                 "daemon RSS before / after",
-                f"{r['rss_before_mb']:.1f} / {r['rss_after_mb']:.1f} MB",
+                " ; ".join(
+                    f"{b:.1f} / {a:.1f} MB"
+                    for b, a in zip(r["rss_before_mb"], r["rss_after_mb"], strict=True)
+                ),
                 "",
                 load,
             ),
@@ -821,7 +962,6 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="the JSON file")
     arguments = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    os.environ["PYTHONFAULTHANDLER"] = "1"  # a stuck simulator child can be made to show where
     results = asyncio.run(main_async(arguments))
     output = arguments.output or RESULTS / f"radio-{datetime.now(UTC):%Y%m%dT%H%M}.json"
     output.write_text(json.dumps(results, indent=2, default=str))
