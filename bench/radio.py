@@ -18,7 +18,11 @@ Two parts, each run alone with ``--only``:
   command's SUCCESS received by the backend; commands lost (no final document) or ended twice;
   lock motions beyond the commands' (the simulator's motor counters against the commands sent
   per lock); daemon restarts (the bench restarts a daemon that exited, as systemd would, and
-  counts it); the commands' outcomes by error code; the daemon's RSS before and after.
+  counts it); the commands' outcomes by error code; the daemon's RSS before and after. The next
+  restart comes a random ``--gap`` after the previous one's recovery (or after 60 s without one).
+  Should the simulator's own bluetoothd not come back from a restart (a simulator fault, see
+  bench/README.md), the station's round ends there and a fresh station goes on with the restarts
+  left; the commands then in flight are counted as cut short, not lost.
 
     .venv/bin/python bench/radio.py                    # both parts, the issue's counts
     .venv/bin/python bench/radio.py --only restarts --restarts 20
