@@ -149,18 +149,6 @@ async def stall(folder: Path, runs: int, stations: Sequence[int], sustain_s: flo
 # --- part 2: BlueZ restarted under load ----------------------------------------------------
 
 
-class TwoAdapterWorld(WorldConfig):
-    """A world whose JSON (what ``run_simulator(subprocess=True)`` hands the child) leaves out the
-    further adapters' ``time_scale``: ``WorldConfig.to_json`` writes it for every adapter, and
-    the child's ``WorldConfig`` then refuses it ("time_scale belongs to [adapter] only"), so a
-    world of several adapters cannot be run as a subprocess as it stands (a simulator bug)."""
-
-    def to_json(self) -> str:
-        return self.model_dump_json(
-            by_alias=True, exclude_none=True, exclude={"adapters": {"__all__": {"time_scale"}}}
-        )
-
-
 def two_adapter_world(count: int, slots: int) -> WorldConfig:
     """``count`` locks heard by hci0 and hci1, the odd ones louder on hci0, the even on hci1."""
     chosen: list[LockConfig] = []
@@ -174,7 +162,7 @@ def two_adapter_world(count: int, slots: int) -> WorldConfig:
                 }
             )
         )
-    return TwoAdapterWorld.model_validate(
+    return WorldConfig.model_validate(
         {
             "adapter": AdapterConfig(name="hci0", connection_slots=slots),
             "adapters": [AdapterConfig(name="hci1", address=HCI1_ADDRESS, connection_slots=slots)],

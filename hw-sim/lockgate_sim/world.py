@@ -214,7 +214,11 @@ class WorldConfig(_Strict):
             return cls.model_validate(tomllib.load(file))
 
     def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+        """The world as a child simulator reads it back (``time_scale`` is ``[adapter]``'s only,
+        so the further adapters' are left out)."""
+        return self.model_dump_json(
+            by_alias=True, exclude_none=True, exclude={"adapters": {"__all__": {"time_scale"}}}
+        )
 
     def link_settings(self, lock: LockConfig) -> LinkSettings:
         """The lock's link-layer parameters: its own keys, else ``[adapter]``'s."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +303,15 @@ def test_a_world_of_one_adapter_has_one() -> None:
     assert one.adapters == []
     assert [adapter.name for adapter in one.all_adapters] == ["hci0"]
     assert [adapter.name for adapter in two_adapters().all_adapters] == ["hci0", "hci1"]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_a_world_of_two_adapters_runs_as_a_child_process() -> None:
+    """The world goes to the child as JSON and is read back there as it was."""
+    config = WorldConfig.load(ROOT / "config" / "sim-two-adapters.toml")
+    assert WorldConfig.model_validate_json(config.to_json()) == config
+    async with run_simulator(config, time_scale=0.1, subprocess=True) as sim:
+        shown = await sim.control.show()
+        assert [a.name for a in shown.adapters] == [a.name for a in config.all_adapters]

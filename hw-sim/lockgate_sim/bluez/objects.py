@@ -50,6 +50,17 @@ class BluezBus(MessageBus):
     does.
     """
 
+    dead = False
+    """Set when bluetoothd dies: a dead process writes nothing more (what its handlers finish late,
+    a reply or a signal, is dropped), whatever its socket still is."""
+
+    def send(self, msg: Message) -> asyncio.Future[None]:  # type: ignore[override]
+        if self.dead:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+        return super().send(msg)
+
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         if self._disconnected:
             return

@@ -277,9 +277,10 @@ class Station:
         self.answering.clear()
         self._end_hang(answer=False)
         self.tree.kill()
+        if isinstance(old, BluezBus):
+            old.dead = True
         for task in self.calls:
             task.cancel()
-        old.disconnect()
         for radio in self.radios:
             radio.lose("bluetoothd stopped")
             radio.build(self.units)
@@ -293,11 +294,17 @@ class Station:
         await self._gone.wait()
 
     async def _come_back(self, old: MessageBus, down_s: float) -> None:
-        with contextlib.suppress(Exception):
-            await old.wait_for_disconnect()  # type: ignore[no-untyped-call]
         bus: MessageBus | None = None
         try:
-            bus = await self._connect()
+            # The next bluetoothd's connection is made while the dead one's socket is still
+            # open, so it cannot get the same file descriptor: a reply the dead one's handlers
+            # finish late is written to that number, and would corrupt a new socket that had it.
+            try:
+                bus = await self._connect()
+            finally:
+                old.disconnect()  # the process's death: the bus daemon frees org.bluez
+            with contextlib.suppress(Exception):
+                await old.wait_for_disconnect()  # type: ignore[no-untyped-call]
             await self._until_unowned(bus)
             self._gone.set()
             await self.clock.sleep(down_s)

@@ -153,6 +153,7 @@ class Airwaves:
         """A link through ``adapter``, its one connection attempt at a time; a failure counts
         against the adapter."""
         settings = self._settings
+        losses = self.losses
         async with adapter.connecting:
             try:
                 return await connect_within(
@@ -163,9 +164,15 @@ class Airwaves:
                     max_attempts=settings.connect_attempts,
                     step_timeout_s=settings.steps.gatt_s,
                 )
-            except OperationError:
-                adapter.failed()
-                raise
+            except OperationError as err:
+                if losses == self.losses:
+                    adapter.failed()
+                    raise
+                # Cut by an adapter (or bluetoothd) going: neither the lock's fault nor a sign
+                # of this adapter's reach, and the reason should say what happened.
+                raise OperationError(
+                    err.outcome, f"the radio went during the connection attempt ({err.reason})"
+                ) from err
 
     # --- following BlueZ -------------------------------------------------------------------
 
