@@ -21,7 +21,7 @@ import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from lockgate.ble.settings import DEFAULT_RADIO
+from lockgate.clock import TIMESYNCD_MARKER
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
 from lockgate.store import DEFAULT_MAX_OUTBOX, DEFAULT_MAX_REFUSALS
@@ -200,6 +201,16 @@ class StoreSection(_Section):
     max_size_mb: Annotated[int, Field(ge=1)] | None = None
 
 
+class ClockSection(_Section):
+    """Where the station learns whether its wall clock is synchronised (docs/station.md, "Time on a
+    station without an RTC"): ``kernel`` (adjtimex; refused under the hardened unit), ``timesyncd``
+    (the file ``synchronized_file``, there once systemd-timesyncd synchronised the clock), or
+    ``auto``: the kernel where it answers, else the file."""
+
+    source: Literal["auto", "kernel", "timesyncd"] = "auto"
+    synchronized_file: Annotated[Path, AfterValidator(_absolute)] = TIMESYNCD_MARKER
+
+
 class CommandsSection(_Section):
     """Signed and sealed commands (docs/mqtt-contract.md). ``require_signed = false`` is for the
     demo only: the station then accepts unsigned requests too, and says at start that it is open."""
@@ -256,6 +267,7 @@ class Config(BaseModel):
     ble: BleSection = BleSection()
     store: StoreSection = StoreSection()
     commands: CommandsSection = CommandsSection()
+    clock: ClockSection = ClockSection()
     locks: list[LockSection] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -164,6 +164,7 @@ class EventType(StrEnum):
     HEALTH = "health"
     BATTERY = "battery"
     ALARM = "alarm"
+    CLOCK = "clock"
 
 
 class BookingChange(StrEnum):

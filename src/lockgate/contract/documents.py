@@ -118,6 +118,7 @@ class _EventBase(_Document):
     latitude: str
     longitude: str
     replayed: bool = False
+    clock_synced: bool = True  # whether the station's wall clock was synchronised (the store's)
 
 
 class LockStateEvent(_EventBase):
@@ -155,7 +156,15 @@ class AlarmEvent(_EventBase):
     alarm: bool
 
 
-Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent
+class ClockEvent(_EventBase):
+    """The station's wall clock stepped (``bike`` null): by ``step_s`` seconds, forward positive.
+    Times before it and after it differ by the step plus the time that passed."""
+
+    type: Literal[EventType.CLOCK] = EventType.CLOCK
+    step_s: float
+
+
+Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent | ClockEvent
 
 
 # --- station status and errors -----------------------------------------------------------------
@@ -165,6 +174,15 @@ class BleStatus(_Document):
     adapter: str
     slots: int
     in_use: int
+
+
+class ClockStatus(_Document):
+    """Whether the station's wall clock is synchronised, and since when (the station's first look
+    that found it so since it started; null while it is not)."""
+
+    synced: bool
+    since: Timestamp | None = None
+    source: str
 
 
 class SealingKey(_Document):
@@ -186,6 +204,7 @@ class StationStatus(_Document):
     locks: tuple[str, ...]
     outbox_depth: int
     ble: BleStatus
+    clock: ClockStatus | None = None
     sealing_key: SealingKey | None = None  # None: this station opens no sealed credentials
 
 
@@ -213,6 +232,8 @@ __all__ = [
     "BleStatus",
     "BookingEvent",
     "BookingStatus",
+    "ClockEvent",
+    "ClockStatus",
     "CommandDocument",
     "CommandEvent",
     "CommandStatus",

@@ -24,6 +24,7 @@ import contextlib
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -40,7 +41,15 @@ from lockgate.engine.ledger import (
     settled_command,
     state_event,
 )
-from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode, LockState
+from lockgate.model import (
+    BookingChange,
+    BookingState,
+    Cause,
+    CommandName,
+    CommandState,
+    ErrorCode,
+    LockState,
+)
 from lockgate.protocol.credentials import Credentials
 from lockgate.radio import (
     Observation,
@@ -85,6 +94,10 @@ class LockWorker:
         self.running: Job | None = None
         self.idle = asyncio.Event()  # set while no command runs
         self.idle.set()
+        self.booking_deadline: tuple[datetime, float] | None = None
+        """A booking's default expiry: its ``timeout_at`` as written, and when it passes on the
+        monotonic clock (kept in memory; after a restart the written time is the expiry)."""
+        self._timeout: asyncio.Timeout | None = None  # the running command's deadline
         self._crew = crew
 
     @property
@@ -161,14 +174,17 @@ class LockWorker:
         if job.settle:
             await self._settle(job)
             return
-        request = job.request
-        remaining = (request.timeout_at - self._crew.clock()).total_seconds()
+        remaining = self._crew.remaining(job)
         if remaining <= 0:
             await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the command ran")
             return
         try:
             async with asyncio.timeout(remaining) as deadline:
-                await self._execute(job)
+                self._timeout = deadline
+                try:
+                    await self._execute(job)
+                finally:
+                    self._timeout = None
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -208,7 +224,7 @@ class LockWorker:
                     "restart) and none provisioned for this lock",
                 )
                 return
-            if decision.operation is Operation.UNLOCK and self._crew.clock() >= request.timeout_at:
+            if decision.operation is Operation.UNLOCK and self._crew.remaining(job) <= 0:
                 await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the unlock")
                 return
             # Write-ahead: the rental start and the mark that the lock may be touched, durably,
@@ -246,7 +262,7 @@ class LockWorker:
         credentials: Credentials,
         write_ahead: asyncio.Future[None],
     ) -> Result:
-        remaining = max((job.request.timeout_at - self._crew.clock()).total_seconds(), 0.001)
+        remaining = max(self._crew.remaining(job), 0.001)
 
         async def progress(event: Progress) -> None:
             if isinstance(event, StepReached) and event.step is Step.AUTHORISED:
@@ -370,6 +386,11 @@ class LockWorker:
     async def _finish_booking(self, job: Job, step: BookingStep) -> None:
         now = self._crew.clock()
         record, events = self._crew.ledger.book(self.record, step, now, job.id, None)
+        if step.change is BookingChange.BOOKED and job.deadline is not None:
+            # A default expiry is a duration: it passes on the monotonic clock, whatever the
+            # wall clock does meanwhile.
+            assert record.booking_timeout_at is not None
+            self.booking_deadline = (record.booking_timeout_at, job.deadline)
         job.ended = True
         command = job.record.advanced(
             CommandState.SUCCESS,
@@ -490,17 +511,57 @@ class LockWorker:
             "command ended", command_id=job.id, state=command.state, error_code=code, reason=reason
         )
 
+    def booking_left(self) -> float | None:
+        """Seconds until the lock's booking expires (``None``: no booking with an expiry): on the
+        monotonic clock for a default expiry, on the wall clock for the backend's."""
+        booking = booking_of(self.record)
+        if booking.state is not BookingState.BOOKED or booking.timeout_at is None:
+            return None
+        noted = self.booking_deadline
+        if noted is not None and noted[0] == booking.timeout_at:
+            return noted[1] - self._crew.mono()
+        return (booking.timeout_at - self._crew.clock()).total_seconds()
+
     async def expire_if_due(self) -> Booking:
         """The lock's booking, after expiring it if its time has passed (caller holds the mutex)."""
         now = self._crew.clock()
         booking = booking_of(self.record)
-        if not booking.expired(now):
+        left = self.booking_left()
+        if left is None or left > 0:
             return booking
         step = BookingStep(Booking(), BookingChange.CANCELED)
         record, events = self._crew.ledger.book(self.record, step, now, None, "the booking expired")
         await self._store_record(record, events)
         self._crew.log.info("booking expired", bike=self.bike, user_id=booking.user)
         return booking_of(record)
+
+    async def clock_stepped(self, step: timedelta) -> None:
+        """The wall clock stepped by ``step``: default deadlines are durations, so their wall-clock
+        times move with it (a default booking expiry is written again, its lock document with
+        it); the running command's deadline from the backend is looked at again at once."""
+        for job in (*self.waiting, *((self.running,) if self.running is not None else ())):
+            if job.deadline is not None:
+                shifted = job.request.timeout_at + step
+                job.request = replace(job.request, timeout_at=shifted)
+                job.record = replace(job.record, timeout_at=shifted)
+        timeout = self._timeout
+        running = self.running
+        if timeout is not None and running is not None and running.deadline is None:
+            loop = asyncio.get_running_loop()
+            timeout.reschedule(loop.time() + max(self._crew.remaining(running), 0.0))
+        async with self.mutex:
+            noted = self.booking_deadline
+            booking = booking_of(self.record)
+            if noted is None or booking.timeout_at != noted[0]:
+                return
+            shifted = noted[0] + step
+            previous = self.booking_deadline
+            self.booking_deadline = (shifted, noted[1])
+            try:
+                await self._store_record(replace(self.record, booking_timeout_at=shifted), [])
+            except StoreError:
+                self.booking_deadline = previous
+                raise
 
     async def observe(self, observation: Observation) -> None:
         """What the radio saw of this lock between commands, written if it changes the record."""

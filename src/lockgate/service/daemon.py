@@ -37,9 +37,9 @@ import structlog
 
 from lockgate.ble.driver import Driver
 from lockgate.ble.errors import AdapterError
-from lockgate.clock import utc_now
+from lockgate.clock import StationClock, sync_source, utc_now
 from lockgate.config import Config
-from lockgate.contract.documents import BleStatus, SealingKey, StationStatus
+from lockgate.contract.documents import BleStatus, ClockStatus, SealingKey, StationStatus
 from lockgate.contract.envelope import CommandGate, public_jwk
 from lockgate.engine import Engine
 from lockgate.model import Cause, StationState
@@ -77,6 +77,8 @@ ONLINE_WAIT_S = 3.0
 _LINK_POLL_S = 0.05
 FIRST_READ_MARGIN_S = 15.0
 """The first read of a lock may take its connection attempts and this much for the session."""
+CLOCK_CHECK_S = 1.0
+"""How often the wall clock is compared with the monotonic one, and its synchronisation read."""
 
 
 def version() -> str:
@@ -102,6 +104,7 @@ class Daemon:
         self._gate = CommandGate()
         self._sealing_key: SealingKey | None = None  # the public half, for the status document
         self._unread = len(config.locks)  # locks whose first read has not ended yet
+        self._clock = StationClock(sync_source(config.clock.source, config.clock.synchronized_file))
 
     @property
     def boot_id(self) -> str:
@@ -122,6 +125,7 @@ class Daemon:
             locks=len(config.locks),
             broker=_without_credentials(config.mqtt.url),
         )
+        self._log_clock()
         if config.ble.dbus_address:
             # bleak finds BlueZ on the system bus; a simulator serves its own.
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config.ble.dbus_address
@@ -153,6 +157,7 @@ class Daemon:
                         max_refusals=config.store.max_refusals,
                         max_size_bytes=_bytes(config.store.max_size_mb),
                         fresh=self._fresh,
+                        clock_synced=self._clock.is_synced,
                     )
                 )
             except (StoreError, SchemaError) as err:
@@ -172,6 +177,9 @@ class Daemon:
                     radio=driver,
                     station=self._station,
                     gate=self._gate,
+                    clock=self._clock.now,
+                    mono=self._clock.mono,
+                    clock_synced=self._clock.is_synced,
                     refusal_window=timedelta(seconds=config.store.refusal_window_s),
                 )
             )
@@ -193,6 +201,7 @@ class Daemon:
                     feed_watchdog(self._notifier, watchdog_interval()),
                     name="lockgate.service.watchdog",
                 ),
+                group.create_task(self._watch_clock(engine, outbox), name="lockgate.service.clock"),
             ]
             await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
@@ -252,6 +261,32 @@ class Daemon:
                 # watch sees the lock again.
                 _lost(observation.bike, err)
 
+    def _log_clock(self) -> None:
+        clock = self._clock
+        if clock.synced:
+            log.info("clock synchronised", source=clock.source.name)
+        else:
+            log.warning(
+                "clock not synchronised: requests' timeout_at not judged, default deadlines apply",
+                source=clock.source.name,
+            )
+
+    async def _watch_clock(self, engine: Engine, outbox: Outbox) -> None:
+        """Every :data:`CLOCK_CHECK_S`: a step of the wall clock is logged, published as a
+        ``clock`` event and makes the engine look at its deadlines again; a change of its
+        synchronisation is logged and published in the status document."""
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            change = self._clock.check()
+            if change.step_s is not None:
+                log.warning("clock stepped", step_s=round(change.step_s, 3))
+                await engine.clock_stepped(change.step_s)
+            if change.synced_changed:
+                self._log_clock()
+            if (change.synced_changed or change.step_s is not None) and not self._stop.is_set():
+                with contextlib.suppress(StoreError):
+                    await outbox.set_retained("status", self._status("online"))
+
     async def _report(self, outbox: Outbox, link: Link) -> None:
         """Keep systemd's STATUS and the retained status document's depth current."""
         while True:
@@ -293,6 +328,11 @@ class Daemon:
                 adapter=self._config.ble.adapter,
                 slots=self._config.ble.connection_slots,
                 in_use=driver.slots.in_use if driver is not None else 0,
+            ),
+            clock=ClockStatus(
+                synced=self._clock.synced,
+                since=self._clock.since,
+                source=self._clock.source.name,
             ),
             sealing_key=self._sealing_key,
         ).to_bytes()

@@ -72,6 +72,10 @@ class Applied:
     dropped: int
 
 
+def _assumed_synced() -> bool:
+    return True
+
+
 class Store:
     """The SQLite store. Open with :meth:`open` (or ``async with``), close with :meth:`close`."""
 
@@ -86,6 +90,7 @@ class Store:
         operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
         fresh: bool = False,
         max_size_bytes: int | None = None,
+        clock_synced: Callable[[], bool] | None = None,
     ) -> None:
         if max_outbox < 10:
             raise ValueError("max_outbox must be at least 10")
@@ -103,6 +108,8 @@ class Store:
         self._refusals_unbounded = max_refusals
         self._listeners: list[Callable[[], None]] = []
         self.schema_found = 0
+        # Whether the wall clock is synchronised: every event says so as it is queued.
+        self._clock_synced = clock_synced if clock_synced is not None else _assumed_synced
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -213,7 +220,8 @@ class Store:
     def _queue_event(self, event: Event, at: datetime) -> int:
         seq = sql.counter(self._db, "seq") + 1
         sql.set_counter(self._db, "seq", seq)
-        stamped = event.model_copy(update={"seq": seq}).to_bytes()
+        update = {"seq": seq, "clock_synced": self._clock_synced()}
+        stamped = event.model_copy(update=update).to_bytes()
         sql.queue(
             self._db, MessageKind.EVENT, topics.EVENTS, stamped, correlation=Correlation(), at=at
         )
