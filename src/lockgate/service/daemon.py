@@ -224,6 +224,8 @@ class Daemon:
                 log.info("stopping")
                 await engine.stop(STOP_GRACE_S)
                 await link.stop(flush_timeout_s=FLUSH_TIMEOUT_S)
+                with contextlib.suppress(StoreError):
+                    await outbox.close()  # what the broker acknowledged, removed before closing
             for task in background:
                 task.cancel()
 

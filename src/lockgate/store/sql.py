@@ -96,9 +96,18 @@ def mark_dispatched(db: sqlite3.Connection, command: CommandRecord) -> None:
 
 def put_lock(db: sqlite3.Connection, lock: LockRecord) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO lock (bike, lock_state, state_changed_at, hardware_state,"
+        # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it under a new
+        # rowid, which rewrites the primary key's index page too (docs/store.md, writes).
+        "INSERT INTO lock (bike, lock_state, state_changed_at, hardware_state,"
         " health, last_seen, dead_since, booking_state, booking_user, booking_timeout_at,"
-        " battery, firmware, rssi, alarm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " battery, firmware, rssi, alarm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (bike) DO UPDATE SET lock_state = excluded.lock_state,"
+        " state_changed_at = excluded.state_changed_at, hardware_state = excluded.hardware_state,"
+        " health = excluded.health, last_seen = excluded.last_seen,"
+        " dead_since = excluded.dead_since, booking_state = excluded.booking_state,"
+        " booking_user = excluded.booking_user, booking_timeout_at = excluded.booking_timeout_at,"
+        " battery = excluded.battery, firmware = excluded.firmware, rssi = excluded.rssi,"
+        " alarm = excluded.alarm",
         (
             lock.bike,
             lock.lock_state.value,
