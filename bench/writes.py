@@ -42,6 +42,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests' broker, station and backend helpers
 
+from lockgate.contract.documents import LockStateEvent  # noqa: E402
+from lockgate.contract.stamps import stamp  # noqa: E402
+from lockgate.contract.station import RegisteredLock, Station  # noqa: E402
+from lockgate.model import LockState, Profile  # noqa: E402
+from lockgate.store import Change, LockRecord, Outbox, StationKey, Store  # noqa: E402
 from lockgate_sim.testing import RunningSimulator, run_simulator  # noqa: E402
 from lockgate_sim.world import LockConfig  # noqa: E402
 from tests.brokers import Cable, Mosquitto, running_mosquitto  # noqa: E402
@@ -237,36 +242,74 @@ async def idle_hour(
     }
 
 
+def held_events(folder: str, count: int) -> None:
+    """In a process of its own (its ``/proc/self/io`` alone): ``count`` observed lock state changes
+    written as the engine writes them (the lock's record, its ``lock_state`` event and lock
+    document, one durable transaction each) while no broker takes them, then drained through the
+    outbox as the link drains it (a batch handed out, every message acknowledged), the store
+    closed. Prints the bytes written."""
+
+    here = Station(
+        "FR101",
+        "47.976634",
+        "7.825490",
+        (
+            RegisteredLock(
+                "FR1540", "ISHAREIT-2200540", "00000000-0000-0000-0000-fc3c002a2add", Profile.SHAREE
+            ),
+        ),
+        "0b6f4a5e",
+    )
+
+    async def run() -> int:
+        path = Path(folder) / "held.db"
+        async with Store(path, station=here, key=StationKey.from_bytes(bytes(32))) as store:
+            outbox = Outbox(store)
+            states = (LockState.LOCKING, LockState.LOCKED, LockState.UNLOCKING, LockState.UNLOCKED)
+            record = LockRecord("FR1540", lock_state=LockState.UNLOCKED)
+            await store.apply(Change(locks=(record,)), at=datetime.now(UTC))
+            for message in await outbox.next_batch(10):
+                await outbox.acknowledge(message)
+            await remove_acknowledged(outbox)
+            before = written(os.getpid())
+            for index in range(count):
+                at = datetime.now(UTC)
+                state = states[index % 4]
+                event = LockStateEvent(
+                    **stamp(here, at, bike="FR1540"), lock_state=state, previous=record.lock_state
+                )
+                record = LockRecord("FR1540", lock_state=state, state_changed_at=at)
+                await store.apply(Change(locks=(record,), events=(event,)), at=at)
+            await outbox.connected()
+            while batch := await outbox.next_batch(100):
+                await outbox.acknowledge(*batch)  # the link acknowledges as PUBACKs come
+                await remove_acknowledged(outbox)  # as often as the link looks, or more
+        os.sync()
+        return written(os.getpid()) - before
+
+    print(asyncio.run(run()))
+
+
+async def remove_acknowledged(outbox: Outbox) -> None:
+    """What was acknowledged, removed from the store (at once before its removals were batched)."""
+    remove = getattr(outbox, "remove_acknowledged", None)
+    if remove is not None:
+        await remove()
+
+
 async def outage(folder: Path, events: int) -> dict[str, Any]:
-    lock = lock_of(1)
-    async with site(folder, [lock], watch=True, time_scale=0.05) as s:
-        await s.daemon.start()
-        await s.notify.wait_for("READY=1", timeout_s=120)
-        await s.first_reads_done()
-        await s.drained()
-        # The rider's bolt must be open for the first close: one unlock, then the outage.
-        final = await s.backend.run(command(bike_of(lock), "unlock", credentials=keys_of(lock)))
-        assert final["state"]["value"] == "SUCCESS", final
-        await s.drained()
-        seen = len(s.backend.events(type="lock_state"))
-        before = await flushed(s.daemon.pid)
-        s.cable.unplug()
-        moves = events // 2
-        for index in range(moves):
-            if index % 2 == 0:
-                await s.sim.control.close_by_hand(lock.name)
-            else:
-                await s.sim.control.open_by_hand(lock.name)
-            await asyncio.sleep(0.05)  # the bolt's travel at this time scale, then the next move
-        s.cable.plug()
-        await s.backend.wait_for(
-            lambda: len(s.backend.events(type="lock_state")) >= seen + 2 * moves * 0.9,
-            timeout_s=300,
-        )
-        await s.drained(timeout_s=300)
-        delivered = len(s.backend.events(type="lock_state")) - seen
-        spent = await flushed(s.daemon.pid) - before
-    return {"events": delivered, "bytes": spent, "bytes_per_1000_events": spent * 1000 / delivered}
+    folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--held-events",
+        str(folder),
+        str(events),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    spent = int(out.decode().split()[-1])
+    return {"events": events, "bytes": spent, "bytes_per_1000_events": spent * 1000 / events}
 
 
 async def main(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -333,9 +376,12 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--held-events"]:
+        held_events(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
     args = parse()
     found = asyncio.run(main(args))
     RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
-    (RESULTS / f"writes-{stamp}.json").write_text(json.dumps(found, indent=2) + "\n")
+    moment = datetime.now(UTC).strftime("%Y%m%dT%H%M")
+    (RESULTS / f"writes-{moment}.json").write_text(json.dumps(found, indent=2) + "\n")
     print(table(found))

@@ -69,6 +69,9 @@ __all__ = ["LockWorker"]
 UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
 """The lock answered that it could not move the bolt: the bolt stayed where it was."""
 MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
+HEARTBEAT_WRITE_S = 1800.0
+"""A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic)."""
+_HEARTBEAT = frozenset({"last_seen", "rssi"})
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
 15 s, ilockit-ble.md), within the engine's ``settle_timeout_s``."""
@@ -98,6 +101,8 @@ class LockWorker:
         """A booking's default expiry: its ``timeout_at`` as written, and when it passes on the
         monotonic clock (kept in memory; after a restart the written time is the expiry)."""
         self._timeout: asyncio.Timeout | None = None  # the running command's deadline
+        # When the lock's record was last written (monotonic): long ago, so the first heartbeat is.
+        self._written_at = crew.mono() - HEARTBEAT_WRITE_S
         self._crew = crew
 
     @property
@@ -564,24 +569,40 @@ class LockWorker:
                 raise
 
     async def observe(self, observation: Observation) -> None:
-        """What the radio saw of this lock between commands, written if it changes the record."""
+        """What the radio saw of this lock between commands, written if it changes the record.
+
+        A read that found nothing new but the lock's heartbeat (``last_seen``, RSSI) is kept in
+        memory, and written with the lock's next change or once :data:`HEARTBEAT_WRITE_S` passed
+        since the lock's record was last written, without a sync of its own: a sync every ten
+        minutes per lock was most of an idle station's writes (docs/store.md)."""
         async with self.mutex:
             record, events = self._crew.ledger.observed(self.record, observation)
             if record == self.record:
                 return
+            if not events and _heartbeat_only(self.record, record):
+                if self._crew.mono() - self._written_at < HEARTBEAT_WRITE_S:
+                    self.record = record
+                    return
+                await self._store_record(record, events, durable=False)
+                return
             await self._store_record(record, events)
 
-    async def _store_record(self, record: LockRecord, events: list[Event]) -> None:
+    async def _store_record(
+        self, record: LockRecord, events: list[Event], *, durable: bool = True
+    ) -> None:
         """The lock's record and its events, in one transaction; memory moves on only if the
         write lands, so a later write repeats the change rather than forgetting it."""
         previous, self.record = self.record, record
         try:
             await self._crew.store.apply(
-                Change(locks=(record,), events=tuple(events)), at=self._crew.clock()
+                Change(locks=(record,), events=tuple(events)),
+                at=self._crew.clock(),
+                durable=durable,
             )
         except StoreError:
             self.record = previous
             raise
+        self._written_at = self._crew.mono()
 
     async def _write(
         self,
@@ -633,7 +654,18 @@ class LockWorker:
         except StoreError:
             rollback()
             raise
+        if change.locks:
+            self._written_at = self._crew.mono()
 
 
 async def _ignore_progress(_: Progress) -> None:
     return None
+
+
+def _heartbeat_only(before: LockRecord, after: LockRecord) -> bool:
+    """Whether ``after`` differs from ``before`` in the heartbeat's fields alone."""
+    return all(
+        getattr(before, name) == getattr(after, name)
+        for name in LockRecord.__dataclass_fields__
+        if name not in _HEARTBEAT
+    )
