@@ -303,7 +303,7 @@ class LockWorker:
             order = (CommandState.NOT_SENT, CommandState.SENT, CommandState.RECEIVED)
             if target is None or order.index(target) <= order.index(job.record.state):
                 return
-            await self._write(job.record.advanced(target, at), job=job)
+            await self._write(job.record.advanced(target, at), job=job, soon=True)
             return
         async with self.mutex:
             update = self._crew.ledger.transition(
@@ -317,7 +317,7 @@ class LockWorker:
                 version=job.record.version + 1,
                 events=(*job.record.events, state_event(event.lock_state, at)),
             )
-            await self._write(command, job=job, record=record, events=events)
+            await self._write(command, job=job, record=record, events=events, soon=True)
 
     async def _conclude(self, job: Job, decision: Decision, result: Result) -> None:
         request = job.request
@@ -611,11 +611,14 @@ class LockWorker:
         job: Job | None = None,
         record: LockRecord | None = None,
         events: list[Event] | tuple[Event, ...] = (),
+        soon: bool = False,
     ) -> None:
         """One transaction: the command's new version, the lock's record, their events. Memory is
         set first: the store finishes a write even when its caller is cancelled (see the store's
-        database thread)."""
-        await self._commit(*self._stage(command, job=job, record=record, events=events))
+        database thread). ``soon``: a step between the write-ahead and the conclusion (SENT,
+        RECEIVED, a state the lock showed), synced with the next ones and published once synced
+        (``Store.apply(soon=True)``); lost in a power cut, the command is settled by a read."""
+        await self._commit(*self._stage(command, job=job, record=record, events=events), soon=soon)
 
     def _stage(
         self,
@@ -648,9 +651,11 @@ class LockWorker:
         locks = () if record is None else (record,)
         return Change(commands=(command,), locks=locks, events=tuple(events)), rollback
 
-    async def _commit(self, change: Change, rollback: Callable[[], None]) -> None:
+    async def _commit(
+        self, change: Change, rollback: Callable[[], None], *, soon: bool = False
+    ) -> None:
         try:
-            await self._crew.store.apply(change, at=self._crew.clock())
+            await self._crew.store.apply(change, at=self._crew.clock(), soon=soon)
         except StoreError:
             rollback()
             raise
