@@ -11,9 +11,10 @@ to journald on a station, so it is not counted.
 - per command: two locks, ``--commands`` unlocks and locks one at a time (watch off, so that each
   connects), the outbox drained after each; then the store is closed cleanly (its last
   checkpoint counted), and the total divided by the commands;
-- per idle hour at 50 locks: after every first read, ``--idle-s`` of nothing but the station's own
-  periodic work (syncs every ``sync_interval_s``, 600 s by default: ``--sync-interval-s``; the
-  status refresh), scaled to an hour;
+- per idle hour at 50 locks: after every first read, ``--idle-s`` (660: one whole sync round) of
+  nothing but the station's own periodic work (syncs every ``sync_interval_s``, 600 s by default:
+  ``--sync-interval-s``; the status refresh) while each lock's RSSI moves by a few dBm every half
+  minute as a real radio's does, scaled to an hour;
 - per 1,000 events through an outage: the broker stopped, a rider closes and opens
   ``--outage-events`` / 2 locks' bolts by hand (each a ``lock_state`` event pair), the broker back,
   every event delivered; bytes from the broker's stop to the last acknowledgement, per 1,000.
@@ -30,6 +31,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -217,6 +219,16 @@ async def per_command(folder: Path, commands: int) -> dict[str, Any]:
     }
 
 
+async def rssi_jitter(s: Site, world_locks: Sequence[LockConfig]) -> None:
+    """A real radio's signal strength is never the same twice: every lock's RSSI moves by a few
+    dBm every half minute, so each periodic read finds it changed, as on a station."""
+    rng = random.Random(19)
+    while True:
+        for lock in world_locks:
+            await s.sim.control.set_rssi(lock.name, -60 - rng.randint(0, 6))
+        await asyncio.sleep(30)
+
+
 async def idle_hour(
     folder: Path, locks: int, idle_s: float, sync_interval_s: float
 ) -> dict[str, Any]:
@@ -228,11 +240,13 @@ async def idle_hour(
         await s.notify.wait_for("READY=1", timeout_s=300)
         await s.first_reads_done()
         await s.drained()
+        jitter = asyncio.create_task(rssi_jitter(s, world_locks))
         before = await flushed(s.daemon.pid)
         started = time.monotonic()
         await asyncio.sleep(idle_s)
         spent = time.monotonic() - started
         idle = await flushed(s.daemon.pid) - before
+        jitter.cancel()
     return {
         "locks": locks,
         "idle_s": spent,
@@ -367,7 +381,7 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=40)
     parser.add_argument("--locks", type=int, default=50)
-    parser.add_argument("--idle-s", type=float, default=300.0)
+    parser.add_argument("--idle-s", type=float, default=660.0)
     parser.add_argument("--sync-interval-s", type=float, default=600.0)
     parser.add_argument("--outage-events", type=int, default=1000)
     parser.add_argument("--label", default="this checkout")
