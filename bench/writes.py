@@ -247,8 +247,19 @@ async def idle_hour(
         spent = time.monotonic() - started
         idle = await flushed(s.daemon.pid) - before
         jitter.cancel()
+    folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--heartbeat-round",
+        str(folder),
+        str(locks),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
     return {
         "locks": locks,
+        "heartbeat_round_bytes": int(out.decode().split()[-1]),
         "idle_s": spent,
         "sync_interval_s": sync_interval_s,
         "bytes": idle,
@@ -300,6 +311,46 @@ def held_events(folder: str, count: int) -> None:
                 await remove_acknowledged(outbox)  # as often as the link looks, or more
         os.sync()
         return written(os.getpid()) - before
+
+    print(asyncio.run(run()))
+
+
+def heartbeat_round(folder: str, locks: int) -> None:
+    """In a process of its own: what one round of heartbeat writes costs, every lock's record
+    written with a new ``last_seen`` and RSSI as the engine writes a heartbeat that fell due (no
+    sync of its own), its lock document published and acknowledged. Prints the bytes written."""
+    registered = tuple(
+        RegisteredLock(
+            f"B{i:04d}",
+            f"ISHAREIT-22{i:05d}",
+            f"00000000-0000-0000-0000-fc3c002a{i:04x}",
+            Profile.SHAREE,
+        )
+        for i in range(locks)
+    )
+    here = Station("FR101", "47.976634", "7.825490", registered, "0b6f4a5e")
+
+    async def run() -> int:
+        path = Path(folder) / "heartbeat.db"
+        async with Store(path, station=here, key=StationKey.from_bytes(bytes(32))) as store:
+            outbox = Outbox(store)
+            at = datetime.now(UTC)
+            records = [LockRecord(lock.bike, lock_state=LockState.LOCKED) for lock in registered]
+            await store.apply(Change(locks=tuple(records)), at=at)
+            await outbox.acknowledge(*await outbox.next_batch(10_000))
+            await remove_acknowledged(outbox)
+            os.sync()
+            before = written(os.getpid())
+            for record in records:
+                seen = datetime.now(UTC)
+                beat = LockRecord(
+                    record.bike, lock_state=record.lock_state, last_seen=seen, rssi=-63
+                )
+                await store.apply(Change(locks=(beat,)), at=seen, durable=False)
+            await outbox.acknowledge(*await outbox.next_batch(10_000))
+            await remove_acknowledged(outbox)
+            os.sync()
+            return written(os.getpid()) - before
 
     print(asyncio.run(run()))
 
@@ -369,6 +420,10 @@ def table(results: dict[str, Any]) -> str:
             f"| per idle hour at {idle['locks']} locks (sync every {idle['sync_interval_s']:.0f} s;"
             f" {idle['idle_s']:.0f} s measured) | {idle['bytes_per_hour'] / KIB:.0f} |"
         )
+        rows.append(
+            f"| one round of heartbeat writes at {idle['locks']} locks (every lock's last_seen "
+            f"written once, as when it falls due) | {idle['heartbeat_round_bytes'] / KIB:.0f} |"
+        )
     if (out := results.get("outage")) is not None:
         rows.append(
             f"| per 1,000 events held through an outage ({out['events']} events) | "
@@ -390,6 +445,9 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--heartbeat-round"]:
+        heartbeat_round(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
     if sys.argv[1:2] == ["--held-events"]:
         held_events(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)

@@ -93,8 +93,8 @@ async def test_sync_device_reads_state_battery_and_firmware(harness: Harness) ->
     assert [e["battery"] for e in await harness.events("battery")][-1] == 55
 
 
-async def test_a_heartbeat_alone_is_written_at_most_every_half_hour(harness: Harness) -> None:
-    """A read that found nothing new but last_seen and RSSI writes nothing for half an hour after
+async def test_a_heartbeat_alone_is_written_at_most_every_hour(harness: Harness) -> None:
+    """A read that found nothing new but last_seen and RSSI writes nothing for an hour after
     the lock's record was last written; the next change writes it all (docs/store.md, writes)."""
     first = at()
     await harness.engine.observe(

@@ -69,8 +69,9 @@ __all__ = ["LockWorker"]
 UNMOVED_OUTCOMES = frozenset({Outcome.BLOCKED, Outcome.MOVED})
 """The lock answered that it could not move the bolt: the bolt stayed where it was."""
 MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
-HEARTBEAT_WRITE_S = 1800.0
-"""A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic)."""
+HEARTBEAT_WRITE_S = 3600.0
+"""A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic): one
+round of 50 locks' heartbeats costs about 124 KiB (bench/README.md), once an hour at most."""
 _HEARTBEAT = frozenset({"last_seen", "rssi"})
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
