@@ -87,13 +87,11 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE version = 1 AND ended_at IS NOT NULL;
     """,
     # 3: fewer pages written per transaction (docs/store.md, writes). The open commands are found
-    # by arrival, so a change of state no longer moves an index entry; the outbox's (kind, id)
-    # index, written at every insert and delete, goes: the oldest droppable messages are found by
-    # id, skipping the few command documents.
+    # by arrival, so a change of state no longer moves an index entry. (The outbox's (kind, id)
+    # index stays: it is what counts the outbox's depth without reading every row.)
     """
     DROP INDEX command_open;
     CREATE INDEX command_open ON command (arrival) WHERE ended_at IS NULL;
-    DROP INDEX outbox_kind;
     """,
 )
 
