@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from lockgate.ble.settings import DEFAULT_RADIO
+from lockgate.clock import TIMESYNCD_MARKER
 from lockgate.errors import LockgateError
 from lockgate.model import Profile
 from lockgate.protocol.identity import guid_to_address, profile_of_name
@@ -233,6 +234,16 @@ class StoreSection(_Section):
     max_size_mb: Annotated[int, Field(ge=1)] | None = None
 
 
+class ClockSection(_Section):
+    """Where the station learns whether its wall clock is synchronised (docs/station.md, "Time on a
+    station without an RTC"): ``kernel`` (adjtimex; refused under the hardened unit), ``timesyncd``
+    (the file ``synchronized_file``, there once systemd-timesyncd synchronised the clock), or
+    ``auto``: the kernel where it answers, else the file."""
+
+    source: Literal["auto", "kernel", "timesyncd"] = "auto"
+    synchronized_file: Annotated[Path, AfterValidator(_absolute)] = TIMESYNCD_MARKER
+
+
 class CommandsSection(_Section):
     """Signed and sealed commands (docs/mqtt-contract.md). ``require_signed = false`` is for the
     demo only: the station then accepts unsigned requests too, and says at start that it is open."""
@@ -299,6 +310,7 @@ class Config(BaseModel):
     store: StoreSection = StoreSection()
     commands: CommandsSection = CommandsSection()
     home_assistant: HomeAssistantSection = HomeAssistantSection()
+    clock: ClockSection = ClockSection()
     locks: list[LockSection] = Field(default_factory=list)
 
     @model_validator(mode="after")

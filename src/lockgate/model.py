@@ -165,6 +165,7 @@ class EventType(StrEnum):
     BATTERY = "battery"
     ALARM = "alarm"
     RADIO = "radio"
+    CLOCK = "clock"
 
 
 class BookingChange(StrEnum):

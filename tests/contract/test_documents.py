@@ -86,6 +86,7 @@ def test_event_shape() -> None:
         "latitude": "47.976634",
         "longitude": "7.825490",
         "replayed": False,
+        "clock_synced": True,
     }
     booking = BookingEvent(
         **{

@@ -27,6 +27,7 @@ def test_every_kind_of_event_is_described() -> None:
         "battery": {"battery": 40},
         "alarm": {"alarm": True},
         "radio": {"adapter": "hci0", "radio_state": "down", "reason": "gone"},
+        "clock": {"step_s": -259200.0},
     }
     for kind in kinds:
         name = kind.model_fields["type"].default.value

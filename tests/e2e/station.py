@@ -94,9 +94,15 @@ def write_config(
     slots: int = 3,
     watch: bool = True,
     sync_interval_s: float = 3600.0,
+    synchronized: bool = True,
 ) -> Path:
     """A station config for the simulated world, its state (and its sealing key) kept in
-    ``directory``; ``commands`` adds lines to the ``[commands]`` section."""
+    ``directory``; ``commands`` adds lines to the ``[commands]`` section. Whether the station's
+    clock is synchronised is the file :func:`synchronized_file` (timesyncd's marker, moved), made
+    here when ``synchronized``: never the test machine's own kernel, which may say either."""
+    marker = synchronized_file(directory)
+    if synchronized:
+        marker.touch()
     lines = [
         "[station]",
         f'id = "{STATION}"',
@@ -125,6 +131,10 @@ def write_config(
         f'station_key_file = "{directory / "station.jwk"}"',
         commands,
         "",
+        "[clock]",
+        'source = "timesyncd"',
+        f'synchronized_file = "{marker}"',
+        "",
     ]
     for lock in sim.locks:
         lines += [
@@ -138,6 +148,11 @@ def write_config(
     path = directory / "lockgate.toml"
     path.write_text("\n".join(lines) + extra)
     return path
+
+
+def synchronized_file(directory: Path) -> Path:
+    """The file whose presence tells the station of ``directory`` that its clock is synchronised."""
+    return directory / "clock-synchronized"
 
 
 @dataclass

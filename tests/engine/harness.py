@@ -84,6 +84,7 @@ class Harness:
         radio: ModelRadio,
         *,
         clock: Callable[[], datetime] = utc_now,
+        clock_synced: Callable[[], bool] | None = None,
         max_outbox: int = 100_000,
         boot_id: str = "boot-1",
         gate: CommandGate = GATE,
@@ -101,10 +102,16 @@ class Harness:
             key=STATION_KEY,
             max_outbox=max_outbox,
             max_size_bytes=max_size_bytes,
+            clock_synced=clock_synced,
         )
         self.gate = gate
         self.engine = Engine(
-            store=self.store, radio=radio, station=self.station, clock=clock, gate=gate
+            store=self.store,
+            radio=radio,
+            station=self.station,
+            clock=clock,
+            gate=gate,
+            clock_synced=clock_synced,
         )
 
     async def start(self, *, recover: bool = True) -> Harness:

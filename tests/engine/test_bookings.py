@@ -12,6 +12,7 @@ import pytest
 
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
 from lockgate.radio import Operation, Outcome
+from lockgate.store.sql import unpack
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"
@@ -295,7 +296,8 @@ async def test_rental_start_records_occupied_before_the_lock_moves(harness: Harn
             ).fetchone()[0]
             payloads = other.execute("SELECT payload FROM outbox WHERE topic = 'events'").fetchall()
         queued = any(
-            json.loads(p)["type"] == "booking" and json.loads(p)["booking_state"] == "occupied"
+            json.loads(unpack(p))["type"] == "booking"
+            and json.loads(unpack(p))["booking_state"] == "occupied"
             for (p,) in payloads
         )
         seen.append((booking, queued))

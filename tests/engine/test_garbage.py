@@ -132,10 +132,15 @@ async def test_hostile_values_get_one_clean_answer(harness: Harness, payload: by
     assert again.admission in set(Admission)
     rows = await store.queued(after=before, limit=1000)
     first = [row for row in rows if row.id <= middle]
+    # An id an earlier example used is answered with its stored document, at whatever version.
+    repeated = submission.admission is Admission.REPEATED
     answers = [
         row
         for row in first
-        if (row.topic.startswith("commands/") and json.loads(row.payload)["version"] == 1)
+        if (
+            row.topic.startswith("commands/")
+            and (repeated or json.loads(row.payload)["version"] == 1)
+        )
         or row.topic == "errors"
     ]
     assert len(answers) == 1, [row.topic for row in first]

@@ -91,3 +91,27 @@ async def test_sync_device_reads_state_battery_and_firmware(harness: Harness) ->
     assert "RESPONSE_SYNC_DEVICE" in names
     assert "RESPONSE_POWER_CYCLE" in names
     assert [e["battery"] for e in await harness.events("battery")][-1] == 55
+
+
+async def test_a_heartbeat_alone_is_written_at_most_every_hour(harness: Harness) -> None:
+    """A read that found nothing new but last_seen and RSSI writes nothing for an hour after
+    the lock's record was last written; the next change writes it all (docs/store.md, writes)."""
+    first = at()
+    await harness.engine.observe(
+        HealthObserved(BIKE, Health.HEALTHY, HardwareState.NORMAL, first, None, first)
+    )
+    written = await harness.lock_document(BIKE)
+    later = at()
+    await harness.engine.observe(
+        HealthObserved(BIKE, Health.HEALTHY, HardwareState.NORMAL, later, None, later)
+    )
+    await harness.engine.observe(ReadingObserved(BIKE, Reading(rssi=-70), later))
+    assert await harness.lock_document(BIKE) == written  # nothing written
+    lock = harness.engine.lock_record(BIKE)
+    assert lock is not None
+    assert lock.last_seen == later  # kept in memory
+    await harness.engine.observe(ReadingObserved(BIKE, Reading(battery=41), at()))
+    document = await harness.lock_document(BIKE)
+    assert document["battery"] == 41
+    assert document["rssi"] == -70
+    assert document["heartbeat_v2"]["last_seen"] != written["heartbeat_v2"]["last_seen"]

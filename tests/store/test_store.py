@@ -26,6 +26,7 @@ from lockgate.store import (
     StationKey,
     Store,
 )
+from lockgate.store.sql import unpack
 
 STATION = Station(
     "FR101",
@@ -241,7 +242,7 @@ async def test_an_answer_without_its_own_sync_is_committed_before_apply_returns(
     await store.apply(Change(errors=(error_document("a"),)), at=now(), durable=False)
     # Another connection (another process, as after a crash of this one) reads it at once.
     with sqlite3.connect(store.path) as other:
-        payloads = [bytes(row[0]) for row in other.execute("SELECT payload FROM outbox")]
+        payloads = [unpack(row[0]) for row in other.execute("SELECT payload FROM outbox")]
     assert [json.loads(p)["correlation_id"] for p in payloads] == ["a"]
 
 

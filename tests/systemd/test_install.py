@@ -48,6 +48,10 @@ def test_installs_into_a_root_and_keeps_the_configuration_on_a_second_run(tmp_pa
         ("usr/lib/sysusers.d/lockgate.conf", "systemd/lockgate.sysusers"),
         ("usr/lib/tmpfiles.d/lockgate.conf", "systemd/lockgate.tmpfiles"),
         ("opt/lockgate/docs/station.md", "docs/station.md"),
+        (
+            "etc/systemd/system/systemd-time-wait-sync.service.d/lockgate.conf",
+            "systemd/time-wait-sync.conf",
+        ),
         ("etc/lockgate/lockgate.toml", "config/station.toml"),
     ]:
         assert (root / installed).read_bytes() == (SOURCE / source).read_bytes(), installed

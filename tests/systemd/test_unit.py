@@ -90,6 +90,38 @@ def test_the_unit_says_what_the_station_needs() -> None:
     assert re.search(r"^WatchdogSec=\d+$", text, re.MULTILINE)
 
 
+def test_the_unit_waits_for_time_sync_without_needing_it() -> None:
+    """Ordered after time-sync.target, never pulling it in: where nothing waits for the clock the
+    target is reached at once, so a station without network starts all the same."""
+    lines = [line for line in UNIT.read_text().splitlines() if not line.startswith("#")]
+    after = " ".join(line.split("=", 1)[1] for line in lines if line.startswith("After="))
+    assert "time-sync.target" in after.split()
+    pulls = " ".join(
+        line.split("=", 1)[1]
+        for line in lines
+        if line.split("=", 1)[0] in ("Wants", "Requires", "Requisite", "BindsTo")
+    )
+    assert "time-sync.target" not in pulls.split()
+
+
+def test_the_time_wait_drop_in_bounds_the_wait(tmp_path: Path) -> None:
+    """systemd-time-wait-sync.service with lockgate's drop-in verifies and waits two minutes, not
+    for ever (its own unit says infinity)."""
+    root = _root(tmp_path, with_binary=True)
+    drop_in = root / "etc/systemd/system/systemd-time-wait-sync.service.d/lockgate.conf"
+    drop_in.parent.mkdir(parents=True)
+    shutil.copy(SYSTEMD / "time-wait-sync.conf", drop_in)
+    binary = root / "lib/systemd/systemd-time-wait-sync"  # verify looks for ExecStart's binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    done = _run("systemd-analyze", "verify", f"--root={root}", "systemd-time-wait-sync.service")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    text = drop_in.read_text()
+    assert re.search(r"^\[Service\]$", text, re.MULTILINE)
+    assert re.search(r"^TimeoutStartSec=120$", text, re.MULTILINE)
+
+
 def test_sysusers_and_tmpfiles_make_the_user_and_the_permissions(tmp_path: Path) -> None:
     root = tmp_path / "root"
     for directory in ("usr/lib/sysusers.d", "usr/lib/tmpfiles.d", "etc/lockgate", "var/lib"):

@@ -128,6 +128,7 @@ def _event_line(event: dict[str, Any]) -> str:
         "booking": lambda: f"{event.get('booking_state')} {_text(event.get('user_id'))}",
         "health": lambda: f"{event.get('health')} {_text(event.get('reason'))}",
         "battery": lambda: f"{event.get('battery')}%",
+        "clock": lambda: f"stepped {event.get('step_s')} s",
         "radio": lambda: (
             f"{event.get('adapter')} {event.get('radio_state')}"
             f" {_text(event.get('reason')) if event.get('radio_state') == 'down' else ''}"

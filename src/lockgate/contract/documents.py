@@ -119,6 +119,7 @@ class _EventBase(_Document):
     latitude: str
     longitude: str
     replayed: bool = False
+    clock_synced: bool = True  # whether the station's wall clock was synchronised (the store's)
 
 
 class LockStateEvent(_EventBase):
@@ -167,7 +168,23 @@ class RadioEvent(_EventBase):
     """On the way back up: how long it was down."""
 
 
-Event = LockStateEvent | BookingEvent | HealthEvent | BatteryEvent | AlarmEvent | RadioEvent
+class ClockEvent(_EventBase):
+    """The station's wall clock stepped (``bike`` null): by ``step_s`` seconds, forward positive.
+    Times before it and after it differ by the step plus the time that passed."""
+
+    type: Literal[EventType.CLOCK] = EventType.CLOCK
+    step_s: float
+
+
+Event = (
+    LockStateEvent
+    | BookingEvent
+    | HealthEvent
+    | BatteryEvent
+    | AlarmEvent
+    | RadioEvent
+    | ClockEvent
+)
 
 
 # --- station status and errors -----------------------------------------------------------------
@@ -198,6 +215,15 @@ class BleStatus(_Document):
     adapters: tuple[AdapterDocument, ...] = ()
 
 
+class ClockStatus(_Document):
+    """Whether the station's wall clock is synchronised, and since when (the station's first look
+    that found it so since it started; null while it is not)."""
+
+    synced: bool
+    since: Timestamp | None = None
+    source: str
+
+
 class SealingKey(_Document):
     """The station's X25519 public key as a JWK (``kid``: its RFC 7638 thumbprint): a backend
     seals a request's credentials to it (mqtt-contract.md, Signed and sealed commands)."""
@@ -217,6 +243,7 @@ class StationStatus(_Document):
     locks: tuple[str, ...]
     outbox_depth: int
     ble: BleStatus
+    clock: ClockStatus | None = None
     sealing_key: SealingKey | None = None  # None: this station opens no sealed credentials
 
 
@@ -245,6 +272,8 @@ __all__ = [
     "BleStatus",
     "BookingEvent",
     "BookingStatus",
+    "ClockEvent",
+    "ClockStatus",
     "CommandDocument",
     "CommandEvent",
     "CommandStatus",

@@ -120,6 +120,11 @@ class CommandRequest:
     power_cycle: bool = False
     credentials: Credentials | None = field(default=None, repr=False)
     remove_credentials: bool = False  # provision with ``{}``
+    relative: bool = False
+    """``timeout_at`` is the default deadline: a duration from the receipt, told on the monotonic
+    clock (the wall-clock ``timeout_at`` only shows it); else the backend's, on the wall clock."""
+    note: str | None = None
+    """Why the deadline is not the request's own (the station's clock is not synchronised)."""
 
     def parameters(self) -> dict[str, Any]:
         """What the store keeps of the request: everything but the credentials."""
@@ -238,10 +243,18 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+def default_timeout(name: CommandName) -> timedelta:
+    """The deadline of a request without ``timeout_at``: an hour for a booking, else 60 s."""
+    return DEFAULT_BOOKING_TIMEOUT if name is CommandName.BOOK else DEFAULT_TIMEOUT
+
+
 def validate(
-    envelope: Envelope, *, station: Station, now: datetime
+    envelope: Envelope, *, station: Station, now: datetime, clock_synced: bool = True
 ) -> CommandRequest | RejectedRequest:
-    """Every rule of the contract in a fixed order: the first broken one answers."""
+    """Every rule of the contract in a fixed order: the first broken one answers. While the
+    station's clock is not synchronised (``clock_synced`` false), a ``timeout_at`` is checked for
+    its form but not judged against that clock: the request gets the default deadline instead
+    (a clock days off would refuse, or expire at once, what a synchronised one takes)."""
 
     def reject(code: ErrorCode, reason: str, timeout_at: datetime | None = None) -> RejectedRequest:
         return RejectedRequest(
@@ -294,18 +307,24 @@ def validate(
                 f"comment: at least {MIN_COMMENT_LENGTH} characters when reason is {reason}",
             )
 
-    if body.timeout_at is None:
-        default = DEFAULT_BOOKING_TIMEOUT if name is CommandName.BOOK else DEFAULT_TIMEOUT
-        timeout_at = now + default
-    else:
+    relative = body.timeout_at is None
+    note: str | None = None
+    if body.timeout_at is not None:
         try:
             timeout_at = parse_time(body.timeout_at)
         except ValueError:
             return reject(ErrorCode.INVALID_TIMEOUT_AT, "timeout_at: not an RFC 3339 date-time")
-        if timeout_at <= now:
-            return reject(
-                ErrorCode.INVALID_TIMEOUT_AT, "timeout_at: must be in the future", timeout_at
+        if not clock_synced:
+            relative = True
+            seconds = int(default_timeout(name).total_seconds())
+            note = (
+                "timeout_at not judged: the station's clock is not synchronised; "
+                f"the default deadline of {seconds} s applies"
             )
+    if relative:
+        timeout_at = now + default_timeout(name)
+    elif timeout_at <= now:
+        return reject(ErrorCode.INVALID_TIMEOUT_AT, "timeout_at: must be in the future", timeout_at)
 
     credentials: Credentials | None = None
     remove = False
@@ -340,6 +359,8 @@ def validate(
         power_cycle=bool(body.power_cycle),
         credentials=credentials,
         remove_credentials=remove,
+        relative=relative,
+        note=note,
     )
 
 

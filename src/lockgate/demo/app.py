@@ -29,6 +29,7 @@ from lockgate.contract import (
     Event,
     HealthEvent,
     LockStateEvent,
+    RadioEvent,
 )
 from lockgate.demo.backend import BackendOfflineError
 from lockgate.demo.internals import screen_renderable
@@ -55,9 +56,11 @@ def describe_event(event: Event) -> str:
         text = f"battery {event.battery} %"
     elif isinstance(event, AlarmEvent):
         text = f"alarm {'on' if event.alarm else 'off'}"
-    else:  # RadioEvent: an adapter (or bluetoothd, for all of them) went or came back
+    elif isinstance(event, RadioEvent):  # an adapter (or bluetoothd, for all) went or came back
         text = f"radio {event.adapter} {event.radio_state}"
         text += f" after {event.down_s:.1f} s" if event.down_s is not None else ""
+    else:  # ClockEvent: the station's wall clock stepped
+        text = f"clock stepped {event.step_s:+.1f} s"
     cause = f" ({event.cause})" if event.cause else ""
     replayed = " replayed" if event.replayed else ""
     return f"{text}{cause}{replayed}"

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import hmac
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -34,8 +35,8 @@ from typing import Self
 
 import structlog
 
-from lockgate.clock import utc_now
-from lockgate.contract.documents import ErrorDocument
+from lockgate.clock import monotonic, utc_now
+from lockgate.contract.documents import ClockEvent, ErrorDocument
 from lockgate.contract.envelope import CommandGate, Refused
 from lockgate.contract.request import (
     CommandRequest,
@@ -44,12 +45,13 @@ from lockgate.contract.request import (
     read_envelope,
     validate,
 )
+from lockgate.contract.stamps import stamp
 from lockgate.contract.station import Station
 from lockgate.engine.jobs import Clock, Crew, Job
-from lockgate.engine.ledger import Ledger, booking_of, command_event, rejected, request_of
+from lockgate.engine.ledger import Ledger, command_event, rejected, request_of
 from lockgate.engine.worker import LockWorker
 from lockgate.errors import LockgateError
-from lockgate.model import Admission, BookingState, CommandState, ErrorCode
+from lockgate.model import Admission, CommandState, ErrorCode
 from lockgate.radio import LockRadio, Observation
 from lockgate.store.key import StationKey
 from lockgate.store.records import Change, CommandRecord, Correlation, LockRecord, Reply
@@ -118,6 +120,8 @@ class Engine:
         key: StationKey | None = None,
         gate: CommandGate | None = None,
         clock: Clock = utc_now,
+        mono: Callable[[], float] = monotonic,
+        clock_synced: Callable[[], bool] | None = None,
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
         settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
         dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
@@ -131,6 +135,11 @@ class Engine:
         self._key = key if key is not None else store.key
         self._gate = gate if gate is not None else CommandGate()
         self._clock = clock
+        self._mono = mono
+        self._clock_synced = clock_synced if clock_synced is not None else _assumed_synced
+        # Forward steps of the wall clock (monotonic time seen, seconds): a window told against
+        # times written before a step is lengthened by it (_cutoff).
+        self._steps: list[tuple[float, float]] = []
         self._stop_grace_s = stop_grace_s
         self._dedupe_window = dedupe_window
         self._refusal_window = refusal_window
@@ -142,6 +151,7 @@ class Engine:
             radio=radio,
             ledger=Ledger(station),
             clock=clock,
+            mono=mono,
             settle_timeout_s=settle_timeout_s,
             log=self._log,
             secrets={},
@@ -269,7 +279,7 @@ class Engine:
         if not self._recovered:
             raise EngineStateError("submit() before recover()")
         correlation = self._bounded(correlation or Correlation())
-        now = self._clock()
+        now, received = self._clock(), self._mono()
         # Admission, in order: signature, claims and sealed credentials (a refused request is
         # answered here and never read further: docs/mqtt-contract.md, Refusals); the request the
         # gate parsed (once) to an envelope with a usable id (or an error document); the id looked
@@ -294,7 +304,10 @@ class Engine:
             if isinstance(verdict, RejectedRequest):
                 return await self._refuse(verdict, correlation, now)
             record = await self._receive(verdict, correlation, now)
-        return self._start(verdict, record)
+        deadline = None
+        if verdict.relative:  # a duration from the receipt, on the monotonic clock
+            deadline = received + (verdict.timeout_at - now).total_seconds()
+        return self._start(verdict, record, deadline)
 
     def _bounded(self, correlation: Correlation) -> Correlation:
         """MQTT 5 properties are kept and echoed only within a size a backend could mean."""
@@ -354,7 +367,9 @@ class Engine:
         """The contract's rules; a fault in checking them refuses the request (INTERNAL) rather
         than escaping as a message the broker would deliver again for ever."""
         try:
-            return validate(envelope, station=self._station, now=now)
+            return validate(
+                envelope, station=self._station, now=now, clock_synced=self._clock_synced()
+            )
         except Exception as err:  # noqa: BLE001 - hostile input must get an answer, never a raise
             self._log.error(
                 "request could not be checked",
@@ -400,6 +415,7 @@ class Engine:
             events=(command_event("REQUEST", verdict.name, now),),
             parameters=verdict.parameters(),
             correlation=correlation,
+            reason=verdict.note,
         )
         await self._write(record)
         self._log.info(
@@ -407,12 +423,14 @@ class Engine:
         )
         return record
 
-    def _start(self, verdict: CommandRequest, record: CommandRecord) -> Submission:
+    def _start(
+        self, verdict: CommandRequest, record: CommandRecord, deadline: float | None
+    ) -> Submission:
         if self._crew.stopping.is_set():
             return Submission(Admission.ACCEPTED, verdict.id)  # runs after the next start
         if verdict.credentials is not None:
             self._crew.secrets[verdict.id] = verdict.credentials
-        self._workers[verdict.bike].enqueue(Job(record, verdict))
+        self._workers[verdict.bike].enqueue(Job(record, verdict, deadline=deadline))
         return Submission(Admission.ACCEPTED, verdict.id)
 
     async def _turn_away(
@@ -480,40 +498,80 @@ class Engine:
                 await asyncio.sleep(_STORE_RETRY_S)
 
     async def _keep_deadlines(self) -> None:
+        """Queued commands' deadlines, bookings' expiries and the pruning, each told in seconds
+        from now: a default deadline on the monotonic clock, the backend's on the wall clock.
+        Woken when a command is queued, a booking written, or the wall clock stepped."""
         changed = self._crew.deadlines_changed
-        next_prune = self._clock()
+        next_prune = self._mono()
         while True:
             changed.clear()
-            now = self._clock()
-            if now >= next_prune:
+            if self._mono() >= next_prune:
+                now = self._clock()
                 # The dedupe record of ids is kept for the window, then forgotten, so a station
                 # that runs for months does not grow its command table without end.
-                await self._store.prune_commands(now - self._dedupe_window)
+                await self._store.prune_commands(self._cutoff(now, self._dedupe_window))
                 # A refused request is remembered only long enough to answer its repeats the
                 # same way; the store also keeps at most max_refusals of them (docs/store.md).
-                await self._store.prune_refusals(now - self._refusal_window)
-                next_prune = now + self._prune_interval
-            upcoming: list[datetime] = [next_prune]
+                await self._store.prune_refusals(self._cutoff(now, self._refusal_window))
+                next_prune = self._mono() + self._prune_interval.total_seconds()
+            upcoming: list[float] = [next_prune - self._mono()]
             for worker in self._workers.values():
                 for job in list(worker.waiting):
                     if job.ended or job.started or job.settle:
                         continue
-                    if job.request.timeout_at <= now:
+                    left = self._crew.remaining(job)
+                    if left <= 0:
                         await worker.end(
                             job, ErrorCode.TIMED_OUT, "timeout_at passed while the command waited"
                         )
                     else:
-                        upcoming.append(job.request.timeout_at)
-                booking = booking_of(worker.record)
-                if booking.expired(now):
+                        upcoming.append(left)
+                expiry = worker.booking_left()
+                if expiry is not None and expiry <= 0:
                     async with worker.mutex:
                         await worker.expire_if_due()
-                elif booking.state is BookingState.BOOKED and booking.timeout_at is not None:
-                    upcoming.append(booking.timeout_at)
-            delay = (min(upcoming) - self._clock()).total_seconds()
+                elif expiry is not None:
+                    upcoming.append(expiry)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.0) + 0.001):
+                async with asyncio.timeout(max(min(upcoming), 0.0) + 0.001):
                     await changed.wait()
+
+    def _cutoff(self, now: datetime, window: timedelta) -> datetime:
+        """What is older than ``window`` (told on the wall clock of the rows): a forward step of
+        the wall clock within the window makes rows written before it look older than they are,
+        so the window is lengthened by it until the step itself is older than the window."""
+        mono = self._mono()
+        horizon = self._dedupe_window.total_seconds()
+        self._steps = [(at, step) for at, step in self._steps if mono - at < horizon]
+        ahead = sum(step for at, step in self._steps if mono - at < window.total_seconds())
+        return now - window - timedelta(seconds=ahead)
+
+    # --- the wall clock ------------------------------------------------------------------------
+
+    async def clock_stepped(self, step_s: float) -> None:
+        """The wall clock stepped by ``step_s`` seconds (forward positive): a ``clock`` event says
+        so, default deadlines and expiries (durations) move with it, and every deadline told on
+        the wall clock is looked at again at once (a booking whose expiry the step passed
+        expires now). A store that cannot write is logged, not raised."""
+        now = self._clock()
+        if step_s > 0:
+            self._steps.append((self._mono(), step_s))
+        event = ClockEvent(**stamp(self._station, now, bike=None), step_s=round(step_s, 3))
+        try:
+            await self._store.apply(Change(events=(event,)), at=now)
+        except StoreError as err:
+            self._log.error("the store failed to write the clock's step", error=str(err))
+        step = timedelta(seconds=step_s)
+        for worker in self._workers.values():
+            try:
+                await worker.clock_stepped(step)
+            except StoreError as err:
+                self._log.error("the store failed to move a booking's expiry", error=str(err))
+        self._crew.deadlines_changed.set()
+
+
+def _assumed_synced() -> bool:
+    return True
 
 
 def _fits(text: str, limit: int) -> bool:

@@ -38,6 +38,9 @@ class Job:
     ended: bool = False
     touched: bool = False  # the radio was asked to move the lock
     store_failed: bool = False  # a write failed mid-command: settled once the store writes again
+    deadline: float | None = None
+    """For a default (relative) deadline: when it passes on the monotonic clock; ``None``: the
+    request's ``timeout_at`` is the backend's, told on the wall clock."""
 
     @property
     def id(self) -> str:
@@ -52,6 +55,8 @@ class Crew:
     radio: LockRadio
     ledger: Ledger
     clock: Clock
+    mono: Callable[[], float]
+    """The monotonic clock: durations (default deadlines, a booking's default expiry)."""
     settle_timeout_s: float
     log: structlog.stdlib.BoundLogger
     secrets: dict[str, Credentials] = field(repr=False)
@@ -60,3 +65,10 @@ class Crew:
     """Set by the engine's stop: a queued command no longer starts (it runs after a restart)."""
     deadlines_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """The engine's deadline task looks again (a command queued, a booking written)."""
+
+    def remaining(self, job: Job) -> float:
+        """Seconds until the job's deadline: on the monotonic clock for a default deadline, on
+        the wall clock for the backend's ``timeout_at``."""
+        if job.deadline is not None:
+            return job.deadline - self.mono()
+        return (job.request.timeout_at - self.clock()).total_seconds()

@@ -25,6 +25,7 @@ import contextlib
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -39,7 +40,15 @@ from lockgate.engine.ledger import (
     command_event,
     state_event,
 )
-from lockgate.model import BookingChange, Cause, CommandName, CommandState, ErrorCode, LockState
+from lockgate.model import (
+    BookingChange,
+    BookingState,
+    Cause,
+    CommandName,
+    CommandState,
+    ErrorCode,
+    LockState,
+)
 from lockgate.protocol.credentials import Credentials
 from lockgate.radio import (
     Observation,
@@ -57,6 +66,10 @@ from lockgate.store.records import Change, CommandRecord, LockRecord, Provisioni
 __all__ = ["LockWorker"]
 
 MOVING = frozenset({LockState.UNLOCKING, LockState.LOCKING})
+HEARTBEAT_WRITE_S = 3600.0
+"""A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic): one
+round of 50 locks' heartbeats costs about 124 KiB (bench/README.md), once an hour at most."""
+_HEARTBEAT = frozenset({"last_seen", "rssi"})
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
 15 s, docs/protocol.md), within the engine's ``settle_timeout_s``."""
@@ -82,6 +95,12 @@ class LockWorker:
         self.running: Job | None = None
         self.idle = asyncio.Event()  # set while no command runs
         self.idle.set()
+        self.booking_deadline: tuple[datetime, float] | None = None
+        """A booking's default expiry: its ``timeout_at`` as written, and when it passes on the
+        monotonic clock (kept in memory; after a restart the written time is the expiry)."""
+        self._timeout: asyncio.Timeout | None = None  # the running command's deadline
+        # When the lock's record was last written (monotonic): long ago, so the first heartbeat is.
+        self._written_at = crew.mono() - HEARTBEAT_WRITE_S
         self._crew = crew
 
     @property
@@ -158,14 +177,17 @@ class LockWorker:
         if job.settle:
             await self._settle(job)
             return
-        request = job.request
-        remaining = (request.timeout_at - self._crew.clock()).total_seconds()
+        remaining = self._crew.remaining(job)
         if remaining <= 0:
             await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the command ran")
             return
         try:
             async with asyncio.timeout(remaining) as deadline:
-                await self._execute(job)
+                self._timeout = deadline
+                try:
+                    await self._execute(job)
+                finally:
+                    self._timeout = None
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -205,7 +227,7 @@ class LockWorker:
                     "restart) and none provisioned for this lock",
                 )
                 return
-            if decision.operation is Operation.UNLOCK and self._crew.clock() >= request.timeout_at:
+            if decision.operation is Operation.UNLOCK and self._crew.remaining(job) <= 0:
                 await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the unlock")
                 return
             # Write-ahead: the rental start and the mark that the lock may be touched, durably,
@@ -243,7 +265,7 @@ class LockWorker:
         credentials: Credentials,
         write_ahead: asyncio.Future[None],
     ) -> Result:
-        remaining = max((job.request.timeout_at - self._crew.clock()).total_seconds(), 0.001)
+        remaining = max(self._crew.remaining(job), 0.001)
 
         async def progress(event: Progress) -> None:
             if isinstance(event, StepReached) and event.step is Step.AUTHORISED:
@@ -279,7 +301,7 @@ class LockWorker:
             order = (CommandState.NOT_SENT, CommandState.SENT, CommandState.RECEIVED)
             if target is None or order.index(target) <= order.index(job.record.state):
                 return
-            await self._write(job.record.advanced(target, at), job=job)
+            await self._write(job.record.advanced(target, at), job=job, soon=True)
             return
         async with self.mutex:
             update = self._crew.ledger.transition(
@@ -291,7 +313,7 @@ class LockWorker:
             command = job.record.advanced(
                 job.record.state, at, events=(state_event(event.lock_state, at),)
             )
-            await self._write(command, job=job, record=record, events=events)
+            await self._write(command, job=job, record=record, events=events, soon=True)
 
     async def _conclude(self, job: Job, decision: Decision, result: Result) -> None:
         """The command's end, as the ledger concludes it from the radio's result."""
@@ -338,6 +360,11 @@ class LockWorker:
     async def _finish_booking(self, job: Job, step: BookingStep) -> None:
         now = self._crew.clock()
         record, events = self._crew.ledger.book(self.record, step, now, job.id, None)
+        if step.change is BookingChange.BOOKED and job.deadline is not None:
+            # A default expiry is a duration: it passes on the monotonic clock, whatever the
+            # wall clock does meanwhile.
+            assert record.booking_timeout_at is not None
+            self.booking_deadline = (record.booking_timeout_at, job.deadline)
         job.ended = True
         command = job.record.advanced(
             CommandState.SUCCESS,
@@ -426,11 +453,23 @@ class LockWorker:
             "command ended", command_id=job.id, state=command.state, error_code=code, reason=reason
         )
 
+    def booking_left(self) -> float | None:
+        """Seconds until the lock's booking expires (``None``: no booking with an expiry): on the
+        monotonic clock for a default expiry, on the wall clock for the backend's."""
+        booking = booking_of(self.record)
+        if booking.state is not BookingState.BOOKED or booking.timeout_at is None:
+            return None
+        noted = self.booking_deadline
+        if noted is not None and noted[0] == booking.timeout_at:
+            return noted[1] - self._crew.mono()
+        return (booking.timeout_at - self._crew.clock()).total_seconds()
+
     async def expire_if_due(self) -> Booking:
         """The lock's booking, after expiring it if its time has passed (caller holds the mutex)."""
         now = self._crew.clock()
         booking = booking_of(self.record)
-        if not booking.expired(now):
+        left = self.booking_left()
+        if left is None or left > 0:
             return booking
         step = BookingStep(Booking(), BookingChange.CANCELED)
         record, events = self._crew.ledger.book(self.record, step, now, None, "the booking expired")
@@ -438,25 +477,69 @@ class LockWorker:
         self._crew.log.info("booking expired", bike=self.bike, user_id=booking.user)
         return booking_of(record)
 
+    async def clock_stepped(self, step: timedelta) -> None:
+        """The wall clock stepped by ``step``: default deadlines are durations, so their wall-clock
+        times move with it (a default booking expiry is written again, its lock document with
+        it); the running command's deadline from the backend is looked at again at once."""
+        for job in (*self.waiting, *((self.running,) if self.running is not None else ())):
+            if job.deadline is not None:
+                shifted = job.request.timeout_at + step
+                job.request = replace(job.request, timeout_at=shifted)
+                job.record = replace(job.record, timeout_at=shifted)
+        timeout = self._timeout
+        running = self.running
+        if timeout is not None and running is not None and running.deadline is None:
+            loop = asyncio.get_running_loop()
+            timeout.reschedule(loop.time() + max(self._crew.remaining(running), 0.0))
+        async with self.mutex:
+            noted = self.booking_deadline
+            booking = booking_of(self.record)
+            if noted is None or booking.timeout_at != noted[0]:
+                return
+            shifted = noted[0] + step
+            previous = self.booking_deadline
+            self.booking_deadline = (shifted, noted[1])
+            try:
+                await self._store_record(replace(self.record, booking_timeout_at=shifted), [])
+            except StoreError:
+                self.booking_deadline = previous
+                raise
+
     async def observe(self, observation: Observation) -> None:
-        """What the radio saw of this lock between commands, written if it changes the record."""
+        """What the radio saw of this lock between commands, written if it changes the record.
+
+        A read that found nothing new but the lock's heartbeat (``last_seen``, RSSI) is kept in
+        memory, and written with the lock's next change or once :data:`HEARTBEAT_WRITE_S` passed
+        since the lock's record was last written, without a sync of its own: a sync every ten
+        minutes per lock was most of an idle station's writes (docs/store.md)."""
         async with self.mutex:
             record, events = self._crew.ledger.observed(self.record, observation)
             if record == self.record:
                 return
+            if not events and _heartbeat_only(self.record, record):
+                if self._crew.mono() - self._written_at < HEARTBEAT_WRITE_S:
+                    self.record = record
+                    return
+                await self._store_record(record, events, durable=False)
+                return
             await self._store_record(record, events)
 
-    async def _store_record(self, record: LockRecord, events: list[Event]) -> None:
+    async def _store_record(
+        self, record: LockRecord, events: list[Event], *, durable: bool = True
+    ) -> None:
         """The lock's record and its events, in one transaction; memory moves on only if the
         write lands, so a later write repeats the change rather than forgetting it."""
         previous, self.record = self.record, record
         try:
             await self._crew.store.apply(
-                Change(locks=(record,), events=tuple(events)), at=self._crew.clock()
+                Change(locks=(record,), events=tuple(events)),
+                at=self._crew.clock(),
+                durable=durable,
             )
         except StoreError:
             self.record = previous
             raise
+        self._written_at = self._crew.mono()
 
     async def _write(
         self,
@@ -465,11 +548,14 @@ class LockWorker:
         job: Job | None = None,
         record: LockRecord | None = None,
         events: list[Event] | tuple[Event, ...] = (),
+        soon: bool = False,
     ) -> None:
         """One transaction: the command's new version, the lock's record, their events. Memory is
         set first: the store finishes a write even when its caller is cancelled (see the store's
-        database thread)."""
-        await self._commit(*self._stage(command, job=job, record=record, events=events))
+        database thread). ``soon``: a step between the write-ahead and the conclusion (SENT,
+        RECEIVED, a state the lock showed), synced with the next ones and published once synced
+        (``Store.apply(soon=True)``); lost in a power cut, the command is settled by a read."""
+        await self._commit(*self._stage(command, job=job, record=record, events=events), soon=soon)
 
     def _stage(
         self,
@@ -502,13 +588,26 @@ class LockWorker:
         locks = () if record is None else (record,)
         return Change(commands=(command,), locks=locks, events=tuple(events)), rollback
 
-    async def _commit(self, change: Change, rollback: Callable[[], None]) -> None:
+    async def _commit(
+        self, change: Change, rollback: Callable[[], None], *, soon: bool = False
+    ) -> None:
         try:
-            await self._crew.store.apply(change, at=self._crew.clock())
+            await self._crew.store.apply(change, at=self._crew.clock(), soon=soon)
         except StoreError:
             rollback()
             raise
+        if change.locks:
+            self._written_at = self._crew.mono()
 
 
 async def _ignore_progress(_: Progress) -> None:
     return None
+
+
+def _heartbeat_only(before: LockRecord, after: LockRecord) -> bool:
+    """Whether ``after`` differs from ``before`` in the heartbeat's fields alone."""
+    return all(
+        getattr(before, name) == getattr(after, name)
+        for name in LockRecord.__dataclass_fields__
+        if name not in _HEARTBEAT
+    )

@@ -38,12 +38,13 @@ import structlog
 from lockgate.ble.adapters import AdapterStatus
 from lockgate.ble.driver import Driver
 from lockgate.ble.errors import AdapterError
-from lockgate.clock import utc_now
+from lockgate.clock import StationClock, sync_source, utc_now
 from lockgate.config import Config
 from lockgate.contract import topics
 from lockgate.contract.documents import (
     AdapterDocument,
     BleStatus,
+    ClockStatus,
     RadioEvent,
     SealingKey,
     StationStatus,
@@ -86,6 +87,8 @@ ONLINE_WAIT_S = 3.0
 _LINK_POLL_S = 0.05
 FIRST_READ_MARGIN_S = 15.0
 """The first read of a lock may take its connection attempts and this much for the session."""
+CLOCK_CHECK_S = 1.0
+"""How often the wall clock is compared with the monotonic one, and its synchronisation read."""
 
 
 def version() -> str:
@@ -113,6 +116,7 @@ class Daemon:
         self._unread = len(config.locks)  # locks whose first read has not ended yet
         self._exit = Exit.OK
         self._radio_down_at: float | None = None  # loop time since when no adapter is up
+        self._clock = StationClock(sync_source(config.clock.source, config.clock.synchronized_file))
 
     @property
     def boot_id(self) -> str:
@@ -133,6 +137,7 @@ class Daemon:
             locks=len(config.locks),
             broker=_without_credentials(config.mqtt.url),
         )
+        self._log_clock()
         if config.ble.dbus_address:
             # bleak finds BlueZ on the system bus; a simulator serves its own.
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = config.ble.dbus_address
@@ -164,6 +169,7 @@ class Daemon:
                         max_refusals=config.store.max_refusals,
                         max_size_bytes=_bytes(config.store.max_size_mb),
                         fresh=self._fresh,
+                        clock_synced=self._clock.is_synced,
                     )
                 )
             except StoreError as err:  # unusable, a schema it does not know, a disk fault
@@ -183,6 +189,9 @@ class Daemon:
                     radio=driver,
                     station=self._station,
                     gate=self._gate,
+                    clock=self._clock.now,
+                    mono=self._clock.mono,
+                    clock_synced=self._clock.is_synced,
                     refusal_window=timedelta(seconds=config.store.refusal_window_s),
                 )
             )
@@ -207,6 +216,7 @@ class Daemon:
                     name="lockgate.service.watchdog",
                 ),
                 group.create_task(self._radio_deadline(driver), name="lockgate.service.radio"),
+                group.create_task(self._watch_clock(engine, outbox), name="lockgate.service.clock"),
             ]
             await engine.recover()  # the engine logs what it settled, resumed and timed out
             self._outbox_depth = await outbox.depth()
@@ -239,6 +249,8 @@ class Daemon:
                 log.info("stopping")
                 await engine.stop(STOP_GRACE_S)
                 await link.stop(flush_timeout_s=FLUSH_TIMEOUT_S)
+                with contextlib.suppress(StoreError):
+                    await outbox.close()  # what the broker acknowledged, removed before closing
             for task in background:
                 task.cancel()
 
@@ -373,6 +385,32 @@ class Daemon:
             self.request_stop()
             return
 
+    def _log_clock(self) -> None:
+        clock = self._clock
+        if clock.synced:
+            log.info("clock synchronised", source=clock.source.name)
+        else:
+            log.warning(
+                "clock not synchronised: requests' timeout_at not judged, default deadlines apply",
+                source=clock.source.name,
+            )
+
+    async def _watch_clock(self, engine: Engine, outbox: Outbox) -> None:
+        """Every :data:`CLOCK_CHECK_S`: a step of the wall clock is logged, published as a
+        ``clock`` event and makes the engine look at its deadlines again; a change of its
+        synchronisation is logged and published in the status document."""
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            change = self._clock.check()
+            if change.step_s is not None:
+                log.warning("clock stepped", step_s=round(change.step_s, 3))
+                await engine.clock_stepped(change.step_s)
+            if change.synced_changed:
+                self._log_clock()
+            if (change.synced_changed or change.step_s is not None) and not self._stop.is_set():
+                with contextlib.suppress(StoreError):
+                    await outbox.set_retained("status", self._status("online"))
+
     async def _report(self, outbox: Outbox, link: Link) -> None:
         """Keep systemd's STATUS and the retained status document's depth current."""
         while True:
@@ -434,6 +472,11 @@ class Daemon:
             locks=tuple(lock.bike for lock in self._station.locks),
             outbox_depth=self._outbox_depth,
             ble=self._ble_status(),
+            clock=ClockStatus(
+                synced=self._clock.synced,
+                since=self._clock.since,
+                source=self._clock.source.name,
+            ),
             sealing_key=self._sealing_key,
         ).to_bytes()
 

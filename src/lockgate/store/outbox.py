@@ -25,6 +25,7 @@ bytes: :func:`mark_replayed`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -32,9 +33,15 @@ from datetime import datetime
 
 from lockgate.model import MessageKind
 from lockgate.store.records import Correlation
-from lockgate.store.store import Store
+from lockgate.store.store import Store, StoreError
 
 QOS = 1
+ACK_DELAY_S = 1.0
+"""Acknowledged messages are removed from the store in one transaction at most this long after
+their PUBACK (or when :meth:`Outbox.depth` is asked), not one transaction per PUBACK: a command's
+half-dozen messages cost one removal (docs/store.md, "Writes a card survives")."""
+ACK_BATCH = 500
+"""…or as soon as this many wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +65,38 @@ class Outbox:
         self._store = store
         self._changed = asyncio.Event()
         self._replay_below = 0
+        # Acknowledged, not yet removed from the store (ACK_DELAY_S): never handed out again.
+        self._acked: set[int] = set()
+        self._acked_retained: dict[str, int] = {}
+        self._remover: asyncio.Task[None] | None = None
         store.add_listener(self._changed.set)
 
     async def connected(self) -> None:
         """Call at every (re)connect, before :meth:`pending`: re-arms every retained document and
         marks what is already waiting as replayed."""
         self._replay_below = await self._store.last_queued_id() + 1
+        self._acked_retained.clear()  # every retained document is published again anyway
         await self._store.unacknowledge_retained()
         self._changed.set()
 
     async def next_batch(self, limit: int = 100, *, after: int = 0) -> list[OutboxMessage]:
         """Retained documents not yet acknowledged at their newest generation, then up to
         ``limit`` queued messages with an id above ``after``, oldest first."""
+        return (await self._batch(limit, after))[0]
+
+    async def _batch(self, limit: int, after: int) -> tuple[list[OutboxMessage], int, int]:
+        """:meth:`next_batch`, with how many queued rows the store gave and the last one's id
+        (acknowledged ones not yet removed are left out of the messages, not of those)."""
         stored_retained, stored_queued = await self._store.outbox_batch(after=after, limit=limit)
+        # Not yet synced (Store.apply(soon=True)): neither these nor anything after them.
+        held_from, held_topics = self._store.held_from, self._store.held_topics
+        if held_from is not None:
+            stored_queued = [row for row in stored_queued if row.id < held_from]
+        stored_retained = [row for row in stored_retained if row.topic not in held_topics]
         retained = [
             OutboxMessage(row.topic, row.topic, row.payload, retain=True, generation=row.generation)
             for row in stored_retained
+            if self._acked_retained.get(row.topic, 0) < row.generation
         ]
         queued = [
             OutboxMessage(
@@ -85,8 +108,10 @@ class Outbox:
                 correlation=row.correlation,
             )
             for row in stored_queued
+            if row.id not in self._acked
         ]
-        return retained + queued
+        last = stored_queued[-1].id if stored_queued else after
+        return retained + queued, len(stored_queued), last
 
     async def pending(self, batch: int = 100) -> AsyncIterator[OutboxMessage]:
         """Every message to publish, in order, waiting for new ones; each once per iteration.
@@ -98,10 +123,10 @@ class Outbox:
         while True:
             self._changed.clear()
             progressed = False
-            messages = await self.next_batch(batch, after=cursor)
+            messages, read, last = await self._batch(batch, cursor)
             # A short batch was everything: unless the store changed since, the next read would
             # find nothing (one trip to the store's thread saved per change).
-            complete = sum(1 for m in messages if not m.retain) < batch
+            complete = read < batch
             for message in messages:
                 if message.retain:
                     if handed.get(message.topic, 0) >= message.generation:
@@ -112,15 +137,49 @@ class Outbox:
                     cursor = message.key
                 progressed = True
                 yield message
+            if last > cursor:  # rows acknowledged but not yet removed: past them too
+                cursor, progressed = last, True
             if not progressed or complete:
                 await self._changed.wait()
 
     async def acknowledge(self, *messages: OutboxMessage) -> None:
-        """The broker acknowledged these: queued ones are removed, retained ones marked done."""
-        await self._store.acknowledge(
-            (message.key for message in messages if isinstance(message.key, int)),
-            _retained(messages),
-        )
+        """The broker acknowledged these: queued ones are removed, retained ones marked done, in
+        one transaction with every other acknowledgement of the next :data:`ACK_DELAY_S` (never
+        handed out again meanwhile; lost in a power cut, they are published again, which at least
+        once allows, as the removal was never synced on its own)."""
+        self._acked.update(message.key for message in messages if isinstance(message.key, int))
+        for topic, generation in _retained(messages):
+            self._acked_retained[topic] = max(generation, self._acked_retained.get(topic, 0))
+        if len(self._acked) >= ACK_BATCH:
+            await self.remove_acknowledged()
+        elif self._remover is None or self._remover.done():
+            self._remover = asyncio.get_running_loop().create_task(
+                self._remove_later(), name="lockgate.store.outbox-acknowledged"
+            )
+
+    async def _remove_later(self) -> None:
+        await asyncio.sleep(ACK_DELAY_S)
+        with contextlib.suppress(StoreError):  # kept: the next acknowledgement tries again
+            await self.remove_acknowledged()
+
+    async def remove_acknowledged(self) -> None:
+        """Removes from the store, in one transaction, what the broker acknowledged so far."""
+        queued, retained = sorted(self._acked), list(self._acked_retained.items())
+        if not queued and not retained:
+            return
+        await self._store.acknowledge(queued, retained)
+        self._acked.difference_update(queued)
+        for topic, generation in retained:
+            if self._acked_retained.get(topic) == generation:
+                del self._acked_retained[topic]
+
+    async def close(self) -> None:
+        """Removes what was acknowledged (at a clean stop, before the store closes)."""
+        if self._remover is not None:
+            self._remover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._remover
+        await self.remove_acknowledged()
 
     async def set_retained(self, topic: str, payload: bytes) -> None:
         """Writes a latest-state document such as ``status``, to be published once (and after
@@ -128,10 +187,13 @@ class Outbox:
         await self._store.set_retained(topic, payload)
 
     async def depth(self) -> int:
+        """Queued messages not yet acknowledged (what was acknowledged is removed first)."""
+        await self.remove_acknowledged()
         return await self._store.outbox_depth()
 
     async def oldest_created_at(self) -> datetime | None:
         """When the oldest waiting queued message was written; None when none waits."""
+        await self.remove_acknowledged()
         return await self._store.oldest_queued_at()
 
     def _is_replay(self, message_id: int, kind: MessageKind) -> bool:

@@ -12,6 +12,8 @@ The top of the store's three parts: this module says what a change writes and un
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +46,9 @@ _log = structlog.get_logger(__name__)
 DEFAULT_MAX_OUTBOX = 100_000
 DEFAULT_OPERATION_TIMEOUT_S = 10.0
 DEFAULT_MAX_REFUSALS = 10_000
+GROUP_SYNC_S = 0.2
+"""A write made with ``apply(soon=True)`` is synced, and its messages published, at most this long
+after it (sooner if a durable write comes first)."""
 # Kinds the outbox may drop when full. A command document at a change of state is the only answer
 # the backend gets to its command, and there are at most a few per command, so it is never dropped.
 DROPPABLE = (MessageKind.EVENT, MessageKind.REPLY, MessageKind.ERROR)
@@ -72,6 +77,10 @@ class Applied:
     dropped: int
 
 
+def _assumed_synced() -> bool:
+    return True
+
+
 class Store:
     """The SQLite store. Open with :meth:`open` (or ``async with``), close with :meth:`close`."""
 
@@ -86,6 +95,7 @@ class Store:
         operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
         fresh: bool = False,
         max_size_bytes: int | None = None,
+        clock_synced: Callable[[], bool] | None = None,
     ) -> None:
         if max_outbox < 10:
             raise ValueError("max_outbox must be at least 10")
@@ -103,6 +113,13 @@ class Store:
         self._refusals_unbounded = max_refusals
         self._listeners: list[Callable[[], None]] = []
         self.schema_found = 0
+        # Messages of writes not yet synced (apply(soon=True)): the first held outbox id (every
+        # later one waits behind it) and the lock documents held.
+        self.held_from: int | None = None
+        self.held_topics: set[str] = set()
+        self._syncing: asyncio.Task[None] | None = None
+        # Whether the wall clock is synchronised: every event says so as it is queued.
+        self._clock_synced = clock_synced if clock_synced is not None else _assumed_synced
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -120,6 +137,10 @@ class Store:
         return self._database.set_aside
 
     async def close(self) -> None:
+        if self._syncing is not None:
+            self._syncing.cancel()  # the close's checkpoint syncs everything
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
         await self._database.close()
 
     async def __aenter__(self) -> Self:
@@ -142,8 +163,17 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------------
 
-    async def apply(self, change: Change, *, at: datetime, durable: bool = True) -> Applied:
+    async def apply(
+        self, change: Change, *, at: datetime, durable: bool = True, soon: bool = False
+    ) -> Applied:
         """Writes ``change`` and queues its messages, in one transaction.
+
+        ``soon=True`` commits without waiting for the disk and holds the messages it queued (and
+        every one queued after them, so the order stays) from the outbox until a sync has made it
+        durable: the next durable write's, or the store's own at most :data:`GROUP_SYNC_S` later.
+        Several such writes close together (a command's SENT, RECEIVED and the state the lock
+        showed) share one sync, and nothing is published that a power cut could take back: a
+        lost one loses its ``seq`` and its version unpublished (docs/store.md, writes).
 
         ``durable=False`` commits without waiting for the disk (the next durable write syncs it
         along), for an answer whose loss in a power cut costs nothing but the same answer again:
@@ -152,16 +182,62 @@ class Store:
         outbox bound's health event) is synced before it returns all the same: a ``seq`` must
         never be given out twice, and a lost one would be."""
 
+        if soon:
+            return await self._apply_soon(change, at)
+
         def write() -> Applied:
             applied = self._database.transaction(lambda: self._apply(change, at), durable=durable)
             if not durable and (applied.seqs or applied.dropped):  # a health event's seq
                 self._database.sync()
+                self._release()
+            elif durable:
+                self._release()  # its sync made every earlier commit durable too
             return applied
 
         applied = await self._database.run(write)
         if change.commands or change.events or change.replies or change.errors or change.locks:
             self._notify()
         return applied
+
+    async def _apply_soon(self, change: Change, at: datetime) -> Applied:
+        def write() -> Applied:
+            # Held before the commit, on the store's thread: the outbox reads on this thread
+            # too, so no read can come between the commit and the hold.
+            if self.held_from is None:
+                self.held_from = sql.last_queued_id(self._db) + 1
+            self.held_topics.update(topics.lock(lock.bike) for lock in change.locks)
+            return self._database.transaction(lambda: self._apply(change, at), durable=False)
+
+        try:
+            return await self._database.run(write)
+        finally:
+            if self._syncing is None or self._syncing.done():
+                self._syncing = asyncio.get_running_loop().create_task(
+                    self._sync_soon(), name="lockgate.store.sync-soon"
+                )
+
+    async def _sync_soon(self) -> None:
+        await asyncio.sleep(GROUP_SYNC_S)
+
+        def sync() -> bool:
+            if self.held_from is None and not self.held_topics:
+                return False  # a durable write synced them meanwhile
+            self._database.sync()
+            self._release()
+            return True
+
+        try:
+            released = await self._database.run(sync)
+        except StoreError as err:
+            _log.error("the store could not sync", error=str(err))  # the next durable write does
+            return
+        if released:
+            self._notify()
+
+    def _release(self) -> None:
+        """On the store's thread, after a sync: nothing is held from the outbox any more."""
+        self.held_from = None
+        self.held_topics.clear()
 
     def _apply(self, change: Change, at: datetime) -> Applied:
         db = self._db
@@ -213,7 +289,8 @@ class Store:
     def _queue_event(self, event: Event, at: datetime) -> int:
         seq = sql.counter(self._db, "seq") + 1
         sql.set_counter(self._db, "seq", seq)
-        stamped = event.model_copy(update={"seq": seq}).to_bytes()
+        update = {"seq": seq, "clock_synced": self._clock_synced()}
+        stamped = event.model_copy(update=update).to_bytes()
         sql.queue(
             self._db, MessageKind.EVENT, topics.EVENTS, stamped, correlation=Correlation(), at=at
         )

@@ -1,0 +1,122 @@
+"""What the store does to write less (docs/store.md, "Writes a card survives"): small pages, an
+older store's pages made small once, acknowledgements removed together, and what that must not
+change: nothing acknowledged is handed out again, and a reconnect past such rows does not stall."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from lockgate.model import LockState
+from lockgate.store import Change, Outbox, Store
+from lockgate.store.database import PAGE_SIZE
+from lockgate.store.schema import migrate
+from tests.store.test_store import KEY, STATION, command, event, now
+
+
+def page_size(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
+
+
+async def test_a_new_store_has_small_pages(tmp_path: Path) -> None:
+    async with Store(tmp_path / "s.db", station=STATION, key=KEY):
+        pass
+    assert page_size(tmp_path / "s.db") == PAGE_SIZE == 512
+
+
+async def test_a_store_with_larger_pages_is_rewritten_once_and_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with Store(path, station=STATION, key=KEY) as store:
+        await store.apply(Change(commands=(command("kept"),), events=(event(),)), at=now())
+    # As an older lockgate left it: 4 KiB pages (rewritten here the way VACUUM does).
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA page_size=4096")
+        db.execute("VACUUM")
+        migrate(db)
+    assert page_size(path) == 4096
+    async with Store(path, station=STATION, key=KEY) as store:
+        assert await store.command("kept") is not None
+        assert [row.topic for row in await store.queued(after=0, limit=10)] == [
+            "events",
+            "commands/kept",
+        ]
+    assert page_size(path) == PAGE_SIZE
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_acknowledgements_are_removed_together_and_never_handed_out_again(
+    tmp_path: Path,
+) -> None:
+    async with Store(tmp_path / "s.db", station=STATION, key=KEY) as store:
+        outbox = Outbox(store)
+        for state in (LockState.LOCKED, LockState.UNLOCKING, LockState.UNLOCKED):
+            await store.apply(Change(events=(event(state),)), at=now())
+        batch = await outbox.next_batch(10)
+        await outbox.acknowledge(batch[0])
+        await outbox.acknowledge(batch[1])
+        # Not removed yet, and not handed out again, this connection or the next.
+        assert len(await store.queued(after=0, limit=10)) == 3
+        assert [m.key for m in await outbox.next_batch(10)] == [batch[2].key]
+        await outbox.connected()
+        assert [m.key for m in await outbox.next_batch(10)] == [batch[2].key]
+        assert await outbox.depth() == 1  # removed first, in one transaction
+        assert [row.id for row in await store.queued(after=0, limit=10)] == [batch[2].key]
+
+
+async def test_a_reconnect_past_acknowledged_rows_does_not_stall(tmp_path: Path) -> None:
+    """pending() reads past rows acknowledged but not yet removed: a short batch of them is not
+    taken for the end of the outbox (a drain cut twice stalled on it)."""
+    async with Store(tmp_path / "s.db", station=STATION, key=KEY) as store:
+        outbox = Outbox(store)
+        await store.apply(Change(events=tuple(event() for _ in range(30))), at=now())
+        first = await outbox.next_batch(10)
+        await outbox.acknowledge(*first)
+        await outbox.connected()
+        handed: list[int | str] = []
+
+        async def drain() -> None:
+            async for message in outbox.pending(batch=10):
+                handed.append(message.key)
+                if len(handed) == 20:
+                    return
+
+        await asyncio.wait_for(drain(), 5)
+        assert handed == sorted(handed)
+        assert not set(handed) & {m.key for m in first}
+        await outbox.close()
+        assert len(await store.queued(after=0, limit=100)) == 20  # close removes the acked ones
+
+
+async def test_a_write_synced_soon_is_published_only_once_synced(tmp_path: Path) -> None:
+    """apply(soon=True): committed, held from the outbox with everything after it until a sync
+    (its own within GROUP_SYNC_S, or the next durable write's), then handed out in order."""
+    async with Store(tmp_path / "s.db", station=STATION, key=KEY) as store:
+        outbox = Outbox(store)
+        await store.apply(Change(events=(event(),)), at=now())
+        await store.apply(Change(commands=(command("c"),)), at=now(), soon=True)
+        await store.apply(Change(errors=()), at=now(), durable=False)
+        assert [m.topic for m in await outbox.next_batch(10)] == ["events"]
+        assert len(await store.queued(after=0, limit=10)) == 2  # committed all the same
+
+        handed: list[str] = []
+
+        async def drain() -> None:
+            async for message in outbox.pending():
+                handed.append(message.topic)
+                if len(handed) == 2:
+                    return
+
+        await asyncio.wait_for(drain(), 5)  # released by the store's own sync
+        assert handed == ["events", "commands/c"]
+        assert store.held_from is None
+
+        await store.apply(Change(events=(event(LockState.UNLOCKED),)), at=now(), soon=True)
+        assert [m.topic for m in await outbox.next_batch(10, after=2)] == []
+        await store.apply(Change(commands=(command("d"),)), at=now())  # durable: syncs both
+        assert [m.topic for m in await outbox.next_batch(10, after=2)] == ["events", "commands/d"]
