@@ -8,7 +8,8 @@ simulator), and on top :mod:`~lockgate_sim.cli` (``lockgate-sim``) and :mod:`~lo
 (``run_simulator`` for tests). See docs/simulator.md.
 """
 
-from lockgate_sim.control import Action, SimulatorControl, SimulatorError
+from lockgate_sim.control import Action
+from lockgate_sim.remote import SimulatorControl, SimulatorError
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import RunningSimulator, SimulatorStartError, run_simulator
 from lockgate_sim.world import AdapterConfig, LockConfig, RadioConfig, WorldConfig

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from lockgate_sim.bluez import StationView, UnknownLockError
 from lockgate_sim.bus import BusError, PrivateBus
-from lockgate_sim.control import Action, SimulatorControl, SimulatorError
+from lockgate_sim.control import Action
+from lockgate_sim.remote import SimulatorControl, SimulatorError
 from lockgate_sim.scenario import Scenario
 from lockgate_sim.simulator import NameTakenError, serve
 from lockgate_sim.world import WorldConfig

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from lockgate_sim.bluez import Station
 from lockgate_sim.bus import PrivateBus, stop_process
-from lockgate_sim.control import SimulatorControl
 from lockgate_sim.firmware import RandomBytes
+from lockgate_sim.remote import SimulatorControl
 from lockgate_sim.scenario import Scenario
 from lockgate_sim.simulator import serve
 from lockgate_sim.world import WorldConfig

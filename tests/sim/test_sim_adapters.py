@@ -12,7 +12,8 @@ import pytest
 from dbus_fast import MessageType, Variant
 from pydantic import ValidationError
 
-from lockgate_sim.control import Action, SimulatorError
+from lockgate_sim.control import Action
+from lockgate_sim.remote import SimulatorError
 from lockgate_sim.scenario import Scenario, Step
 from lockgate_sim.testing import RunningSimulator, run_simulator
 from lockgate_sim.world import WorldConfig

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from lockgate.protocol import Channel, Session
 from lockgate_sim.bluez.gatt_service import DISCOVERY, attribute_table
-from lockgate_sim.control import INVALID_VALUE, SimulatorError
+from lockgate_sim.control import INVALID_VALUE
 from lockgate_sim.linklayer import (
     DEFAULT_SUPERVISION_TIMEOUT_MS,
     AirLink,
@@ -27,6 +27,7 @@ from lockgate_sim.linklayer import (
     RadioCounts,
     discovery_cost,
 )
+from lockgate_sim.remote import SimulatorError
 from lockgate_sim.testing import run_simulator
 from lockgate_sim.world import WorldConfig
 from tests.sim.simkit import SHAREE_NAME, Link, sharee_credentials, world

@@ -24,7 +24,7 @@ from dbus_fast import MessageType
 from lockgate.protocol.session import StatusReported
 from lockgate.protocol.status import Status
 from lockgate_sim.bus import PrivateBus
-from lockgate_sim.control import SimulatorControl
+from lockgate_sim.remote import SimulatorControl
 from lockgate_sim.simulator import serve
 from lockgate_sim.testing import run_simulator
 from tests.sim.probe import ADAPTER1, DEVICE1, OBJECT_MANAGER, Probe, adapter_path, device_path

@@ -13,7 +13,8 @@ import pytest
 
 from lockgate.protocol.session import StatusReported
 from lockgate.protocol.status import Status
-from lockgate_sim.control import UNKNOWN_LOCK, SimulatorError
+from lockgate_sim.control import UNKNOWN_LOCK
+from lockgate_sim.remote import SimulatorError
 from lockgate_sim.testing import run_simulator
 from tests.sim.simkit import SHAREE_NAME, Link, sharee_credentials, world
 

@@ -22,8 +22,6 @@ from lockgate_sim.bluez.objects import BLUEZ, ObjectTree
 from lockgate_sim.bluez.radio import Radio
 from lockgate_sim.bluez.station import (
     AdapterView,
-    Clock,
-    LockUnit,
     NameTakenError,
     RefusedError,
     Station,
@@ -31,6 +29,7 @@ from lockgate_sim.bluez.station import (
     UnknownAdapterError,
     UnknownLockError,
 )
+from lockgate_sim.bluez.units import Clock, LockUnit
 
 __all__ = [
     "BLUEZ",

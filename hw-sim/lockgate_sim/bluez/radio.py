@@ -14,19 +14,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.errors import CONNECTION_ABORTED, NOT_READY_TEXT, BluezError
 from lockgate_sim.bluez.gatt_service import DISCOVERY
 from lockgate_sim.bluez.objects import BLUEZ_ROOT, ObjectTree
+from lockgate_sim.bluez.units import Clock, LockUnit
 from lockgate_sim.firmware import Lock, NoFreeLink
 from lockgate_sim.linklayer import Exchange
 from lockgate_sim.world import RadioConfig
 
-if TYPE_CHECKING:
-    from lockgate_sim.bluez.station import Clock, LockUnit, Station
+
+class RadioHost(Protocol):
+    """What an adapter asks of the station it is part of (the station passes itself)."""
+
+    answering: asyncio.Event
+    bluez_running: bool
+    calls: set[asyncio.Task[object]]
+    clock: Clock
+
+    @property
+    def tree(self) -> ObjectTree: ...
+
+    def linked_elsewhere(self, device: Device) -> bool: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None: ...
+
+    def own(self, task: asyncio.Task[None]) -> None: ...
+
 
 log = logging.getLogger("lockgate_sim")
 
@@ -48,7 +66,7 @@ OPERATION_ABORTED = "Operation aborted"
 class Radio:
     """One adapter: present or unplugged, powered or not, and what bluetoothd knows of it."""
 
-    def __init__(self, station: Station, config: RadioConfig) -> None:
+    def __init__(self, station: RadioHost, config: RadioConfig) -> None:
         self.station = station
         self.config = config
         self.name = config.name

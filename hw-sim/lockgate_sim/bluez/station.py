@@ -14,6 +14,10 @@ restart closes that connection as the process's death would (the bus daemon tell
 no InterfacesRemoved, no PropertiesChanged on its way out; the kernel ends every link). A new
 connection then takes the name and announces the adapters and the devices bluetoothd had stored,
 with fresh state: no link, no discovery session, no notify session.
+
+Why one module of about 700 lines: bluetoothd's life (start, restart, hang, stop), the world's
+actions and the views of it all act on the same registry of adapters, locks and tasks; what is one
+adapter's or one lock's alone lives beside it (radio.py, units.py, device.py, firmware).
 """
 
 import asyncio
@@ -21,7 +25,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbus_fast import Message, MessageType
@@ -33,8 +37,9 @@ from lockgate_sim.bluez.adapter import Adapter
 from lockgate_sim.bluez.device import Device
 from lockgate_sim.bluez.objects import BLUEZ, DBUS, BluezBus, ObjectTree
 from lockgate_sim.bluez.radio import Radio
-from lockgate_sim.firmware import Effect, Lock, LockView, RandomBytes
-from lockgate_sim.linklayer import LinkSettings, RadioCounts
+from lockgate_sim.bluez.units import Clock, LockUnit
+from lockgate_sim.firmware import Effect, LockView, RandomBytes
+from lockgate_sim.linklayer import RadioCounts
 from lockgate_sim.timings import LockTimes
 from lockgate_sim.world import WorldConfig
 
@@ -45,27 +50,6 @@ OBJECTS_PER_BATCH = 16
 BUS_TIMEOUT_S = 10.0
 NAME_POLL_S = 0.005
 """How often a restart asks the bus daemon whether ``org.bluez`` has lost its owner yet."""
-
-
-class Clock:
-    """Lock seconds on the event loop's clock: ``time_scale`` 0.05 runs it all 20 times faster."""
-
-    def __init__(self, time_scale: float) -> None:
-        self.time_scale = time_scale
-        self._origin = asyncio.get_running_loop().time()
-
-    def now(self) -> float:
-        return (asyncio.get_running_loop().time() - self._origin) / self.time_scale
-
-    def real(self, seconds: float) -> float:
-        return seconds * self.time_scale
-
-    def loop_time(self, lock_seconds: float) -> float:
-        """The event loop's time at which the lock's clock reads ``lock_seconds``."""
-        return self._origin + lock_seconds * self.time_scale
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(self.real(seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +116,6 @@ class RefusedError(ValueError):
 
 class NameTakenError(RuntimeError):
     """Another process already owns org.bluez on the bus: the simulator cannot take its place."""
-
-
-@dataclass(slots=True)
-class LockUnit:
-    """One lock and what is its own whatever adapter it is heard by: its timers, its times."""
-
-    lock: Lock
-    times: LockTimes = field(default_factory=LockTimes)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    link: LinkSettings = field(default_factory=LinkSettings)
-    """Its link layer's parameters (:mod:`lockgate_sim.linklayer`)."""
-    counts: RadioCounts = field(default_factory=RadioCounts)
-    """Its ATT round trips and connection events, over every adapter."""
 
 
 class Station:

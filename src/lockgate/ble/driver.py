@@ -20,7 +20,7 @@ The observations pass through an unbounded queue with one consumer (see :meth:`o
 an operation waits until that consumer has taken what came before it, so that what the engine
 applies for a lock stays in the order the lock showed it.
 
-Why the scheduling stays in one module of about 600 lines: operations, the watch and the sync loop
+Why the scheduling stays in one module of about 700 lines: operations, the watch and the sync loop
 all change one lock's link, slot, turn and health together, and each hand-over between them is one
 invariant that reads best in one place. What does not need the other locks lives beside it
 (radio_lock.py, conversation.py, link.py, airwaves.py with adapters, bluez and discovery, slots,

@@ -11,6 +11,10 @@ a backend key), publishes them with QoS 1 until the receipt comes (any document 
 id; a PUBACK is not the receipt), and follows the command to its end.
 
 Only the contract is spoken here: no part of the station daemon is imported.
+
+Why one module of about 650 lines: the reader, the cache it fills and the waiters it wakes share
+one connection's state (what was received, what each send still waits for), and every method of
+the client reads or waits on that state; the plain values it hands out are small and at the top.
 """
 
 from __future__ import annotations

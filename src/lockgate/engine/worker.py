@@ -14,7 +14,7 @@ that ran and for one settled by a read alike); every change is one transaction o
 engine (:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
 workers' tasks.
 
-Why it is one module of about 500 lines: every path here (run, conclude, settle, provision, observe)
+Why it is one module of about 600 lines: every path here (run, conclude, settle, provision, observe)
 changes the one record under the one mutex, and splitting them would spread that invariant.
 """
 
