@@ -30,7 +30,7 @@ The round trips the simulator counted per command (``radio_counts`` deltas) are 
 the floor's. Anchor: the Home Assistant integration's 4.4 s. Goals at 30 ms / 100 ms (reported,
 not asserted): p50 <= 1.10 x floor + 20 ms, p99 <= 1.20 x floor + 50 ms.
 
-    .venv/bin/python bench/rider.py                 # 20 commands per point: about 4 minutes
+    .venv/bin/python bench/rider.py                 # 20 commands per point: about 3 minutes
     .venv/bin/python bench/rider.py --commands 40
 
 Results: ``bench/results/rider-<date>.json`` and ``bench/results/rider.png``; a Markdown table
