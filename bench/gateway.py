@@ -140,11 +140,6 @@ class ProfiledDaemon(Daemon):
             )
         self.starts += 1
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
 
 @dataclass
 class Site:

@@ -112,11 +112,6 @@ class PipedDaemon(Daemon):
                 out.write(chunk)
                 out.flush()
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
 
 @dataclass
 class Site:

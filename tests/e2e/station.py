@@ -234,6 +234,11 @@ class Daemon:
         self.starts += 1
 
     @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 

@@ -52,15 +52,19 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def site(folder: Path, sim_world: WorldConfig) -> AsyncIterator[Site]:
+async def site(
+    folder: Path, sim_world: WorldConfig, *, time_scale: float = 0.1, ble: str = ""
+) -> AsyncIterator[Site]:
+    """mosquitto, the simulator (a child process), a notify socket, a backend and a daemon not
+    yet started; ``ble`` adds lines to the config's ``[ble]`` section."""
     async with (
         running_mosquitto(folder / "broker") as broker,
-        run_simulator(sim_world, time_scale=0.1, subprocess=True) as sim,
+        run_simulator(sim_world, time_scale=time_scale, subprocess=True) as sim,
         notify_socket(folder) as notify,
         backend(broker.port, station=STATION) as peer,
     ):
         config = write_config(
-            folder, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
+            folder, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world, ble=ble
         )
         daemon = Daemon(
             config,

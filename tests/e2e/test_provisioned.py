@@ -9,20 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lockgate_sim.testing import run_simulator
-from tests.brokers import running_mosquitto
-from tests.e2e.backend import backend, command
-from tests.e2e.station import (
-    STATION,
-    Daemon,
-    bike_of,
-    keys_of,
-    nobond,
-    notify_socket,
-    sharee,
-    world,
-    write_config,
-)
+from tests.e2e.backend import command
+from tests.e2e.station import bike_of, keys_of, nobond, sharee, world
+from tests.e2e.test_daemon import site
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -35,18 +24,8 @@ second here); without it the document would wait for the next sync, an hour away
 async def test_a_provisioned_lock_is_read_at_once(tmp_path: Path, make: object) -> None:
     assert callable(make)
     lock = make(4)
-    async with (
-        running_mosquitto(tmp_path / "broker") as broker,
-        run_simulator(world(lock), time_scale=1.0, subprocess=True) as sim,
-        notify_socket(tmp_path) as notify,
-        backend(broker.port, station=STATION) as peer,
-    ):
-        config = write_config(
-            tmp_path, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
-        )
-        daemon = Daemon(
-            config, tmp_path / "daemon.log", environ={"NOTIFY_SOCKET": str(notify.path)}
-        )
+    async with site(tmp_path, world(lock), time_scale=1.0) as station:
+        sim, peer, daemon, notify = station.sim, station.backend, station.daemon, station.notify
         await daemon.start()
         try:
             await notify.wait_for("READY=1")

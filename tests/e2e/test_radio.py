@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 
 from lockgate.service.exits import Exit
-from lockgate_sim.testing import run_simulator
-from tests.brokers import running_mosquitto
-from tests.e2e.backend import backend, command
-from tests.e2e.station import (
-    STATION,
-    Daemon,
-    bike_of,
-    keys_of,
-    notify_socket,
-    sharee,
-    world,
-    write_config,
-)
+from tests.e2e.backend import command
+from tests.e2e.station import Daemon, bike_of, keys_of, sharee, world
+from tests.e2e.test_daemon import site
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -39,18 +29,8 @@ def log_lines(daemon: Daemon) -> list[dict[str, object]]:
 
 async def test_bluez_restart_under_a_running_daemon(tmp_path: Path) -> None:
     locks = [sharee(1), sharee(2)]
-    async with (
-        running_mosquitto(tmp_path / "broker") as broker,
-        run_simulator(world(*locks), time_scale=0.1, subprocess=True) as sim,
-        notify_socket(tmp_path) as notify,
-        backend(broker.port, station=STATION) as peer,
-    ):
-        config = write_config(
-            tmp_path, broker_port=broker.port, bus_address=sim.bus_address, sim=sim.world
-        )
-        daemon = Daemon(
-            config, tmp_path / "daemon.log", environ={"NOTIFY_SOCKET": str(notify.path)}
-        )
+    async with site(tmp_path, world(*locks)) as station:
+        sim, peer, daemon, notify = station.sim, station.backend, station.daemon, station.notify
         await daemon.start()
         try:
             await notify.wait_for("READY=1")
@@ -91,19 +71,9 @@ async def test_bluez_restart_under_a_running_daemon(tmp_path: Path) -> None:
 
 
 async def test_a_radio_gone_too_long_ends_the_daemon_for_a_restart(tmp_path: Path) -> None:
-    async with (
-        running_mosquitto(tmp_path / "broker") as broker,
-        run_simulator(world(sharee(3)), time_scale=0.1, subprocess=True) as sim,
-        backend(broker.port, station=STATION) as peer,
-    ):
-        config = write_config(
-            tmp_path,
-            broker_port=broker.port,
-            bus_address=sim.bus_address,
-            sim=sim.world,
-            ble=f"radio_lost_exit_s = 2.0\n{PROBE}",
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
+    ble = f"radio_lost_exit_s = 2.0\n{PROBE}"
+    async with site(tmp_path, world(sharee(3)), ble=ble) as station:
+        sim, peer, daemon = station.sim, station.backend, station.daemon
         await daemon.start()
         try:
             await peer.wait_for(lambda: (s := peer.latest("status")) and s["state"] == "online")
