@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -179,7 +180,19 @@ def lock_of(index: int) -> LockConfig:
     return sharee(index, connect_ms=250, motor_ms=600)
 
 
-async def per_command(folder: Path, commands: int) -> dict[str, Any]:
+def keep_store(folder: Path, keep: Path | None, name: str) -> None:
+    """A copy of the daemon's database and WAL as they are now (``--keep``: read them with
+    ``bench/wal_pages.py``)."""
+    if keep is None:
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal"):
+        source = folder / f"lockgate.db{suffix}"
+        if source.exists():
+            shutil.copyfile(source, keep / f"{name}.db{suffix}")
+
+
+async def per_command(folder: Path, commands: int, keep: Path | None = None) -> dict[str, Any]:
     locks = [lock_of(1), lock_of(2)]
     async with site(folder, locks, watch=False, time_scale=0.2) as s:
         await s.daemon.start()
@@ -187,6 +200,7 @@ async def per_command(folder: Path, commands: int) -> dict[str, Any]:
         await s.first_reads_done()
         await s.drained()
         before = await flushed(s.daemon.pid)
+        keep_store(folder, keep, "before")
         failed = 0
         for index in range(commands):
             lock = locks[index % 2]
@@ -195,6 +209,7 @@ async def per_command(folder: Path, commands: int) -> dict[str, Any]:
             failed += final["state"]["value"] != "SUCCESS"
         await s.drained()
         during = await flushed(s.daemon.pid) - before
+        keep_store(folder, keep, "after")
         # A clean stop checkpoints the WAL into the database: its share of the commands' writes.
         pid = s.daemon.pid
         assert s.daemon.process is not None
@@ -382,7 +397,9 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
             "label": arguments.label,
         }
         if arguments.only in (None, "commands"):
-            results["per_command"] = await per_command(folder / "commands", arguments.commands)
+            results["per_command"] = await per_command(
+                folder / "commands", arguments.commands, arguments.keep
+            )
         if arguments.only in (None, "idle"):
             results["idle"] = await idle_hour(
                 folder / "idle", arguments.locks, arguments.idle_s, arguments.sync_interval_s
@@ -436,6 +453,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--outage-events", type=int, default=1000)
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--only", choices=("commands", "idle", "outage"))
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy the store before and after the commands into this folder (before.db, after.db"
+        " and their WALs) to read with bench/wal_pages.py",
+    )
     return parser.parse_args()
 
 
