@@ -26,6 +26,7 @@ from lockgate.store import (
     StationKey,
     Store,
 )
+from lockgate.store.schema import MIGRATIONS, _statements
 from lockgate.store.sql import unpack
 
 STATION = Station(
@@ -93,6 +94,46 @@ async def test_migrates_an_empty_database_and_reopens_it(tmp_path: Path) -> None
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert mode == "wal"
+
+
+async def test_migration_4_keeps_the_outbox_and_its_ids_never_go_back(tmp_path: Path) -> None:
+    """Migration 4 rebuilds the outbox without AUTOINCREMENT (docs/store.md, writes): its rows
+    stay, ids and order unchanged; the store gives ids above them, and never one again within a
+    run, even once the outbox was emptied (as AUTOINCREMENT did)."""
+    path = tmp_path / "v3.db"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        for version, script in enumerate(MIGRATIONS[:3], start=1):
+            for statement in _statements(script):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        for message_id in (5, 9):
+            db.execute(
+                "INSERT INTO outbox (id, kind, topic, payload, created_at)"
+                " VALUES (?, 'event', 'events', ?, '2026-12-03T10:00:00.000Z')",
+                (message_id, f'{{"n":{message_id}}}'.encode()),
+            )
+    async with Store(path, station=STATION, key=KEY) as store:
+        assert store.schema_found == 3
+        assert [(m.id, m.payload) for m in await store.queued(after=0, limit=10)] == [
+            (5, b'{"n":5}'),
+            (9, b'{"n":9}'),
+        ]
+        outbox = Outbox(store)
+        await store.apply(Change(events=(event(),)), at=now())
+        assert [m.id for m in await store.queued(after=0, limit=10)] == [5, 9, 10]
+        await outbox.acknowledge(*await outbox.next_batch(10))
+        await outbox.remove_acknowledged()
+        assert await store.outbox_depth() == 0
+        await store.apply(Change(events=(event(),)), at=now())
+        assert [m.id for m in await store.queued(after=0, limit=10)] == [11]
+    with sqlite3.connect(path) as db:
+        (table,) = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'outbox'").fetchone()
+        sequences = db.execute("SELECT name FROM sqlite_sequence").fetchall()
+        indexes = db.execute("SELECT name FROM sqlite_schema WHERE tbl_name = 'outbox'").fetchall()
+    assert "AUTOINCREMENT" not in table
+    assert ("outbox",) not in sequences
+    assert ("outbox_kind",) in indexes
 
 
 async def test_a_database_from_a_newer_lockgate_is_refused(tmp_path: Path) -> None:

@@ -192,18 +192,21 @@ def put_retained(db: sqlite3.Connection, topic: str, payload: bytes) -> None:
 
 def queue(
     db: sqlite3.Connection,
+    message_id: int,
     kind: MessageKind,
     topic: str,
     payload: bytes,
     *,
     correlation: Correlation,
     at: datetime,
-) -> int:
-    """Appends one message to the outbox; its id."""
-    cursor = db.execute(
-        "INSERT INTO outbox (kind, topic, payload, correlation_data, response_topic,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+) -> None:
+    """Appends one message to the outbox under ``message_id`` (above every id the outbox held
+    since the store opened: :attr:`Store._next_outbox_id`)."""
+    db.execute(
+        "INSERT INTO outbox (id, kind, topic, payload, correlation_data, response_topic,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
+            message_id,
             kind.value,
             topic,
             pack(payload),
@@ -212,7 +215,6 @@ def queue(
             format_time(at),
         ),
     )
-    return int(cursor.lastrowid or 0)
 
 
 def counter(db: sqlite3.Connection, name: str) -> int:

@@ -118,6 +118,10 @@ class Store:
         self.held_from: int | None = None
         self.held_topics: set[str] = set()
         self._syncing: asyncio.Task[None] | None = None
+        # The next outbox id (on the store's thread): above every id the outbox held since the
+        # store opened, so that an id is never given twice while a link may hold it, even once
+        # the outbox was emptied (what AUTOINCREMENT did, with a page written per transaction).
+        self._next_outbox_id = 1
         # Whether the wall clock is synchronised: every event says so as it is queued.
         self._clock_synced = clock_synced if clock_synced is not None else _assumed_synced
 
@@ -129,6 +133,7 @@ class Store:
         store was made with ``fresh=True`` (the old files are then set aside: :attr:`set_aside`);
         :class:`StoreError` (naming the file) for anything else that keeps it from being written."""
         self.schema_found = await self._database.open()
+        self._next_outbox_id = await self._database.run(lambda: sql.last_queued_id(self._db) + 1)
         return self
 
     @property
@@ -204,7 +209,7 @@ class Store:
             # Held before the commit, on the store's thread: the outbox reads on this thread
             # too, so no read can come between the commit and the hold.
             if self.held_from is None:
-                self.held_from = sql.last_queued_id(self._db) + 1
+                self.held_from = self._next_outbox_id
             self.held_topics.update(topics.lock(lock.bike) for lock in change.locks)
             return self._database.transaction(lambda: self._apply(change, at), durable=False)
 
@@ -259,7 +264,7 @@ class Store:
             # again from the stored record, and a flood of refusals must not outgrow the bound.
             refused = command.version == 1 and command.ended_at is not None
             kind = MessageKind.REPLY if refused else MessageKind.COMMAND
-            sql.queue(db, kind, topic, document, correlation=command.correlation, at=at)
+            self._queue(kind, topic, document, correlation=command.correlation, at=at)
             if refused:
                 self._refusals_unbounded += 1
         for dispatched in change.dispatches:
@@ -267,12 +272,10 @@ class Store:
         for reply in change.replies:
             topic = topics.command(reply.document.id)
             payload = reply.document.to_bytes()
-            sql.queue(db, MessageKind.REPLY, topic, payload, correlation=reply.correlation, at=at)
+            self._queue(MessageKind.REPLY, topic, payload, correlation=reply.correlation, at=at)
         for error in change.errors:
             payload = error.to_bytes()
-            sql.queue(
-                db, MessageKind.ERROR, topics.ERRORS, payload, correlation=Correlation(), at=at
-            )
+            self._queue(MessageKind.ERROR, topics.ERRORS, payload, correlation=Correlation(), at=at)
         if self._refusals_unbounded >= max(1, self.max_refusals // 100):
             sql.bound_refusals(db, self.max_refusals)
             self._refusals_unbounded = 0
@@ -291,10 +294,23 @@ class Store:
         sql.set_counter(self._db, "seq", seq)
         update = {"seq": seq, "clock_synced": self._clock_synced()}
         stamped = event.model_copy(update=update).to_bytes()
-        sql.queue(
-            self._db, MessageKind.EVENT, topics.EVENTS, stamped, correlation=Correlation(), at=at
-        )
+        self._queue(MessageKind.EVENT, topics.EVENTS, stamped, correlation=Correlation(), at=at)
         return seq
+
+    def _queue(
+        self,
+        kind: MessageKind,
+        topic: str,
+        payload: bytes,
+        *,
+        correlation: Correlation,
+        at: datetime,
+    ) -> None:
+        """On the store's thread: one message appended to the outbox under the next id (an id
+        given to a transaction that failed is not given again: a gap, which nothing minds)."""
+        message_id = self._next_outbox_id
+        self._next_outbox_id += 1
+        sql.queue(self._db, message_id, kind, topic, payload, correlation=correlation, at=at)
 
     def _bound(self, at: datetime) -> int:
         """Drops the oldest droppable messages while the outbox is over its bound, and says so."""
