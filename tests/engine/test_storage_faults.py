@@ -62,11 +62,12 @@ def refused_end(harness: Harness, command_id: str) -> asyncio.Event:
     refused = asyncio.Event()
     apply = harness.store.apply
 
-    async def watched(change: Change, **options: Any) -> Any:
+    async def watched(*changes: Change, **options: Any) -> Any:
         try:
-            return await apply(change, **options)
+            return await apply(*changes, **options)
         except StoreError:
-            if any(c.id == command_id and c.state.final for c in change.commands):
+            commands = [c for change in changes for c in change.commands]
+            if any(c.id == command_id and c.state.final for c in commands):
                 refused.set()
             raise
 

@@ -91,32 +91,3 @@ async def test_a_reconnect_past_acknowledged_rows_does_not_stall(tmp_path: Path)
         assert not set(handed) & {m.key for m in first}
         await outbox.close()
         assert len(await store.queued(after=0, limit=100)) == 20  # close removes the acked ones
-
-
-async def test_a_write_synced_soon_is_published_only_once_synced(tmp_path: Path) -> None:
-    """apply(soon=True): committed, held from the outbox with everything after it until a sync
-    (its own within GROUP_SYNC_S, or the next durable write's), then handed out in order."""
-    async with Store(tmp_path / "s.db", station=STATION, key=KEY) as store:
-        outbox = Outbox(store)
-        await store.apply(Change(events=(event(),)), at=now())
-        await store.apply(Change(commands=(command("c"),)), at=now(), soon=True)
-        await store.apply(Change(errors=()), at=now(), durable=False)
-        assert [m.topic for m in await outbox.next_batch(10)] == ["events"]
-        assert len(await store.queued(after=0, limit=10)) == 2  # committed all the same
-
-        handed: list[str] = []
-
-        async def drain() -> None:
-            async for message in outbox.pending():
-                handed.append(message.topic)
-                if len(handed) == 2:
-                    return
-
-        await asyncio.wait_for(drain(), 5)  # released by the store's own sync
-        assert handed == ["events", "commands/c"]
-        assert store.held_from is None
-
-        await store.apply(Change(events=(event(LockState.UNLOCKED),)), at=now(), soon=True)
-        assert [m.topic for m in await outbox.next_batch(10, after=2)] == []
-        await store.apply(Change(commands=(command("d"),)), at=now())  # durable: syncs both
-        assert [m.topic for m in await outbox.next_batch(10, after=2)] == ["events", "commands/d"]

@@ -231,11 +231,12 @@ class Engine:
                 worker.enqueue(Job(record, request))
                 resumed.append(record.id)
             else:
-                await worker.end(
-                    Job(record, request),
-                    ErrorCode.TIMED_OUT,
-                    "timeout_at passed while the gateway was stopped",
-                )
+                async with worker.mutex:
+                    await worker.end(
+                        Job(record, request),
+                        ErrorCode.TIMED_OUT,
+                        "timeout_at passed while the gateway was stopped",
+                    )
                 timed_out.append(record.id)
         self._recovered = True
         self._crew.deadlines_changed.set()
@@ -521,9 +522,12 @@ class Engine:
                         continue
                     left = self._crew.remaining(job)
                     if left <= 0:
-                        await worker.end(
-                            job, ErrorCode.TIMED_OUT, "timeout_at passed while the command waited"
-                        )
+                        async with worker.mutex:
+                            await worker.end(
+                                job,
+                                ErrorCode.TIMED_OUT,
+                                "timeout_at passed while the command waited",
+                            )
                     else:
                         upcoming.append(left)
                 expiry = worker.booking_left()

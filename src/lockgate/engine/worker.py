@@ -70,6 +70,10 @@ HEARTBEAT_WRITE_S = 3600.0
 """A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic): one
 round of 50 locks' heartbeats costs about 124 KiB (bench/README.md), once an hour at most."""
 _HEARTBEAT = frozenset({"last_seen", "rssi"})
+STEPS_HELD_S = 0.2
+"""A command's steps between its write-ahead and its conclusion (SENT, RECEIVED, a state the lock
+showed) are kept in memory and written with the lock's next write, or on their own at most this
+long after the first of them (docs/store.md, writes): the backend sees them at most this late."""
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
 15 s, docs/protocol.md), within the engine's ``settle_timeout_s``."""
@@ -99,6 +103,9 @@ class LockWorker:
         """A booking's default expiry: its ``timeout_at`` as written, and when it passes on the
         monotonic clock (kept in memory; after a restart the written time is the expiry)."""
         self._timeout: asyncio.Timeout | None = None  # the running command's deadline
+        # Steps held from the store (STEPS_HELD_S): each change, and how to take it back.
+        self._held: list[tuple[Change, Callable[[], None]]] = []
+        self._holding: asyncio.Task[None] | None = None
         # When the lock's record was last written (monotonic): long ago, so the first heartbeat is.
         self._written_at = crew.mono() - HEARTBEAT_WRITE_S
         self._crew = crew
@@ -116,6 +123,13 @@ class LockWorker:
 
     async def run(self) -> None:
         """The worker's task: the lock's commands, one at a time, in arrival order, for ever."""
+        try:
+            await self._run_queue()
+        finally:
+            if self._holding is not None:
+                self._holding.cancel()  # held steps are lost: the command is settled by a read
+
+    async def _run_queue(self) -> None:
         crew = self._crew
         while True:
             job = await self.queue.get()
@@ -140,7 +154,8 @@ class LockWorker:
                     traceback="".join(traceback.format_exception(err)),
                 )
                 with contextlib.suppress(Exception):
-                    await self.end(job, ErrorCode.INTERNAL, "the gateway failed inside")
+                    async with self.mutex:
+                        await self.end(job, ErrorCode.INTERNAL, "the gateway failed inside")
             finally:
                 self.running = None
                 self.idle.set()
@@ -179,7 +194,8 @@ class LockWorker:
             return
         remaining = self._crew.remaining(job)
         if remaining <= 0:
-            await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the command ran")
+            async with self.mutex:
+                await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed before the command ran")
             return
         try:
             async with asyncio.timeout(remaining) as deadline:
@@ -192,7 +208,8 @@ class LockWorker:
             if not deadline.expired():
                 raise
             if not job.ended:
-                await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed during the command")
+                async with self.mutex:
+                    await self.end(job, ErrorCode.TIMED_OUT, "timeout_at passed during the command")
 
     # --- executing a command -------------------------------------------------------------------
 
@@ -291,19 +308,21 @@ class LockWorker:
         )
 
     async def _progress(self, job: Job, event: Progress) -> None:
-        if job.ended:
-            return
-        at = event.at
-        if isinstance(event, StepReached):
-            target = {Step.SENT: CommandState.SENT, Step.RECEIVED: CommandState.RECEIVED}.get(
-                event.step
-            )
-            order = (CommandState.NOT_SENT, CommandState.SENT, CommandState.RECEIVED)
-            if target is None or order.index(target) <= order.index(job.record.state):
-                return
-            await self._write(job.record.advanced(target, at), job=job, soon=True)
-            return
+        # Under the mutex, as every held step: a write of held steps that fails takes them back
+        # before the next step is staged on top of them, and this one is judged against that.
         async with self.mutex:
+            if job.ended:
+                return
+            at = event.at
+            if isinstance(event, StepReached):
+                target = {Step.SENT: CommandState.SENT, Step.RECEIVED: CommandState.RECEIVED}.get(
+                    event.step
+                )
+                order = (CommandState.NOT_SENT, CommandState.SENT, CommandState.RECEIVED)
+                if target is None or order.index(target) <= order.index(job.record.state):
+                    return
+                await self._write(job.record.advanced(target, at), job=job, soon=True)
+                return
             update = self._crew.ledger.transition(
                 self.record, event.lock_state, at, Cause.COMMAND, job.id
             )
@@ -432,7 +451,8 @@ class LockWorker:
     # --- what others ask of the lock -----------------------------------------------------------
 
     async def end(self, job: Job, code: ErrorCode, reason: str) -> None:
-        """Ends a command in ERROR (at most once)."""
+        """Ends a command in ERROR (at most once). The caller holds the mutex: the write takes the
+        running command's held steps with it (:meth:`_commit`)."""
         if job.ended or job.record.state.final:
             return
         job.ended = True
@@ -530,16 +550,12 @@ class LockWorker:
         """The lock's record and its events, in one transaction; memory moves on only if the
         write lands, so a later write repeats the change rather than forgetting it."""
         previous, self.record = self.record, record
-        try:
-            await self._crew.store.apply(
-                Change(locks=(record,), events=tuple(events)),
-                at=self._crew.clock(),
-                durable=durable,
-            )
-        except StoreError:
-            self.record = previous
-            raise
-        self._written_at = self._crew.mono()
+
+        def rollback() -> None:
+            if self.record is record:
+                self.record = previous
+
+        await self._commit(Change(locks=(record,), events=tuple(events)), rollback, durable=durable)
 
     async def _write(
         self,
@@ -553,8 +569,8 @@ class LockWorker:
         """One transaction: the command's new version, the lock's record, their events. Memory is
         set first: the store finishes a write even when its caller is cancelled (see the store's
         database thread). ``soon``: a step between the write-ahead and the conclusion (SENT,
-        RECEIVED, a state the lock showed), synced with the next ones and published once synced
-        (``Store.apply(soon=True)``); lost in a power cut, the command is settled by a read."""
+        RECEIVED, a state the lock showed), held and written with the next write (see
+        :meth:`_commit`); lost in a power cut, the command is settled by a read."""
         await self._commit(*self._stage(command, job=job, record=record, events=events), soon=soon)
 
     def _stage(
@@ -589,15 +605,70 @@ class LockWorker:
         return Change(commands=(command,), locks=locks, events=tuple(events)), rollback
 
     async def _commit(
-        self, change: Change, rollback: Callable[[], None], *, soon: bool = False
+        self,
+        change: Change,
+        rollback: Callable[[], None],
+        *,
+        soon: bool = False,
+        durable: bool = True,
     ) -> None:
+        """Writes ``change`` (memory already set; ``rollback`` takes it back if the write fails).
+
+        ``soon`` (a step, under the mutex): held in memory, not written yet. Held steps are
+        written in the same transaction as the lock's next write, before it, or on their own
+        :data:`STEPS_HELD_S` after the first: one transaction and one sync for a command's steps
+        and its conclusion where four were. Nothing held is published before it is synced (it is
+        not in the store at all), and a write of held steps that fails takes every one of them
+        back, newest first, as if each had failed alone: the versions and events the engine gives
+        out next start from what the disk holds."""
+        if soon:
+            self._held.append((change, rollback))
+            if self._holding is None or self._holding.done():
+                self._holding = asyncio.get_running_loop().create_task(
+                    self._write_held_later(), name=f"lockgate.engine.steps:{self.bike}"
+                )
+            return
+        held, self._held = self._held, []
         try:
-            await self._crew.store.apply(change, at=self._crew.clock(), soon=soon)
+            await self._crew.store.apply(
+                *(step for step, _ in held),
+                change,
+                at=self._crew.clock(),
+                durable=durable or bool(held),  # held steps are published once synced
+            )
         except StoreError:
             rollback()
+            _take_back(held)
             raise
-        if change.locks:
+        if change.locks or any(step.locks for step, _ in held):
             self._written_at = self._crew.mono()
+
+    async def _write_held_later(self) -> None:
+        """The held steps, on their own, :data:`STEPS_HELD_S` after the first (unless the lock's
+        next write took them first). A failure takes them back and is logged: the motion goes on,
+        and the conclusion is written (or the command settled by a read) from what was stored."""
+        await asyncio.sleep(STEPS_HELD_S)
+        async with self.mutex:
+            held, self._held = self._held, []
+            if not held:
+                return
+            try:
+                await self._crew.store.apply(*(step for step, _ in held), at=self._crew.clock())
+            except StoreError as err:
+                _take_back(held)
+                self._crew.log.error(  # noqa: TRY400 - no exc_info: locals may hold a key
+                    "the store failed to write a step", error=str(err)
+                )
+                return
+            if any(step.locks for step, _ in held):
+                self._written_at = self._crew.mono()
+
+
+def _take_back(held: list[tuple[Change, Callable[[], None]]]) -> None:
+    """Held steps that did not land, taken back newest first (each rollback restores what its
+    step replaced, so the oldest's leaves memory as the disk has it)."""
+    for _, rollback in reversed(held):
+        rollback()
 
 
 async def _ignore_progress(_: Progress) -> None:

@@ -88,11 +88,6 @@ class Outbox:
         """:meth:`next_batch`, with how many queued rows the store gave and the last one's id
         (acknowledged ones not yet removed are left out of the messages, not of those)."""
         stored_retained, stored_queued = await self._store.outbox_batch(after=after, limit=limit)
-        # Not yet synced (Store.apply(soon=True)): neither these nor anything after them.
-        held_from, held_topics = self._store.held_from, self._store.held_topics
-        if held_from is not None:
-            stored_queued = [row for row in stored_queued if row.id < held_from]
-        stored_retained = [row for row in stored_retained if row.topic not in held_topics]
         retained = [
             OutboxMessage(row.topic, row.topic, row.payload, retain=True, generation=row.generation)
             for row in stored_retained

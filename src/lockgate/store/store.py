@@ -12,8 +12,6 @@ The top of the store's three parts: this module says what a change writes and un
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,9 +44,6 @@ _log = structlog.get_logger(__name__)
 DEFAULT_MAX_OUTBOX = 100_000
 DEFAULT_OPERATION_TIMEOUT_S = 10.0
 DEFAULT_MAX_REFUSALS = 10_000
-GROUP_SYNC_S = 0.2
-"""A write made with ``apply(soon=True)`` is synced, and its messages published, at most this long
-after it (sooner if a durable write comes first)."""
 # Kinds the outbox may drop when full. A command document at a change of state is the only answer
 # the backend gets to its command, and there are at most a few per command, so it is never dropped.
 DROPPABLE = (MessageKind.EVENT, MessageKind.REPLY, MessageKind.ERROR)
@@ -113,11 +108,6 @@ class Store:
         self._refusals_unbounded = max_refusals
         self._listeners: list[Callable[[], None]] = []
         self.schema_found = 0
-        # Messages of writes not yet synced (apply(soon=True)): the first held outbox id (every
-        # later one waits behind it) and the lock documents held.
-        self.held_from: int | None = None
-        self.held_topics: set[str] = set()
-        self._syncing: asyncio.Task[None] | None = None
         # The next outbox id (on the store's thread): above every id the outbox held since the
         # store opened, so that an id is never given twice while a link may hold it, even once
         # the outbox was emptied (what AUTOINCREMENT did, with a page written per transaction).
@@ -142,10 +132,6 @@ class Store:
         return self._database.set_aside
 
     async def close(self) -> None:
-        if self._syncing is not None:
-            self._syncing.cancel()  # the close's checkpoint syncs everything
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._syncing
         await self._database.close()
 
     async def __aenter__(self) -> Self:
@@ -168,17 +154,11 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------------
 
-    async def apply(
-        self, change: Change, *, at: datetime, durable: bool = True, soon: bool = False
-    ) -> Applied:
-        """Writes ``change`` and queues its messages, in one transaction.
-
-        ``soon=True`` commits without waiting for the disk and holds the messages it queued (and
-        every one queued after them, so the order stays) from the outbox until a sync has made it
-        durable: the next durable write's, or the store's own at most :data:`GROUP_SYNC_S` later.
-        Several such writes close together (a command's SENT, RECEIVED and the state the lock
-        showed) share one sync, and nothing is published that a power cut could take back: a
-        lost one loses its ``seq`` and its version unpublished (docs/store.md, writes).
+    async def apply(self, *changes: Change, at: datetime, durable: bool = True) -> Applied:
+        """Writes ``changes``, in order, and queues their messages, in one transaction: each as it
+        would be written alone, so several changes written together leave the same rows and
+        messages, in the same order, as one transaction each (the engine writes a command's steps
+        with its next change so: docs/store.md, writes).
 
         ``durable=False`` commits without waiting for the disk (the next durable write syncs it
         along), for an answer whose loss in a power cut costs nothing but the same answer again:
@@ -187,62 +167,28 @@ class Store:
         outbox bound's health event) is synced before it returns all the same: a ``seq`` must
         never be given out twice, and a lost one would be."""
 
-        if soon:
-            return await self._apply_soon(change, at)
+        def apply_all() -> Applied:
+            seqs: list[int] = []
+            dropped = 0
+            for change in changes:
+                applied = self._apply(change, at)
+                seqs.extend(applied.seqs)
+                dropped += applied.dropped
+            return Applied(tuple(seqs), dropped)
 
         def write() -> Applied:
-            applied = self._database.transaction(lambda: self._apply(change, at), durable=durable)
+            applied = self._database.transaction(apply_all, durable=durable)
             if not durable and (applied.seqs or applied.dropped):  # a health event's seq
                 self._database.sync()
-                self._release()
-            elif durable:
-                self._release()  # its sync made every earlier commit durable too
             return applied
 
         applied = await self._database.run(write)
-        if change.commands or change.events or change.replies or change.errors or change.locks:
+        if any(
+            change.commands or change.events or change.replies or change.errors or change.locks
+            for change in changes
+        ):
             self._notify()
         return applied
-
-    async def _apply_soon(self, change: Change, at: datetime) -> Applied:
-        def write() -> Applied:
-            # Held before the commit, on the store's thread: the outbox reads on this thread
-            # too, so no read can come between the commit and the hold.
-            if self.held_from is None:
-                self.held_from = self._next_outbox_id
-            self.held_topics.update(topics.lock(lock.bike) for lock in change.locks)
-            return self._database.transaction(lambda: self._apply(change, at), durable=False)
-
-        try:
-            return await self._database.run(write)
-        finally:
-            if self._syncing is None or self._syncing.done():
-                self._syncing = asyncio.get_running_loop().create_task(
-                    self._sync_soon(), name="lockgate.store.sync-soon"
-                )
-
-    async def _sync_soon(self) -> None:
-        await asyncio.sleep(GROUP_SYNC_S)
-
-        def sync() -> bool:
-            if self.held_from is None and not self.held_topics:
-                return False  # a durable write synced them meanwhile
-            self._database.sync()
-            self._release()
-            return True
-
-        try:
-            released = await self._database.run(sync)
-        except StoreError as err:
-            _log.error("the store could not sync", error=str(err))  # the next durable write does
-            return
-        if released:
-            self._notify()
-
-    def _release(self) -> None:
-        """On the store's thread, after a sync: nothing is held from the outbox any more."""
-        self.held_from = None
-        self.held_topics.clear()
 
     def _apply(self, change: Change, at: datetime) -> Applied:
         db = self._db
