@@ -127,14 +127,22 @@ class CommandRequest:
     """Why the deadline is not the request's own (the station's clock is not synchronised)."""
 
     def parameters(self) -> dict[str, Any]:
-        """What the store keeps of the request: everything but the credentials."""
-        return {
+        """What the store keeps of the request: everything but the credentials, and only the
+        fields that are not their default (``None``, ``False``): the command row is then small
+        enough to stay in its database page (docs/store.md, writes). ``request_of`` reads a
+        missing field as its default."""
+        fields = {
             "user_id": self.user_id,
             "end_rental": self.end_rental,
             "reason": self.reason,
             "comment": self.comment,
             "power_cycle": self.power_cycle,
             "remove_credentials": self.remove_credentials,
+        }
+        return {
+            name: value
+            for name, value in fields.items()
+            if value is not None and value is not False
         }
 
 
