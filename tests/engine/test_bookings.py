@@ -12,7 +12,7 @@ import pytest
 
 from lockgate.model import BookingState, CommandState, ErrorCode, LockState
 from lockgate.radio import Operation, Outcome
-from lockgate.store.sql import unpack
+from lockgate.store.packing import unpack
 from tests.engine.harness import SHAREE_JSON, Harness
 
 BIKE = "FR1540"

@@ -26,8 +26,8 @@ from lockgate.store import (
     StationKey,
     Store,
 )
+from lockgate.store.packing import unpack
 from lockgate.store.schema import MIGRATIONS, _statements
-from lockgate.store.sql import unpack
 
 STATION = Station(
     "FR101",

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import zlib
 from pathlib import Path
+
+import pytest
 
 from lockgate.model import LockState
 from lockgate.store import Change, Outbox, Store
 from lockgate.store.database import PAGE_SIZE
+from lockgate.store.packing import pack, unpack
 from lockgate.store.schema import migrate
 from tests.store.test_store import KEY, STATION, command, event, now
 
@@ -91,3 +95,29 @@ async def test_a_reconnect_past_acknowledged_rows_does_not_stall(tmp_path: Path)
         assert not set(handed) & {m.key for m in first}
         await outbox.close()
         assert len(await store.queued(after=0, limit=100)) == 20  # close removes the acked ones
+
+
+def test_payloads_are_packed_against_the_dictionary_and_older_rows_still_read() -> None:
+    document = (
+        b'{"id":"c1","name":"unlock","station":"FR101","bike":"FR1540","version":1,'
+        b'"state":{"value":"NOT_SENT","reason":null,"timeout_at":"2026-12-03T20:44:25.588Z"},'
+        b'"error_code":null,"events":[{"name":"REQUEST_UNLOCK","value":null,'
+        b'"timestamp":"2026-12-03T20:43:25.588Z"}]}'
+    )
+    packed = pack(document)
+    assert packed[:1] == b"x"
+    assert packed[1] & 0x20, "made with the preset dictionary"
+    assert len(packed) * 2 < len(zlib.compress(document, 9)), "what the dictionary is for"
+    assert unpack(packed) == document
+    # As older stores wrote them: plain zlib, and plain JSON.
+    assert unpack(zlib.compress(document, 6)) == document
+    assert unpack(document) == document
+    # Never shorter packed: kept as it is.
+    assert pack(b"{}") == b"{}"
+
+
+def test_a_payload_packed_with_an_unknown_dictionary_is_refused_not_misread() -> None:
+    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=b"elsewhere")
+    stranger = other.compress(b'{"a":"elsewhere"}') + other.flush()
+    with pytest.raises(zlib.error):
+        unpack(stranger)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from lockgate.model import (
     MessageKind,
 )
 from lockgate.store.database import BadRow
+from lockgate.store.packing import pack, unpack
 from lockgate.store.records import CommandRecord, Correlation, LockRecord
 
 _R = TypeVar("_R")
@@ -56,22 +56,6 @@ class StoredRetained:
 # --- writes ------------------------------------------------------------------------------------
 
 
-def pack(payload: bytes) -> bytes:
-    """A payload as the outbox and the retained table keep it: zlib-compressed when that is
-    shorter (the contract's JSON is about 40 % smaller so, and a row's pages are what a write
-    costs: docs/store.md, writes). Every payload is a JSON object, which starts with ``{``; a
-    zlib stream starts with ``x``, so :func:`unpack` tells them apart, and rows written before
-    compression read as they are."""
-    packed = zlib.compress(payload, 6)
-    return packed if len(packed) < len(payload) else payload
-
-
-def unpack(stored: bytes) -> bytes:
-    """The payload :func:`pack` kept."""
-    data = bytes(stored)
-    return zlib.decompress(data) if data[:1] == b"x" else data
-
-
 def _text(stored: str | bytes) -> str:
     """A JSON column: text as rows before packing had it, or :func:`pack`'s bytes."""
     return stored if isinstance(stored, str) else unpack(stored).decode()
@@ -79,7 +63,11 @@ def _text(stored: str | bytes) -> str:
 
 def put_command(db: sqlite3.Connection, command: CommandRecord) -> None:
     # Rewritten at every step of the command, and most of its row: kept packed, as payloads are.
-    events = pack(json.dumps([event.model_dump(mode="json") for event in command.events]).encode())
+    events = pack(
+        json.dumps(
+            [event.model_dump(mode="json") for event in command.events], separators=(",", ":")
+        ).encode()
+    )
     if command.ended_at is None and command.version > 1:
         # A step of a running command: an UPDATE that names neither ended_at nor any column of
         # an index leaves every index page alone (the upsert's SET names ended_at, which moves
