@@ -192,9 +192,11 @@ def keep_store(folder: Path, keep: Path | None, name: str) -> None:
             shutil.copyfile(source, keep / f"{name}.db{suffix}")
 
 
-async def per_command(folder: Path, commands: int, keep: Path | None = None) -> dict[str, Any]:
+async def per_command(
+    folder: Path, commands: int, keep: Path | None = None, time_scale: float = 0.2
+) -> dict[str, Any]:
     locks = [lock_of(1), lock_of(2)]
-    async with site(folder, locks, watch=False, time_scale=0.2) as s:
+    async with site(folder, locks, watch=False, time_scale=time_scale) as s:
         await s.daemon.start()
         await s.notify.wait_for("READY=1", timeout_s=120)
         await s.first_reads_done()
@@ -223,6 +225,7 @@ async def per_command(folder: Path, commands: int, keep: Path | None = None) -> 
         total = last - before
     return {
         "commands": commands,
+        "time_scale": time_scale,
         "failed": failed,
         "bytes_per_command_running": during / commands,
         "bytes_per_command_with_close": total / commands,
@@ -398,7 +401,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         }
         if arguments.only in (None, "commands"):
             results["per_command"] = await per_command(
-                folder / "commands", arguments.commands, arguments.keep
+                folder / "commands", arguments.commands, arguments.keep, arguments.time_scale
             )
         if arguments.only in (None, "idle"):
             results["idle"] = await idle_hour(
@@ -419,7 +422,8 @@ def table(results: dict[str, Any]) -> str:
     if (command := results.get("per_command")) is not None:
         rows += [
             (
-                f"| per command, running ({command['commands']} commands, 2 locks) | "
+                f"| per command, running ({command['commands']} commands, 2 locks, time scale "
+                f"{command.get('time_scale', 0.2)}) | "
                 f"{command['bytes_per_command_running'] / KIB:.1f} |"
             ),
             (
@@ -453,6 +457,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--outage-events", type=int, default=1000)
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--only", choices=("commands", "idle", "outage"))
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.2,
+        help="the simulated locks' time scale for the commands (0.2: a motor of 600 ms takes"
+        " 120 ms, shorter than the 0.2 s a command's steps are held; 1: as a lock takes it)",
+    )
     parser.add_argument(
         "--keep",
         type=Path,
