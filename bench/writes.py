@@ -181,8 +181,8 @@ def lock_of(index: int) -> LockConfig:
 
 
 def keep_store(folder: Path, keep: Path | None, name: str) -> None:
-    """A copy of the daemon's database and WAL as they are now (``--keep``: read them with
-    ``bench/wal_pages.py``)."""
+    """A copy of the daemon's database and WAL as they are now (``--keep``: the WAL's frame
+    headers give each page written and the commit marks, SQLite's ``dbstat`` whose page it is)."""
     if keep is None:
         return
     keep.mkdir(parents=True, exist_ok=True)
@@ -468,7 +468,7 @@ def parse() -> argparse.Namespace:
         "--keep",
         type=Path,
         help="copy the store before and after the commands into this folder (before.db, after.db"
-        " and their WALs) to read with bench/wal_pages.py",
+        " and their WALs), to read what the commands' transactions wrote",
     )
     return parser.parse_args()
 
