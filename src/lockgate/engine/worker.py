@@ -14,8 +14,9 @@ that ran and for one settled by a read alike); every change is one transaction o
 engine (:mod:`lockgate.engine.engine`) admits commands, recovers, keeps the deadlines and owns the
 workers' tasks.
 
-Why it is one module of about 600 lines: every path here (run, conclude, settle, provision, observe)
-changes the one record under the one mutex, and splitting them would spread that invariant.
+Why it is one module of about 650 lines: every path here (run, conclude, settle, provision, observe)
+changes the one record under the one mutex, and splitting them would spread that invariant. (How a
+running command's steps are held from the store and taken back is :mod:`lockgate.engine.held`.)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import structlog
 from lockgate.contract.documents import Event
 from lockgate.contract.station import RegisteredLock
 from lockgate.engine.booking import Booking, BookingStep, Decision, decide
+from lockgate.engine.held import HeldSteps, take_back
 from lockgate.engine.jobs import STORE_RETRY_S, Crew, Job
 from lockgate.engine.ledger import (
     Settling,
@@ -70,10 +72,6 @@ HEARTBEAT_WRITE_S = 3600.0
 """A lock's heartbeat alone (``last_seen``, RSSI) is written at most this often (monotonic): one
 round of 50 locks' heartbeats costs about 124 KiB (bench/README.md), once an hour at most."""
 _HEARTBEAT = frozenset({"last_seen", "rssi"})
-STEPS_HELD_S = 0.2
-"""A command's steps between its write-ahead and its conclusion (SENT, RECEIVED, a state the lock
-showed) are kept in memory and written with the lock's next write, or on their own at most this
-long after the first of them (docs/store.md, writes): the backend sees them at most this late."""
 SETTLE_AGAIN_S = 1.0
 """A settling read that finds the bolt moving reads again this much later (a motion takes at most
 15 s, docs/protocol.md), within the engine's ``settle_timeout_s``."""
@@ -103,12 +101,10 @@ class LockWorker:
         """A booking's default expiry: its ``timeout_at`` as written, and when it passes on the
         monotonic clock (kept in memory; after a restart the written time is the expiry)."""
         self._timeout: asyncio.Timeout | None = None  # the running command's deadline
-        # Steps held from the store (STEPS_HELD_S): each change, and how to take it back.
-        self._held: list[tuple[Change, Callable[[], None]]] = []
-        self._holding: asyncio.Task[None] | None = None
         # When the lock's record was last written (monotonic): long ago, so the first heartbeat is.
         self._written_at = crew.mono() - HEARTBEAT_WRITE_S
         self._crew = crew
+        self._held = HeldSteps(registered.bike, crew, self.mutex, self._note_written)
 
     @property
     def bike(self) -> str:
@@ -126,8 +122,7 @@ class LockWorker:
         try:
             await self._run_queue()
         finally:
-            if self._holding is not None:
-                self._holding.cancel()  # held steps are lost: the command is settled by a read
+            self._held.cancel()
 
     async def _run_queue(self) -> None:
         crew = self._crew
@@ -612,23 +607,13 @@ class LockWorker:
         soon: bool = False,
         durable: bool = True,
     ) -> None:
-        """Writes ``change`` (memory already set; ``rollback`` takes it back if the write fails).
-
-        ``soon`` (a step, under the mutex): held in memory, not written yet. Held steps are
-        written in the same transaction as the lock's next write, before it, or on their own
-        :data:`STEPS_HELD_S` after the first: one transaction and one sync for a command's steps
-        and its conclusion where four were. Nothing held is published before it is synced (it is
-        not in the store at all), and a write of held steps that fails takes every one of them
-        back, newest first, as if each had failed alone: the versions and events the engine gives
-        out next start from what the disk holds."""
+        """Writes ``change`` (memory already set; ``rollback`` takes it back if the write fails),
+        with the held steps before it in the same transaction (:mod:`lockgate.engine.held`).
+        ``soon`` (a step, under the mutex): held, not written yet."""
         if soon:
-            self._held.append((change, rollback))
-            if self._holding is None or self._holding.done():
-                self._holding = asyncio.get_running_loop().create_task(
-                    self._write_held_later(), name=f"lockgate.engine.steps:{self.bike}"
-                )
+            self._held.hold(change, rollback)
             return
-        held, self._held = self._held, []
+        held = self._held.take()
         try:
             await self._crew.store.apply(
                 *(step for step, _ in held),
@@ -638,37 +623,14 @@ class LockWorker:
             )
         except StoreError:
             rollback()
-            _take_back(held)
+            take_back(held)
             raise
         if change.locks or any(step.locks for step, _ in held):
-            self._written_at = self._crew.mono()
+            self._note_written()
 
-    async def _write_held_later(self) -> None:
-        """The held steps, on their own, :data:`STEPS_HELD_S` after the first (unless the lock's
-        next write took them first). A failure takes them back and is logged: the motion goes on,
-        and the conclusion is written (or the command settled by a read) from what was stored."""
-        await asyncio.sleep(STEPS_HELD_S)
-        async with self.mutex:
-            held, self._held = self._held, []
-            if not held:
-                return
-            try:
-                await self._crew.store.apply(*(step for step, _ in held), at=self._crew.clock())
-            except StoreError as err:
-                _take_back(held)
-                self._crew.log.error(  # noqa: TRY400 - no exc_info: locals may hold a key
-                    "the store failed to write a step", error=str(err)
-                )
-                return
-            if any(step.locks for step, _ in held):
-                self._written_at = self._crew.mono()
-
-
-def _take_back(held: list[tuple[Change, Callable[[], None]]]) -> None:
-    """Held steps that did not land, taken back newest first (each rollback restores what its
-    step replaced, so the oldest's leaves memory as the disk has it)."""
-    for _, rollback in reversed(held):
-        rollback()
+    def _note_written(self) -> None:
+        """The lock's record was written (a heartbeat alone waits an hour from now)."""
+        self._written_at = self._crew.mono()
 
 
 async def _ignore_progress(_: Progress) -> None:
