@@ -65,7 +65,10 @@ class Broker:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, kind: str | None) -> None:
         line = {"topic": topic, "retain": retain, "kind": kind, "payload": payload.decode()}
-        self._file.write(json.dumps(line) + "\n")
+        # A line of its own even after a torn one: a SIGKILL can cut a write to a file short at a
+        # page boundary (Linux stops a write between pages for a fatal signal), and the next
+        # run's line must not be glued to what was cut.
+        self._file.write("\n" + json.dumps(line) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -165,7 +165,16 @@ async def test_sigkill_against_the_simulator_loses_nothing_and_repeats_nothing(
         records = {r["id"]: await store.command(r["id"]) for r in requests}
         depth = await store.outbox_depth()
         last_seq = await store.seq()
-    messages = [json.loads(line) for line in published.read_text().splitlines()]
+    messages: list[dict[str, Any]] = []
+    torn = 0
+    for line in filter(None, published.read_text().splitlines()):
+        try:
+            messages.append(json.loads(line))
+        except json.JSONDecodeError:
+            # A write a kill cut short (crash_station.Broker): the worker died before it
+            # acknowledged the message, so a later run published it again, whole.
+            torn += 1
+    assert torn <= KILLS
 
     # Every command ended, once: one final document (published again after a kill, never a
     # different one), versions 1..n without gaps.
