@@ -41,12 +41,12 @@ import structlog
 
 from lockgate.ble.adapters import AdapterStatus, RadioAdapter
 from lockgate.ble.airwaves import Airwaves
-from lockgate.ble.conversation import Conversation
+from lockgate.ble.conversation import Conversation, NotAuthorisedError
 from lockgate.ble.discovery import LockIdentity
 from lockgate.ble.errors import OperationError
 from lockgate.ble.health import HealthTracker
 from lockgate.ble.link import Chunk, Link, next_chunk
-from lockgate.ble.radio_lock import RadioLock, merge_readings
+from lockgate.ble.radio_lock import KeptSession, RadioLock, merge_readings
 from lockgate.ble.settings import RadioSettings
 from lockgate.ble.slots import Priority
 from lockgate.clock import utc_now
@@ -380,24 +380,20 @@ class Driver:
             sighting = self._air.sighting_through(entry.bike, entry.adapter)
             reading = Reading(rssi=sighting.rssi if sighting else None)
             if credentials is not None:
-                conversation = Conversation(link, credentials, steps, self._clock, progress)
+                # The link's session, if an earlier operation left it authorised with these
+                # credentials: no new authorisation (6 writes and 5 indications fewer).
+                conversation = Conversation(
+                    link,
+                    credentials,
+                    steps,
+                    self._clock,
+                    progress,
+                    session=entry.session_for(link, credentials),
+                )
+                entry.kept_session = None  # kept again only if this operation ends well
                 try:
-                    await conversation.authorise()
-                    await progress(StepReached(Step.AUTHORISED, self._clock()))
-                    if operation is Operation.READ:
-                        config = await conversation.read_config()
-                        reading = merge_readings(
-                            reading, Reading(lock_state=config.lock_state, alarm=config.alarm)
-                        )
-                    else:
-                        target = (
-                            LockState.UNLOCKED
-                            if operation is Operation.UNLOCK
-                            else LockState.LOCKED
-                        )
-                        reading = merge_readings(
-                            reading, Reading(lock_state=await conversation.move(target))
-                        )
+                    reading = await self._converse(entry, conversation, operation, reading)
+                    entry.kept_session = KeptSession(link, credentials, conversation.session)
                 finally:
                     hardware = conversation.observed.hardware_state
                     if conversation.observed.alarm is not None:
@@ -433,6 +429,37 @@ class Driver:
         if attempt.started:
             self._record(entry, result, radio_lost=attempt.losses != self._air.losses)
         return result
+
+    async def _converse(
+        self, entry: RadioLock, conversation: Conversation, operation: Operation, reading: Reading
+    ) -> Reading:
+        """Authorise (or take up the link's kept session), then the operation's command."""
+        await conversation.authorise()
+        progress = conversation.progress
+        await progress(StepReached(Step.AUTHORISED, self._clock()))
+        try:
+            return await self._act(conversation, operation, reading)
+        except NotAuthorisedError:
+            if not conversation.resumed:
+                raise
+        # The lock ended the link's authorisation on its own and did not take the command
+        # (0x99): authorise once more and ask again. Never a second motion: the first command
+        # was refused, not done.
+        log.info("kept session no longer authorised: authorising again", bike=entry.bike)
+        await conversation.authorise(again=True)
+        await progress(StepReached(Step.AUTHORISED, self._clock()))
+        return await self._act(conversation, operation, reading)
+
+    @staticmethod
+    async def _act(conversation: Conversation, operation: Operation, reading: Reading) -> Reading:
+        """The operation's one command in an authorised session: read the config, or move."""
+        if operation is Operation.READ:
+            config = await conversation.read_config()
+            return merge_readings(
+                reading, Reading(lock_state=config.lock_state, alarm=config.alarm)
+            )
+        target = LockState.UNLOCKED if operation is Operation.UNLOCK else LockState.LOCKED
+        return merge_readings(reading, Reading(lock_state=await conversation.move(target)))
 
     def _record(self, entry: RadioLock, result: Result, *, radio_lost: bool = False) -> None:
         now = self._clock()
@@ -486,6 +513,7 @@ class Driver:
         link, entry.link = entry.link, None
         slot, entry.slot = entry.slot, None
         adapter, entry.adapter = entry.adapter, None
+        entry.kept_session = None
         entry.gdio.reset()
         try:
             if link is not None:
