@@ -196,6 +196,7 @@ class BleSection(_Section):
     connect_attempts: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connect_attempts
     sync_interval_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.sync_interval_s
     watch: bool = DEFAULT_RADIO.watch
+    keep_booked_ready: bool = DEFAULT_RADIO.keep_booked_ready
     dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.dead_after_s
     long_dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.long_dead_after_s
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import pytest
 
+from lockgate.model import Cause
 from lockgate.radio import Operation, Outcome, Step, StepReached
 from lockgate_sim.bluez.gatt_service import DISCOVERY
 from lockgate_sim.linklayer import AttCounts
@@ -207,3 +208,61 @@ def _added(after: AttCounts, before: AttCounts) -> dict[str, int]:
     return {
         key: getattr(after, key) - getattr(before, key) for key in _expected("sharee", discovery=0)
     }
+
+
+async def test_a_booked_bike_kept_ready_unlocks_with_lock_control_alone(
+    station: StationFactory,
+) -> None:
+    """``keep_booked_ready``: a booked bike's lock is connected and authorised with its
+    provisioned credentials before the command, so the unlock makes only the lock control write
+    and the two motion statuses; once no longer booked and closed, its link goes."""
+    s = await station(world_config=_world(), keep_booked_ready=True)
+    name, bike = s.lock(0).name, s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    await s.wait_for(lambda: bike in s.driver.watched())
+    ready = await s.sim.control.radio_counts(name)
+    assert ready.links == 1
+    assert (ready.link.writes, ready.link.indications) == (6, 5), "connected and authorised"
+    result = await s.driver.perform(
+        bike, Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    unlocked = await s.sim.control.radio_counts(name)
+    assert unlocked.links == 1
+    assert _added(unlocked.total, ready.total) == {
+        **_expected("sharee", discovery=0),
+        "writes": 1,
+        "indications": 2,
+        "cccd_writes": 0,
+        "mtu_exchanges": 0,
+    }
+    s.driver.keep_ready(bike, booked=False)  # rented now: watched while open
+    result = await s.driver.perform(
+        bike, Operation.LOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    await s.wait_for(lambda: bike not in s.driver.watched() and s.driver.links_in_use == 0)
+    assert (await s.sim.control.lock(name)).links == 0
+
+
+async def test_kept_ready_is_off_by_default(station: StationFactory) -> None:
+    s = await station(world_config=_world())
+    bike = s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    result = await s.driver.read(bike, Cause.SYNC, timeout_s=30)  # the driver at work meanwhile
+    assert result.outcome is Outcome.OK, result.reason
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
+    assert not s.driver.watched()
+
+
+async def test_kept_ready_ends_with_the_booking(station: StationFactory) -> None:
+    s = await station(world_config=_world(), keep_booked_ready=True)
+    bike = s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    await s.wait_for(lambda: bike in s.driver.watched())
+    s.driver.keep_ready(bike, booked=False)  # the booking was cancelled: the lock is closed
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
+    assert (await s.sim.control.lock(s.lock(0).name)).links == 0

@@ -211,6 +211,24 @@ class Driver:
         if renewed and tried and self._tasks is not None and not self._stopping:
             self._tasks.create_task(self._read_provisioned(entry), name=f"ble-provisioned-{bike}")
 
+    def keep_ready(self, bike: str, *, booked: bool) -> None:
+        """A booked bike's lock is kept connected and authorised with its provisioned
+        credentials (``keep_booked_ready``), as a watch's link is kept: its unlock then costs
+        only the lock control and the motor. Its slot is given up to a command as a watch's."""
+        entry = self._locks.get(bike)
+        if entry is None:
+            return
+        ready = booked and self._settings.keep_booked_ready
+        if ready == entry.ready:
+            return
+        entry.ready = ready
+        if ready:
+            entry.ready_ended.clear()
+            if self._tasks is not None and not self._stopping:
+                self._ensure_watcher(entry)
+        else:
+            entry.ready_ended.set()
+
     async def _read_provisioned(self, entry: RadioLock) -> None:
         timeout = self._settings.connect_timeout_s + 3 * self._settings.steps.answer_s
         try:
@@ -548,10 +566,15 @@ class Driver:
         self._ensure_watcher(entry)
 
     def _should_watch(self, entry: RadioLock) -> bool:
-        return (
-            self._settings.watch
-            and not self._stopping
-            and entry.lock_state in (LockState.UNLOCKED, LockState.UNLOCKING, LockState.LOCKING)
+        """Keep the lock's link: it is open (a rider may close it by hand), or kept ready."""
+        if self._stopping:
+            return False
+        if entry.ready and entry.standing is not None:
+            return True
+        return self._settings.watch and entry.lock_state in (
+            LockState.UNLOCKED,
+            LockState.UNLOCKING,
+            LockState.LOCKING,
         )
 
     # --- watching ------------------------------------------------------------------------
@@ -587,7 +610,9 @@ class Driver:
                     if entry.waiting or not self._should_watch(entry):
                         continue  # the waiting operation goes first; this loop queues behind it
                     if entry.linked:
-                        await self._listen(entry)
+                        await self._make_ready(entry)
+                        if entry.linked:  # not dropped by a refused authorisation
+                            await self._listen(entry)
                     elif await self._rewatch(entry):
                         backoff = base
                     else:
@@ -631,6 +656,29 @@ class Driver:
         self._publish_health(entry)
         return True
 
+    async def _make_ready(self, entry: RadioLock) -> None:
+        """In the lock's turn, on its link: a lock kept ready is authorised with its provisioned
+        credentials once per link, so that a command with the same credentials takes the session
+        up (:meth:`_run`). A refusal ends the readiness until the next booking."""
+        credentials, link = entry.standing, entry.link
+        if not entry.ready or credentials is None or link is None:
+            return
+        if entry.session_for(link, credentials) is not None:
+            return
+        conversation = Conversation(
+            link, credentials, self._settings.steps, self._clock, _no_progress
+        )
+        try:
+            await conversation.authorise()
+        except OperationError as err:
+            log.info("lock not kept ready", bike=entry.bike, reason=err.reason)
+            if err.outcome is not Outcome.LINK_LOST and err.outcome is not Outcome.TIMED_OUT:
+                entry.ready = False  # refused: not again for this booking
+            await self._drop_link(entry)
+            return
+        entry.kept_session = KeptSession(link, credentials, conversation.session)
+        log.info("lock kept ready", bike=entry.bike)
+
     async def _listen(self, entry: RadioLock) -> None:
         """In the lock's turn: mirror the link's unprompted statuses until something else is due."""
         link, slot = entry.link, entry.slot
@@ -641,11 +689,14 @@ class Driver:
         try:
             while self._should_watch(entry) and not entry.waiting:
                 chunk = await next_chunk(
-                    link.chunks, link.lost, slot.evicted, entry.operation_waits
+                    link.chunks, link.lost, slot.evicted, entry.operation_waits, entry.ready_ended
                 )
                 if chunk is not None:
                     self._on_watched_chunk(entry, chunk)
                     continue
+                if entry.ready_ended.is_set():
+                    entry.ready_ended.clear()
+                    continue  # the loop's condition says whether the link is still wanted
                 if link.lost.is_set():
                     log.info("watched link dropped", bike=entry.bike)
                     self._record(

@@ -83,6 +83,11 @@ class RadioLock:
     mid-motion): the sync loop reads the lock at its next tick instead of waiting an interval."""
     last_view: HealthView | None = None
     kept_session: KeptSession | None = None
+    ready: bool = False
+    """Kept ready for an unlock (a booked bike, ``keep_booked_ready``): linked and authorised
+    with the provisioned credentials while a slot allows."""
+    ready_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when ``ready`` goes: the watch's cue to look again whether to keep the link."""
 
     def session_for(self, link: Link, credentials: Credentials) -> Session | None:
         """The kept session, if it is of this very link and these credentials."""

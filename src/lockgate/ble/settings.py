@@ -38,6 +38,11 @@ class RadioSettings:
     sync_interval_s: float = 600.0
     watch: bool = True
     watch_retry_s: float = 2.0
+    keep_booked_ready: bool = False
+    """Keep a booked bike's lock connected and authorised with its provisioned credentials, so
+    that its unlock costs only the lock control and the motor; the cost: a connection slot held
+    for the booking (given up to a command, as a watch's) and the lock's battery, which a link
+    costs more than advertising (docs/ble-driver.md, "A booked bike kept ready")."""
     dead_after_s: float = 900.0
     """A lock not reached for this long is DEAD (heartbeat_v2)."""
     long_dead_after_s: float = 86400.0
