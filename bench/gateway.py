@@ -189,6 +189,7 @@ async def site(
     asyncio_debug: bool = False,
     backend_topics: tuple[str, ...] = ("#",),
     broker_inflight: int = 0,
+    ble: str = "",
 ) -> AsyncIterator[Site]:
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     async with (
@@ -205,6 +206,7 @@ async def site(
             slots=slots,
             watch=watch,
             sync_interval_s=600.0,
+            ble=ble,
         )
         environ = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "10000000"}
         if asyncio_debug:
