@@ -190,7 +190,10 @@ async def site(
     backend_topics: tuple[str, ...] = ("#",),
     broker_inflight: int = 0,
     ble: str = "",
+    daemon_src: Path | None = None,
 ) -> AsyncIterator[Site]:
+    """One station; ``daemon_src``: run the daemon from another tree's ``src`` (the same
+    virtual environment, that tree first on ``PYTHONPATH``), to measure it beside this one."""
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     async with (
         running_mosquitto(folder / "broker", max_inflight=broker_inflight) as broker,
@@ -211,6 +214,8 @@ async def site(
         environ = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "10000000"}
         if asyncio_debug:
             environ["PYTHONASYNCIODEBUG"] = "1"
+        if daemon_src is not None:
+            environ["PYTHONPATH"] = str(daemon_src)
         daemon = ProfiledDaemon(config, folder / "daemon.log", environ=environ, profile=profile)
         try:
             yield Site(broker, sim, daemon, peer, notify, folder)
