@@ -119,7 +119,9 @@ class ProfiledDaemon(Daemon):
     async def start(self) -> None:
         environ = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
         prefix: list[str] = []
-        if self.profile is not None and self.profile.suffix == ".prof":
+        if self.profile is not None and self.profile.name.endswith(".cpu.prof"):
+            prefix = [str(Path(__file__).with_name("cpu_profile.py")), str(self.profile)]
+        elif self.profile is not None and self.profile.suffix == ".prof":
             prefix = ["-m", "cProfile", "-o", str(self.profile)]
         elif self.profile is not None:
             renderer = "html" if self.profile.suffix == ".html" else "text"
