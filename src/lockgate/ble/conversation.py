@@ -33,7 +33,7 @@ from lockgate.protocol.session import (
     Write,
 )
 from lockgate.protocol.status import Status, meaning_of
-from lockgate.radio import Outcome, ProgressSink, StateSeen, Step, StepReached
+from lockgate.radio import Operation, Outcome, ProgressSink, StateSeen, Step, StepReached
 
 log = structlog.get_logger(__name__)
 _E = TypeVar("_E", Authorised, ConfigRead)
@@ -98,10 +98,6 @@ class Conversation:
         return self._session
 
     @property
-    def progress(self) -> ProgressSink:
-        return self._progress
-
-    @property
     def authorised(self) -> bool:
         """The session is authorised and its counter can still rise."""
         return self._session.state is SessionState.AUTHORISED and self._session.counter < (
@@ -115,6 +111,32 @@ class Conversation:
             return
         await self._write(self._session.start())
         await self._until(Authorised, "authorising")
+
+    async def command(self, operation: Operation) -> tuple[LockState, bool | None]:
+        """Authorise (or take the kept session up), then the operation's one command: the lock
+        state it ends with, and the alarm a config read gives (None after a motion).
+
+        A session taken up may have been ended by the lock on its own: it answers the command
+        0x99 and does not act on it. Then the link is authorised once more and the command sent
+        again: never a second motion, the first command having been refused, not done."""
+        await self.authorise()
+        await self._progress(StepReached(Step.AUTHORISED, self._clock()))
+        try:
+            return await self._command(operation)
+        except NotAuthorisedError:
+            if not self.resumed:
+                raise
+        log.info("kept session no longer authorised: authorising again", bike=self._link.bike)
+        await self.authorise(again=True)
+        await self._progress(StepReached(Step.AUTHORISED, self._clock()))
+        return await self._command(operation)
+
+    async def _command(self, operation: Operation) -> tuple[LockState, bool | None]:
+        if operation is Operation.READ:
+            config = await self.read_config()
+            return config.lock_state, config.alarm
+        target = LockState.UNLOCKED if operation is Operation.UNLOCK else LockState.LOCKED
+        return await self.move(target), None
 
     async def move(self, target: LockState) -> LockState:
         """Unlock (target UNLOCKED) or lock (target LOCKED); return the state the lock reached."""

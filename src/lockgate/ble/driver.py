@@ -20,7 +20,8 @@ The observations pass through an unbounded queue with one consumer (see :meth:`o
 an operation waits until that consumer has taken what came before it, so that what the engine
 applies for a lock stays in the order the lock showed it.
 
-Why the scheduling stays in one module of about 700 lines: operations, the watch and the sync loop
+Why the scheduling stays in one module of about 750 lines: operations, the watch (and a booked
+bike kept ready, a watch of its own kind) and the sync loop
 all change one lock's link, slot, turn and health together, and each hand-over between them is one
 invariant that reads best in one place. What does not need the other locks lives beside it
 (radio_lock.py, conversation.py, link.py, airwaves.py with adapters, bluez and discovery, slots,
@@ -41,7 +42,7 @@ import structlog
 
 from lockgate.ble.adapters import AdapterStatus, RadioAdapter
 from lockgate.ble.airwaves import Airwaves
-from lockgate.ble.conversation import Conversation, NotAuthorisedError
+from lockgate.ble.conversation import Conversation
 from lockgate.ble.discovery import LockIdentity
 from lockgate.ble.errors import OperationError
 from lockgate.ble.health import HealthTracker
@@ -410,7 +411,8 @@ class Driver:
                 )
                 entry.kept_session = None  # kept again only if this operation ends well
                 try:
-                    reading = await self._converse(entry, conversation, operation, reading)
+                    lock_state, alarm = await conversation.command(operation)
+                    reading = merge_readings(reading, Reading(lock_state=lock_state, alarm=alarm))
                     entry.kept_session = KeptSession(link, credentials, conversation.session)
                 finally:
                     hardware = conversation.observed.hardware_state
@@ -447,37 +449,6 @@ class Driver:
         if attempt.started:
             self._record(entry, result, radio_lost=attempt.losses != self._air.losses)
         return result
-
-    async def _converse(
-        self, entry: RadioLock, conversation: Conversation, operation: Operation, reading: Reading
-    ) -> Reading:
-        """Authorise (or take up the link's kept session), then the operation's command."""
-        await conversation.authorise()
-        progress = conversation.progress
-        await progress(StepReached(Step.AUTHORISED, self._clock()))
-        try:
-            return await self._act(conversation, operation, reading)
-        except NotAuthorisedError:
-            if not conversation.resumed:
-                raise
-        # The lock ended the link's authorisation on its own and did not take the command
-        # (0x99): authorise once more and ask again. Never a second motion: the first command
-        # was refused, not done.
-        log.info("kept session no longer authorised: authorising again", bike=entry.bike)
-        await conversation.authorise(again=True)
-        await progress(StepReached(Step.AUTHORISED, self._clock()))
-        return await self._act(conversation, operation, reading)
-
-    @staticmethod
-    async def _act(conversation: Conversation, operation: Operation, reading: Reading) -> Reading:
-        """The operation's one command in an authorised session: read the config, or move."""
-        if operation is Operation.READ:
-            config = await conversation.read_config()
-            return merge_readings(
-                reading, Reading(lock_state=config.lock_state, alarm=config.alarm)
-            )
-        target = LockState.UNLOCKED if operation is Operation.UNLOCK else LockState.LOCKED
-        return merge_readings(reading, Reading(lock_state=await conversation.move(target)))
 
     def _record(self, entry: RadioLock, result: Result, *, radio_lost: bool = False) -> None:
         now = self._clock()
