@@ -90,6 +90,8 @@ class _Attempt:
         self.radio_away = why
 
 
+HEALTH_LOOK_S = 30.0
+"""The health loop looks at every lock at least this often."""
 ROUTE_TRIES = 3
 """How often an operation picks an adapter again when the one it chose went down meanwhile."""
 
@@ -129,6 +131,7 @@ class Driver:
         self._loops: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
         self._stopping = False
+        self._health_wake = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -458,6 +461,7 @@ class Driver:
         if result.outcome in _MISSES:
             if not radio_lost:  # an adapter or bluetoothd went meanwhile: not the lock's fault
                 entry.health.missed(now)
+                self._health_wake.set()  # its DEAD may now fall due before the loop looks
         else:
             entry.health.reached(now, result.hardware_state)
         if result.reading.lock_state is not None:
@@ -736,10 +740,25 @@ class Driver:
                     log.exception("sync failed", bike=entry.bike)
 
     async def _health_loop(self) -> None:
+        """Health that changes by time alone (DEAD, LONG_DEAD), said when it falls due: the
+        loop sleeps until the first lock's next such change (each attempt's own change is said
+        where it is recorded, and a miss wakes the loop to look again), so an idle station does
+        not look at every lock every second. At most ``HEALTH_LOOK_S`` apart all the same (a
+        wall clock step moves what is due)."""
         while True:
-            await asyncio.sleep(1.0)
+            now = self._clock()
             for entry in self._locks.values():
                 self._publish_health(entry)
+            due = [
+                change
+                for entry in self._locks.values()
+                if (change := entry.health.next_change(now)) is not None
+            ]
+            wait = (min(due) - now).total_seconds() if due else HEALTH_LOOK_S
+            self._health_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(max(wait, 0.05), HEALTH_LOOK_S)):
+                    await self._health_wake.wait()
 
     def _publish_health(self, entry: RadioLock) -> None:
         if (change := entry.health_change(self._clock())) is not None:
