@@ -1,4 +1,4 @@
-"""The gateway's own cost at 50 locks, before and after, in one run (issue 21, part 4).
+"""The gateway's own cost at 50 locks, before and after, in one run.
 
 Goals: at most 5 ms of the daemon's CPU per command, at most 0.3 % of a core idle at 50 locks, a
 resident set of at most 60 MB at 50 locks. "Before" is the daemon of another tree (by default

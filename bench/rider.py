@@ -1,4 +1,4 @@
-"""The rider's wait (issue 21, part 2): from the backend's command to the bolt's event and SUCCESS.
+"""The rider's wait: from the backend's command to the bolt's event and SUCCESS.
 
 Everything is real, as in bench/gateway.py: a mosquitto on a loopback port, the simulator
 (``lockgate-sim`` child process on a private dbus-daemon, time scale 1) with its link layer on
@@ -23,9 +23,8 @@ plus the protocol's round trips that cannot overlap the motor, times the connect
   The MTU exchange is bluetoothd's and is inside the measured connect; it is not counted again.
 - a kept link (an open lock's watched link, taken over by the lock command): the lock keeps the
   link's authorisation until a new IV (docs/protocol.md), so the protocol needs only lock control
-  and the final status: 2. The driver re-authorises (6 writes and 5 indications more: 11, the
-  choice tests/ble/test_round_trips.py pins); the table shows that as the gap.
-
+  and the final status: 2. The driver takes the link's authorised session up (before, it
+  authorised again: 6 writes and 5 indications more); tests/ble/test_round_trips.py pins it.
 - ready: the unlock of a booked bike whose lock the station kept ready (``keep_booked_ready``,
   docs/ble-driver.md): linked and authorised with its provisioned credentials before the
   command, so its floor is a kept link's: lock control and the final status (2).
