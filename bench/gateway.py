@@ -119,7 +119,9 @@ class ProfiledDaemon(Daemon):
     async def start(self) -> None:
         environ = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
         prefix: list[str] = []
-        if self.profile is not None and self.profile.suffix == ".prof":
+        if self.profile is not None and self.profile.name.endswith(".cpu.prof"):
+            prefix = [str(Path(__file__).with_name("cpu_profile.py")), str(self.profile)]
+        elif self.profile is not None and self.profile.suffix == ".prof":
             prefix = ["-m", "cProfile", "-o", str(self.profile)]
         elif self.profile is not None:
             renderer = "html" if self.profile.suffix == ".html" else "text"
@@ -189,7 +191,11 @@ async def site(
     asyncio_debug: bool = False,
     backend_topics: tuple[str, ...] = ("#",),
     broker_inflight: int = 0,
+    ble: str = "",
+    daemon_src: Path | None = None,
 ) -> AsyncIterator[Site]:
+    """One station; ``daemon_src``: run the daemon from another tree's ``src`` (the same
+    virtual environment, that tree first on ``PYTHONPATH``), to measure it beside this one."""
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     async with (
         running_mosquitto(folder / "broker", max_inflight=broker_inflight) as broker,
@@ -205,10 +211,13 @@ async def site(
             slots=slots,
             watch=watch,
             sync_interval_s=600.0,
+            ble=ble,
         )
         environ = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "10000000"}
         if asyncio_debug:
             environ["PYTHONASYNCIODEBUG"] = "1"
+        if daemon_src is not None:
+            environ["PYTHONPATH"] = str(daemon_src)
         daemon = ProfiledDaemon(config, folder / "daemon.log", environ=environ, profile=profile)
         try:
             yield Site(broker, sim, daemon, peer, notify, folder)

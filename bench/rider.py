@@ -1,4 +1,4 @@
-"""The rider's wait (issue 21, part 2): from the backend's command to the bolt's event and SUCCESS.
+"""The rider's wait: from the backend's command to the bolt's event and SUCCESS.
 
 Everything is real, as in bench/gateway.py: a mosquitto on a loopback port, the simulator
 (``lockgate-sim`` child process on a private dbus-daemon, time scale 1) with its link layer on
@@ -23,14 +23,22 @@ plus the protocol's round trips that cannot overlap the motor, times the connect
   The MTU exchange is bluetoothd's and is inside the measured connect; it is not counted again.
 - a kept link (an open lock's watched link, taken over by the lock command): the lock keeps the
   link's authorisation until a new IV (docs/protocol.md), so the protocol needs only lock control
-  and the final status: 2. The driver re-authorises (6 writes and 5 indications more: 11, the
-  choice tests/ble/test_round_trips.py pins); the table shows that as the gap.
+  and the final status: 2. The driver takes the link's authorised session up (before, it
+  authorised again: 6 writes and 5 indications more); tests/ble/test_round_trips.py pins it.
+- ready: the unlock of a booked bike whose lock the station kept ready (``keep_booked_ready``,
+  docs/ble-driver.md): linked and authorised with its provisioned credentials before the
+  command, so its floor is a kept link's: lock control and the final status (2).
+
+Per point: first ``--commands`` commands on the bike unbooked, unlock and lock alternating
+(fresh and kept; the station is run with ``keep_booked_ready`` on, which a bike that is not
+booked does not feel), then half as many bookings: book, wait until the lock is kept ready,
+unlock (ready), lock ending the rental (kept).
 
 The round trips the simulator counted per command (``radio_counts`` deltas) are reported beside
 the floor's. Anchor: the Home Assistant integration's 4.4 s. Goals at 30 ms / 100 ms (reported,
 not asserted): p50 <= 1.10 x floor + 20 ms, p99 <= 1.20 x floor + 50 ms.
 
-    .venv/bin/python bench/rider.py                 # 20 commands per point: about 3 minutes
+    .venv/bin/python bench/rider.py                 # 20 commands per point: about 5 minutes
     .venv/bin/python bench/rider.py --commands 40
 
 Results: ``bench/results/rider-<date>.json`` and ``bench/results/rider.png``; a Markdown table
@@ -72,6 +80,10 @@ FRESH_FLOOR_ROUND_TRIPS = 2 + 7 + 7 - 1
 """Sharee: 2 CCCD writes, 7 writes, 7 indications less the first motion status (under the motor)."""
 KEPT_FLOOR_ROUND_TRIPS = 1 + 1
 """Lock control and the final motion status on a link still authorised."""
+RIDER = "rider-1"
+CASES = ("fresh", "kept", "ready")
+"""fresh: a new link (an unlock, the lock closed and so not kept); kept: a watched open lock's
+link taken over (a lock command); ready: the unlock of a booked bike kept ready."""
 COUNTED = ("writes", "reads", "indications", "cccd_writes", "mtu_exchanges", "discovery")
 
 
@@ -96,11 +108,13 @@ def delta(after: AttCounts, before: AttCounts) -> dict[str, int]:
     return found
 
 
-async def one_command(s: Site, lock: LockConfig, name: str, interval_ms: float) -> dict[str, Any]:
+async def one_command(
+    s: Site, lock: LockConfig, name: str, interval_ms: float, **fields: Any
+) -> dict[str, Any]:
     """One command, timed: to the bolt's event, to SUCCESS; its floor and its round trips."""
     control = s.sim.control
     times, counts = await control.times(lock.name), await control.radio_counts(lock.name)
-    body = command(bike_of(lock), name, credentials=keys_of(lock))
+    body = command(bike_of(lock), name, credentials=keys_of(lock), **fields)
     target = "unlocked" if name == "unlock" else "locked"
     topic = f"commands/{body['id']}"
     started = time.monotonic()
@@ -167,30 +181,76 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+async def provision(s: Site, lock: LockConfig) -> None:
+    body = command(bike_of(lock), "provision", credentials=keys_of(lock))
+    final = await s.backend.run(body, timeout_s=60)
+    if final["state"]["value"] != "SUCCESS":
+        raise RuntimeError(f"provisioning failed: {final}")
+
+
+async def kept_ready(s: Site, lock: LockConfig, links_before: int) -> None:
+    """Until the booked bike's lock is linked anew and authorised (6 writes, 5 indications on
+    the new link), and a moment for the driver to keep the session."""
+    control = s.sim.control
+    async with asyncio.timeout(30):
+        while True:
+            counts = await control.radio_counts(lock.name)
+            if counts.links > links_before and counts.link.indications >= 5:
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+
+async def ready_cycle(s: Site, lock: LockConfig, interval_ms: float) -> list[dict[str, Any]]:
+    """A rider's booking: book (the lock is then kept ready), unlock, lock ending the rental."""
+    links = (await s.sim.control.radio_counts(lock.name)).links
+    booked = await s.backend.run(command(bike_of(lock), "book", user_id=RIDER), timeout_s=60)
+    if booked["state"]["value"] != "SUCCESS":
+        raise RuntimeError(f"booking failed: {booked}")
+    await kept_ready(s, lock, links)
+    unlock = await one_command(s, lock, "unlock", interval_ms, user_id=RIDER)
+    unlock["case"] = "ready"
+    lock_row = await one_command(s, lock, "lock", interval_ms, user_id=RIDER, end_rental=True)
+    return [unlock, lock_row]
+
+
 async def run(folder: Path, commands: int) -> list[dict[str, Any]]:
     points = [(ci, adv) for ci in CONNECTION_INTERVALS_MS for adv in ADV_INTERVALS_MS]
     locks = [point_lock(i + 1, ci, adv) for i, (ci, adv) in enumerate(points)]
     results = []
-    async with site(folder, locks, slots=3, watch=True) as s:
+    # keep_booked_ready on: a bike that is not booked is not kept ready, so the first half of
+    # each point (no booking) is the station without it, the second (booked) with it.
+    async with site(folder, locks, slots=3, watch=True, ble="keep_booked_ready = true") as s:
         await s.start()
         await s.first_reads_done()  # every lock connected once: discovery cached
+        for lock in locks:
+            await provision(s, lock)
+        # Provisioned credentials on a lock already read make the driver read it again at once:
+        # those reads are done before anything is timed.
+        async with asyncio.timeout(120):
+            # The daemon's log is a file another process writes: polled, as a tail would.
+            while s.daemon.log.read_bytes().count(b'"provisioned lock read"') < len(locks):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         for lock, (ci, adv) in zip(locks, points, strict=True):
             load = load_average()
             rows = []
             for index in range(commands):
                 name = "unlock" if index % 2 == 0 else "lock"
                 rows.append(await one_command(s, lock, name, ci))
-            fresh = [r for r in rows if r["fresh"]]
-            kept = [r for r in rows if not r["fresh"]]
+            for _ in range(commands // 2):
+                rows += await ready_cycle(s, lock, ci)
+            for row in rows:
+                row.setdefault("case", "fresh" if row["fresh"] else "kept")
             point: dict[str, Any] = {
                 "connection_interval_ms": ci,
                 "adv_interval_ms": adv,
                 "load_before": load,
                 "load_after": load_average(),
-                "fresh": summarise(fresh) if fresh else None,
-                "kept": summarise(kept) if kept else None,
                 "commands": rows,
             }
+            for case in CASES:
+                chosen = [r for r in rows if r["case"] == case]
+                point[case] = summarise(chosen) if chosen else None
             results.append(point)
             print(
                 json.dumps({k: v for k, v in point.items() if k != "commands"}, default=str),
@@ -227,7 +287,7 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["points"]:
-        for case in ("fresh", "kept"):
+        for case in CASES:
             sm = p[case]
             if sm is None:
                 continue
@@ -252,15 +312,20 @@ def table(results: dict[str, Any]) -> str:
         f"Goal at 30 / 100 ms, {case} link, SUCCESS: {goal(p[case])}"
         for p in results["points"]
         if p["connection_interval_ms"] == 30.0 and p["adv_interval_ms"] == 100.0
-        for case in ("fresh", "kept")
+        for case in CASES
         if p[case] is not None
     ]
     return "\n".join(lines)
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for axis, case in zip(axes, ("fresh", "kept"), strict=True):
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2), sharey=True)
+    titles = {
+        "fresh": "unlock, new link (not kept ready)",
+        "kept": "lock, the watched link",
+        "ready": "unlock, booked bike kept ready",
+    }
+    for axis, case in zip(axes, CASES, strict=True):
         for adv, colour in zip(ADV_INTERVALS_MS, ("tab:blue", "tab:orange"), strict=True):
             chosen = [p for p in points if p["adv_interval_ms"] == adv and p[case] is not None]
             xs = [p["connection_interval_ms"] for p in chosen]
@@ -275,7 +340,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
             floor = [p[case]["floor_ms"]["p50"] for p in chosen]
             axis.plot(xs, floor, "s--", color=colour, alpha=0.6, label=f"floor, adv {adv:g} ms")
         axis.axhline(ANCHOR_MS, color="grey", linestyle="-.", label="Home Assistant 4.4 s")
-        axis.set_title(f"{case} link: the rider's wait")
+        axis.set_title(f"{titles[case]}: the rider's wait", fontsize=9)
         axis.set_xlabel("connection interval (ms)")
         axis.set_ylim(bottom=0)
         axis.grid(visible=True, alpha=0.3)

@@ -63,6 +63,8 @@ class Action(StrEnum):
     ALARM = "alarm"
     BIKE_MOVING = "bike-moving"
     SENSOR_FAULT = "sensor-fault"
+    DEAUTHORISE = "deauthorise"
+    """The lock ends its links' authorisation (they stay up): a command on one answers 0x99."""
     SHOW = "show"
     BLUEZ_RESTART = "bluez-restart"
     """bluetoothd dies and starts again: the name goes, links end, objects come back anew."""
@@ -271,12 +273,8 @@ def _perform(
             station.set_motor_ms(lock, value)
         case Action.POWER_CYCLE:
             station.power_cycle(lock)
-        case Action.ALARM:
-            station.set_alarm(lock, on=bool(value))
-        case Action.BIKE_MOVING:
-            station.set_bike_moving(lock, moving=bool(value))
-        case Action.SENSOR_FAULT:
-            station.set_sensor_fault(lock, fault=bool(value))
+        case Action.ALARM | Action.BIKE_MOVING | Action.SENSOR_FAULT | Action.DEAUTHORISE:
+            _perform_on_firmware(station, action, lock, value)
         case Action.BLUEZ_RESTART:
             station.bluez_restart(down_s=seconds)
         case Action.BLUEZ_HANG:
@@ -297,6 +295,21 @@ def _perform(
             station.set_link(lock, supervision_timeout_ms=value)
         case Action.SHOW:
             return
+
+
+def _perform_on_firmware(station: Station, action: Action, lock: str, value: int) -> None:
+    """The actions that change what the lock's firmware says, not the radio."""
+    match action:
+        case Action.ALARM:
+            station.set_alarm(lock, on=bool(value))
+        case Action.BIKE_MOVING:
+            station.set_bike_moving(lock, moving=bool(value))
+        case Action.SENSOR_FAULT:
+            station.set_sensor_fault(lock, fault=bool(value))
+        case Action.DEAUTHORISE:
+            station.deauthorise(lock)
+        case _:
+            raise AssertionError(f"{action} is not a firmware action")
 
 
 def view_to_json(view: StationView) -> str:

@@ -429,6 +429,12 @@ class Lock:
         """A bolt sensor that fails: motions end in, and config reads report, "unknown"."""
         self.sensor_fault = fault
 
+    def deauthorise(self) -> None:
+        """Every link's authorisation ends (the links stay up): a command on one is refused
+        with "not authorised" until a new session authorises it."""
+        for link in self._links.values():
+            link.authorised = False
+
     def jam(self, count: int = 1) -> None:
         """The next ``count`` motor runs block: the bolt stays where it is."""
         self._jams = max(0, count)

@@ -159,6 +159,9 @@ class AirLink:
         self.ended_at: float | None = None
         self._requests_free = anchor
         self._indications_free = anchor
+        self._answers: list[float] = []
+        """The events the lock's answers to requests go out in (not yet past): one ATT packet
+        each way per event, so an indication does not go out in one of them."""
         counts.links += 1
         counts.link = AttCounts()
 
@@ -185,14 +188,23 @@ class AirLink:
         done = max(now, self._requests_free)
         for _ in range(count):
             done = self._exchange(done, kind)
+            if self.interval > 0:
+                self._answers.append(done)
         self._requests_free = done
         return done
 
     def indicate(self, now: float) -> float:
         """One indication of the lock: when the central receives it (the event it goes out in).
 
-        Its confirmation comes one interval later; the next indication waits for that."""
+        It goes out in the first event at or after ``now`` in which the lock sends nothing else:
+        not the event of an answer to a request (one ATT packet each way per event), so an
+        indication a write causes goes out in the event after the write's answer, whatever
+        moment within that event the lock is given the write. Its confirmation comes one
+        interval later; the next indication waits for that."""
         sent = self.next_event(max(now, self._indications_free))
+        self._answers = [a for a in self._answers if a > sent - EPSILON_S]
+        while any(abs(a - sent) < EPSILON_S for a in self._answers):
+            sent += self.interval
         self._indications_free = self._exchange(sent, Exchange.INDICATION)
         return self._indications_free - self.interval
 

@@ -146,6 +146,11 @@ class SimulatorControl:
         """A failed bolt sensor: motions end in 0x0F and config reads say unknown."""
         await self.act(Action.SENSOR_FAULT, lock, int(fault))
 
+    async def deauthorise(self, lock: str) -> None:
+        """The lock ends every link's authorisation, the links staying up: the next command on
+        one is answered 0x99 (not authorised) until the link is authorised again."""
+        await self.act(Action.DEAUTHORISE, lock)
+
     # --- the radio's field faults -------------------------------------------------------------
 
     async def bluez_restart(self, down_s: float = 0.0) -> None:

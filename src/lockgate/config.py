@@ -196,6 +196,9 @@ class BleSection(_Section):
     connect_attempts: Annotated[int, Field(ge=1, le=10)] = DEFAULT_RADIO.connect_attempts
     sync_interval_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.sync_interval_s
     watch: bool = DEFAULT_RADIO.watch
+    keep_booked_ready: bool = DEFAULT_RADIO.keep_booked_ready
+    scan_window_s: Annotated[float, Field(gt=0, le=60)] = DEFAULT_RADIO.scan_window_s
+    scan_interval_s: Annotated[float, Field(ge=0, le=3600)] = DEFAULT_RADIO.scan_interval_s
     dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.dead_after_s
     long_dead_after_s: Annotated[float, Field(gt=0)] = DEFAULT_RADIO.long_dead_after_s
 

@@ -190,3 +190,8 @@ class LockRadio(Protocol):
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         """Provisioned credentials for reads and watches between commands (``None`` removes)."""
         ...
+
+    def keep_ready(self, bike: str, *, booked: bool) -> None:
+        """Whether the lock's bike is booked now: a radio may keep a booked bike's lock ready
+        for its unlock (connected and authorised with its provisioned credentials)."""
+        ...

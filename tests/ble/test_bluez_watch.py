@@ -220,3 +220,71 @@ async def test_an_adapter_added_just_before_the_objects_are_answered_stays() -> 
                 assert view.adapters["hci0"].powered
         finally:
             await watch.stop()
+
+
+class CountingBluetoothd:
+    """A bluetoothd of one adapter that answers ``GetManagedObjects`` and ``Get`` of the
+    adapter's properties, counting each; its adapter may change with no signal (one lost)."""
+
+    def __init__(self) -> None:
+        self.powered = True
+        self.trees = 0
+        self.gets = 0
+        self.asked = asyncio.Event()
+
+    def handle(self, message: Message) -> Message | None:
+        if message.message_type is not MessageType.METHOD_CALL:
+            return None
+        properties = {**HCI0_PROPERTIES, "Powered": Variant("b", self.powered)}
+        if (message.interface, message.member) == (OBJECT_MANAGER, "GetManagedObjects"):
+            self.trees += 1
+            self.asked.set()
+            return Message.new_method_return(
+                message, "a{oa{sa{sv}}}", [{HCI0: {ADAPTER: properties}}]
+            )
+        if (
+            message.member == "Get"
+            and message.path == HCI0
+            and message.body == [ADAPTER, "Powered"]
+        ):
+            self.gets += 1
+            self.asked.set()
+            return Message.new_method_return(message, "v", [properties["Powered"]])
+        return None
+
+
+async def test_a_probe_asks_one_property_and_reads_the_tree_only_on_suspicion() -> None:
+    """Probing reads the adapter's Powered, not bluetoothd's whole tree (every device in it):
+    while the answer agrees with the view no tree is read; an answer that disagrees (a signal
+    was lost) reads the tree, which mends the view."""
+    daemon = CountingBluetoothd()
+    async with PrivateBus() as bus:
+        owner = await MessageBus(bus_address=bus.address).connect()
+        owner.add_message_handler(daemon.handle)
+        try:
+            await owner.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
+            watch = BluezWatch(
+                on_change=lambda _view: None,
+                probe_interval_s=0.05,
+                probe_timeout_s=2.0,
+                bus_address=bus.address,
+            )
+            await watch.start(timeout_s=5.0)
+            try:
+                assert watch.view.adapters["hci0"].powered
+                trees = daemon.trees
+                async with asyncio.timeout(10):
+                    while daemon.gets < 5:
+                        daemon.asked.clear()
+                        await daemon.asked.wait()
+                assert daemon.trees == trees, "no tree read while the answers agree"
+                daemon.powered = False  # and no PropertiesChanged: a lost signal
+                async with asyncio.timeout(10):
+                    while watch.view.adapters["hci0"].powered:
+                        daemon.asked.clear()
+                        await daemon.asked.wait()
+                assert daemon.trees == trees + 1
+            finally:
+                await watch.stop()
+        finally:
+            owner.disconnect()

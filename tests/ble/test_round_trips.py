@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import pytest
 
-from lockgate.radio import Operation, Outcome
+from lockgate.model import Cause
+from lockgate.radio import Operation, Outcome, Step, StepReached
 from lockgate_sim.bluez.gatt_service import DISCOVERY
 from lockgate_sim.linklayer import AttCounts
 from lockgate_sim.world import AdapterConfig, WorldConfig
@@ -128,16 +129,15 @@ async def test_a_read_makes_only_its_session_and_two_gatt_reads(
     assert read.intervals == read.round_trips
 
 
-async def test_a_command_on_a_watched_link_makes_no_new_connect_nor_subscription(
+async def test_a_command_on_a_watched_link_makes_only_lock_control_and_its_statuses(
     station: StationFactory,
 ) -> None:
     """An unlock leaves the lock open, so the driver keeps the link for a watch; the lock
     command that follows takes that link over: no connect, no MTU exchange, no discovery, no
-    CCCD write, and nothing read while the link was only watched. It runs a whole session again
-    (request IV, challenge, answer: 6 writes and 5 indications of its 7 and 7), although the lock
-    keeps the link's authorisation until a new IV: the driver authorises every operation anew
-    (a command may bring other credentials). Those 11 round trips are the driver's choice, not
-    the protocol's need; this test pins them so that any other added round trip fails it."""
+    CCCD write, nothing read while the link was only watched, and no new session: the lock
+    keeps the link's authorisation until a new IV (docs/protocol.md), so the driver takes up the
+    link's authorised session with the same credentials. What is left is what the protocol
+    needs: the lock control write and the two motion statuses."""
     s = await station(world_config=_world())
     name = s.lock(0).name
     result = await s.driver.perform(
@@ -151,12 +151,118 @@ async def test_a_command_on_a_watched_link_makes_no_new_connect_nor_subscription
     assert result.outcome is Outcome.OK, result.reason
     locked = await s.sim.control.radio_counts(name)
     assert locked.links == unlocked.links == 1, "the watched link was taken over"
-    added = {
-        key: getattr(locked.total, key) - getattr(unlocked.total, key)
-        for key in _expected("sharee", discovery=0)
-    }
-    assert added == {
+    assert _added(locked.total, unlocked.total) == {
         **_expected("sharee", discovery=0),
+        "writes": 1,
+        "indications": 2,
         "cccd_writes": 0,
         "mtu_exchanges": 0,
     }
+
+
+async def test_a_kept_session_the_lock_ended_is_authorised_again_once(
+    station: StationFactory,
+) -> None:
+    """The lock ends the kept link's authorisation on its own (the link stays up): the command
+    is answered 0x99 and not taken, so the driver authorises once more and sends it again: one
+    command taken by the lock, the command's round trips plus one session's. The link is then
+    authorised again for the command after."""
+    s = await station(world_config=_world())
+    name = s.lock(0).name
+    result = await s.driver.perform(
+        s.bike(0), Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    await s.sim.control.deauthorise(name)
+    before = await s.sim.control.radio_counts(name)
+    taken = (await s.sim.control.lock(name)).commanded_open
+    progress = ProgressLog()
+    # Unlock the open lock again: the lock answers with its position, the motor stays still,
+    # and the link stays kept (the lock is open).
+    result = await s.driver.perform(
+        s.bike(0), Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=progress
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    assert (await s.sim.control.lock(name)).commanded_open == taken + 1, "taken once"
+    after = await s.sim.control.radio_counts(name)
+    assert after.links == before.links == 1
+    assert _added(after.total, before.total) == {
+        **_expected("sharee", discovery=0),
+        "writes": 1 + WRITES_PER_MOTION["sharee"],  # refused lock control, a session, again
+        "indications": 1 + INDICATIONS_PER_MOTION - 1,  # 0x99, a session, the position
+        "cccd_writes": 0,
+        "mtu_exchanges": 0,
+    }
+    steps = [p.step for p in progress.items if isinstance(p, StepReached)]
+    assert steps.count(Step.RECEIVED) == 1, "the refusal is no answer to the command"
+
+    result = await s.driver.perform(
+        s.bike(0), Operation.LOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    locked = await s.sim.control.radio_counts(name)
+    assert _added(locked.total, after.total)["writes"] == 1, "the new session was kept"
+
+
+def _added(after: AttCounts, before: AttCounts) -> dict[str, int]:
+    return {
+        key: getattr(after, key) - getattr(before, key) for key in _expected("sharee", discovery=0)
+    }
+
+
+async def test_a_booked_bike_kept_ready_unlocks_with_lock_control_alone(
+    station: StationFactory,
+) -> None:
+    """``keep_booked_ready``: a booked bike's lock is connected and authorised with its
+    provisioned credentials before the command, so the unlock makes only the lock control write
+    and the two motion statuses; once no longer booked and closed, its link goes."""
+    s = await station(world_config=_world(), keep_booked_ready=True)
+    name, bike = s.lock(0).name, s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    await s.wait_for(lambda: bike in s.driver.watched())
+    ready = await s.sim.control.radio_counts(name)
+    assert ready.links == 1
+    assert (ready.link.writes, ready.link.indications) == (6, 5), "connected and authorised"
+    result = await s.driver.perform(
+        bike, Operation.UNLOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    unlocked = await s.sim.control.radio_counts(name)
+    assert unlocked.links == 1
+    assert _added(unlocked.total, ready.total) == {
+        **_expected("sharee", discovery=0),
+        "writes": 1,
+        "indications": 2,
+        "cccd_writes": 0,
+        "mtu_exchanges": 0,
+    }
+    s.driver.keep_ready(bike, booked=False)  # rented now: watched while open
+    result = await s.driver.perform(
+        bike, Operation.LOCK, s.credentials(0), timeout_s=30, progress=ProgressLog()
+    )
+    assert result.outcome is Outcome.OK, result.reason
+    await s.wait_for(lambda: bike not in s.driver.watched() and s.driver.links_in_use == 0)
+    assert (await s.sim.control.lock(name)).links == 0
+
+
+async def test_kept_ready_is_off_by_default(station: StationFactory) -> None:
+    s = await station(world_config=_world())
+    bike = s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    result = await s.driver.read(bike, Cause.SYNC, timeout_s=30)  # the driver at work meanwhile
+    assert result.outcome is Outcome.OK, result.reason
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
+    assert not s.driver.watched()
+
+
+async def test_kept_ready_ends_with_the_booking(station: StationFactory) -> None:
+    s = await station(world_config=_world(), keep_booked_ready=True)
+    bike = s.bike(0)
+    s.driver.set_standing_credentials(bike, s.credentials(0))
+    s.driver.keep_ready(bike, booked=True)
+    await s.wait_for(lambda: bike in s.driver.watched())
+    s.driver.keep_ready(bike, booked=False)  # the booking was cancelled: the lock is closed
+    await s.wait_for(lambda: s.driver.links_in_use == 0)
+    assert (await s.sim.control.lock(s.lock(0).name)).links == 0

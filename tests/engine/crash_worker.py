@@ -51,6 +51,9 @@ class SocketRadio:
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         return None  # the modelled locks check only whether credentials were given
 
+    def keep_ready(self, bike: str, *, booked: bool) -> None:
+        return None  # the modelled locks keep no links
+
     async def perform(
         self,
         bike: str,

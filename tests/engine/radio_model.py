@@ -83,6 +83,7 @@ class ModelRadio:
         self.motions: list[Motion] = []
         self.calls: list[tuple[str, Operation, bool]] = []
         self.standing: dict[str, Credentials | None] = {}
+        self.booked: dict[str, bool] = {}
         self.active: set[str] = set()
         self.max_parallel = 0
 
@@ -91,6 +92,9 @@ class ModelRadio:
 
     def set_standing_credentials(self, bike: str, credentials: Credentials | None) -> None:
         self.standing[bike] = credentials
+
+    def keep_ready(self, bike: str, *, booked: bool) -> None:
+        self.booked[bike] = booked
 
     async def perform(
         self,

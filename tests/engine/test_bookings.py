@@ -385,3 +385,23 @@ async def test_the_booking_table_answers_before_a_missing_key(harness: Harness) 
     record = await harness.run(command="unlock", bike=BIKE, user_id="V")  # and no credentials
     assert record.error_code is ErrorCode.BOOKED_BY_OTHER_USER
     assert harness.radio.calls == []
+
+
+async def test_the_radio_is_told_whether_a_bike_is_booked(harness: Harness) -> None:
+    """So that it may keep a booked bike's lock ready (docs/ble-driver.md): told at the start,
+    after every command, and when a booking expires."""
+    assert harness.radio.booked[BIKE] is False
+    await harness.run(command="book", bike=BIKE, user_id="U")
+    assert harness.radio.booked[BIKE] is True
+    await harness.run(command="cancel-booking", bike=BIKE, user_id="U")
+    assert harness.radio.booked[BIKE] is False
+    await harness.run(command="book", bike=BIKE, user_id="U", timeout_at=harness.later(0.2))
+    assert harness.radio.booked[BIKE] is True
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not harness.radio.booked[BIKE]:
+            break
+    assert harness.radio.booked[BIKE] is False, "the expiry told the radio"
+    await harness.run(command="book", bike=BIKE, user_id="U")
+    await harness.run(command="unlock", bike=BIKE, user_id="U", credentials=SHAREE_JSON)
+    assert harness.radio.booked[BIKE] is False, "rented, not booked"

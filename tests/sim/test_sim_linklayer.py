@@ -70,6 +70,20 @@ def test_indications_go_one_per_interval_each_after_the_last_ones_confirmation()
     assert air.counts.link.connection_events == 4  # events at 0, 30, 60 and 90 ms
 
 
+def test_an_indication_a_write_causes_goes_in_the_event_after_the_writes_answer() -> None:
+    """One ATT packet each way per event: the event of the write's answer carries no
+    indication, wherever in it the lock is given the write (the event loop's lateness)."""
+    for lateness in (0.0, 0.001, I / 2):
+        air = _link()
+        answered = air.request(0.01, Exchange.WRITE)
+        assert answered == pytest.approx(2 * I)
+        assert air.indicate(answered + lateness) == pytest.approx(3 * I)
+        # The indication's confirmation and the next request share an event: queues of their own.
+        assert air.request(3 * I + 0.001, Exchange.WRITE) == pytest.approx(5 * I)
+    # An indication with no answer in its way goes in the next event, as before.
+    assert _link().indicate(0.001) == pytest.approx(I)
+
+
 def test_a_lost_packet_costs_an_interval_more_and_the_seed_repeats_the_losses() -> None:
     def run(seed: int) -> tuple[float, RadioCounts]:
         air = _link(loss=0.5, seed=seed)

@@ -289,10 +289,10 @@ class Device(ServiceInterface):
             raise BluezError.NOT_CONNECTED("Not connected")
         return self.link
 
-    async def exchange(self, kind: Exchange, count: int = 1) -> int:
+    async def exchange(self, kind: Exchange, count: int = 1) -> tuple[int, float]:
         """Wait for ``count`` ATT round trips of ``kind`` on the link (its connection events):
-        the link's id, or NotConnected if it ended meanwhile (a lock gone out of range: once
-        the supervision timeout has passed)."""
+        the link's id and the lock time the last answer went out, or NotConnected if the link
+        ended meanwhile (a lock gone out of range: once the supervision timeout has passed)."""
         link = self._require_link()
         air = self.air
         assert air is not None
@@ -307,7 +307,7 @@ class Device(ServiceInterface):
             await down.wait()
         if self.link != link:
             raise BluezError.NOT_CONNECTED("Not connected")
-        return link
+        return link, min(done, clock.now())
 
     async def read(self, role: Role) -> bytes:
         await self.exchange(Exchange.READ)
@@ -320,10 +320,11 @@ class Device(ServiceInterface):
     async def write(self, role: Role, value: bytes) -> None:
         """A write with response: the lock takes it in the connection event its response goes
         out in."""
-        link = await self.exchange(Exchange.WRITE)
+        link, answered = await self.exchange(Exchange.WRITE)
         channel = Channel.GDIO if role is Role.GDIO else Channel.USDIO
         deadline = self.lock.next_deadline()
-        effects = self.lock.write(link, channel, value, self.station.clock.now())
+        # At the event its answer goes out in, not whenever the event loop woke after it.
+        effects = self.lock.write(link, channel, value, answered)
         # The write's reply goes out first, its indications after: as on the air. (This
         # coroutine's end schedules the reply with call_soon: one hop more puts the
         # indications behind it.)
@@ -340,7 +341,7 @@ class Device(ServiceInterface):
         characteristic = self.characteristics.get(role)
         link = self._require_link()
         if characteristic is not None and characteristic.notifying != on:
-            link = await self.exchange(Exchange.CCCD)
+            link, _ = await self.exchange(Exchange.CCCD)
         characteristic = self.characteristics[role]
         characteristic.set_notifying(on)
         if role in (Role.GDIO, Role.USDIO):

@@ -578,6 +578,9 @@ class Station:
     def set_sensor_fault(self, lock: str, fault: bool) -> None:
         self.find(lock).lock.set_sensor_fault(fault)
 
+    def deauthorise(self, lock: str) -> None:
+        self.find(lock).lock.deauthorise()
+
     def set_rssi(self, lock: str, rssi: int, adapter: str = "") -> None:
         """The RSSI every adapter (or only ``adapter``) hears the lock at."""
         unit = self.find(lock)

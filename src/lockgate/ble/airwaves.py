@@ -14,6 +14,7 @@ is queued for the service (:meth:`Airwaves.turns`). The driver asks it where to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 
@@ -67,6 +68,7 @@ class Airwaves:
         """Set while at least one adapter is up."""
         self._turns: asyncio.Queue[AdapterStatus] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
+        self._cycle: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Look at BlueZ and scan through every adapter that is up; :class:`AdapterError` when
@@ -87,8 +89,15 @@ class Airwaves:
             self._turns.get_nowait()
 
     def attach(self, tasks: asyncio.TaskGroup | None) -> None:
-        """Where scans started and stopped later run (None while stopping)."""
+        """Where scans started and stopped later run (None while stopping), and the scans'
+        duty cycle, if there is one."""
         self._tasks = tasks
+        window, interval = self._settings.scan_window_s, self._settings.scan_interval_s
+        if tasks is not None and self._cycle is None and 0 < window < interval:
+            self._cycle = tasks.create_task(self._duty_cycle(window, interval), name="ble-scans")
+        elif tasks is None and self._cycle is not None:
+            self._cycle.cancel()
+            self._cycle = None
 
     async def stop(self) -> None:
         self._tasks = None
@@ -173,6 +182,27 @@ class Airwaves:
                 raise OperationError(
                     err.outcome, f"the radio went during the connection attempt ({err.reason})"
                 ) from err
+
+    # --- discovery that costs less ----------------------------------------------------------
+
+    async def _duty_cycle(self, window_s: float, interval_s: float) -> None:
+        """Scan ``window_s`` of every ``interval_s`` (the first window is the start's scan); scan
+        on while an operation waits for a lock to be heard, and at once when one starts to."""
+        while True:
+            await asyncio.sleep(window_s)
+            await self.discovery.nobody_waits()
+            for name in self.discovery.scanning:
+                await self.discovery.stop_scan(name)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s - window_s):
+                    await self.discovery.wanted.wait()
+            for adapter in self.adapters.up():
+                if adapter.name is None or adapter.name in self.discovery.scanning:
+                    continue
+                try:
+                    await self.discovery.scan(adapter.name)
+                except AdapterError as err:
+                    log.warning("scan could not start", adapter=adapter.key, error=str(err))
 
     # --- following BlueZ -------------------------------------------------------------------
 

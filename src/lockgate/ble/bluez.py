@@ -8,9 +8,12 @@ powered off and on, USB dongles are pulled and plugged back (sometimes as anothe
   whose objects, links and discovery sessions are all new (:attr:`BluezView.generation` counts
   them);
 - the adapters (``org.bluez.Adapter1`` objects added and removed) and their ``Powered`` property;
-- whether bluetoothd answers: every ``probe_interval_s`` its object tree is read, within
-  ``probe_timeout_s``; a hung bluetoothd is reported as not answering until it answers again,
-  and each answer also mends the adapters a lost signal would have left wrong.
+- whether bluetoothd answers: every ``probe_interval_s`` it is asked one property of one
+  adapter (``Powered``), within ``probe_timeout_s``; a hung bluetoothd is reported as not
+  answering until it answers again. Its whole object tree (every device too: tens of kilobytes
+  at 50 locks) is read only on suspicion: no adapter known, the adapter gone or its answer
+  other than the view, bluetoothd answering again after a silence; and every
+  ``_FULL_EVERY`` probes, which mends whatever a lost signal would have left wrong.
 
 Every call it makes has a timeout, so a hung bluetoothd holds nothing here. It never raises once
 started: a system bus that goes away is reported as BlueZ gone, and joined again every second.
@@ -40,6 +43,8 @@ _REJOIN_S = 1.0
 JOIN_TIMEOUT_S = 5.0
 _RELOADS = 5
 """Joining the bus and the first look at BlueZ may take this long at least (a loaded machine)."""
+_FULL_EVERY = 30
+"""Every this many probes, the whole tree is read even without suspicion (5 min at 10 s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +182,45 @@ class BluezWatch:
             bus.disconnect()
 
     async def _probe_loop(self, bus: MessageBus) -> None:
-        """Every ``probe_interval_s``: bluetoothd's whole tree, within ``probe_timeout_s``. Not
-        answered: hung. Answered: the adapters as it shows them, which also mends a view a lost
-        signal left wrong."""
+        """Every ``probe_interval_s``: one adapter's ``Powered``, within ``probe_timeout_s``. Not
+        answered: hung. Answered otherwise than the view says, or nothing to ask, or every
+        ``_FULL_EVERY`` probes: the whole tree (:meth:`_reload`), which mends the view."""
+        probes = 0
         while True:
             await asyncio.sleep(self._probe_interval_s)
             if self._owner is None:
                 continue
-            await self._reload(bus, attempts=1)
+            probes += 1
+            if probes % _FULL_EVERY == 0 or not await self._probe(bus):
+                await self._reload(bus, attempts=1)
+
+    async def _probe(self, bus: MessageBus) -> bool:
+        """Asks one adapter's ``Powered``: True if bluetoothd answered as the view says (no
+        need to read the whole tree); False on any suspicion."""
+        if not self.view.answering or not self._paths:
+            return False
+        path, seen = next(iter(self._paths.items()))
+        heard = self._heard
+        try:
+            async with asyncio.timeout(self._probe_timeout_s):
+                reply = await bus.call(
+                    Message(
+                        destination=BLUEZ,
+                        path=path,
+                        interface=_PROPERTIES,
+                        member="Get",
+                        signature="ss",
+                        body=[ADAPTER, "Powered"],
+                    )
+                )
+        except TimeoutError:
+            timeout = self._probe_timeout_s
+            self._set(answering=False, reason=f"bluetoothd did not answer within {timeout:g} s")
+            return True  # not answering: the next probe reads the whole tree
+        if reply.message_type is not MessageType.METHOD_RETURN or heard != self._heard:
+            return False
+        powered = reply.body[0].value if reply.body else None
+        return powered is not None and bool(powered) == seen.powered
 
     # --- what BlueZ says -----------------------------------------------------------------
 

@@ -21,20 +21,31 @@ from lockgate.model import ErrorCode, HardwareState, LockState
 from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ProtocolError
 from lockgate.protocol.session import (
+    MAX_COUNTER,
     AuthorisationFailed,
     Authorised,
     ConfigRead,
     Session,
     SessionEvent,
+    SessionState,
     StatusReported,
     UnrecognisedStatus,
     Write,
 )
 from lockgate.protocol.status import Status, meaning_of
-from lockgate.radio import Outcome, ProgressSink, StateSeen, Step, StepReached
+from lockgate.radio import Operation, Outcome, ProgressSink, StateSeen, Step, StepReached
 
 log = structlog.get_logger(__name__)
 _E = TypeVar("_E", Authorised, ConfigRead)
+
+
+class NotAuthorisedError(OperationError):
+    """The lock answered ``0x99`` (not authorised) to a command of an authorised session: it
+    ended the link's authorisation on its own, and did not act on the command."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(Outcome.AUTH_FAILED, reason)
+
 
 _OUTCOME_OF_ERROR = {
     ErrorCode.LOCK_BLOCKED: Outcome.BLOCKED,
@@ -53,7 +64,12 @@ class Observed:
 
 
 class Conversation:
-    """One session with one lock over an open link."""
+    """One session with one lock over an open link.
+
+    ``session``: an authorised session of the same link and credentials, taken up again (the
+    lock keeps a link's authorisation until a new IV is asked for, docs/protocol.md), so that a
+    command on a kept link needs no new authorisation; :meth:`authorise` then does nothing.
+    """
 
     def __init__(
         self,
@@ -62,9 +78,13 @@ class Conversation:
         timeouts: StepTimeouts,
         clock: Callable[[], datetime],
         progress: ProgressSink,
+        *,
+        session: Session | None = None,
     ) -> None:
         self._link = link
-        self._session = Session(credentials)
+        self._session = session if session is not None else Session(credentials)
+        self.resumed = session is not None
+        """The session was taken up authorised, not started here."""
         self._timeouts = timeouts
         self._clock = clock
         self._progress = progress
@@ -73,9 +93,50 @@ class Conversation:
         self._target: LockState | None = None
         self.observed = Observed()
 
-    async def authorise(self) -> None:
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def authorised(self) -> bool:
+        """The session is authorised and its counter can still rise."""
+        return self._session.state is SessionState.AUTHORISED and self._session.counter < (
+            MAX_COUNTER
+        )
+
+    async def authorise(self, *, again: bool = False) -> None:
+        """Authorise the link (a new IV, the challenge, the answer); nothing if the session
+        already is, unless ``again``."""
+        if self.authorised and not again:
+            return
         await self._write(self._session.start())
         await self._until(Authorised, "authorising")
+
+    async def command(self, operation: Operation) -> tuple[LockState, bool | None]:
+        """Authorise (or take the kept session up), then the operation's one command: the lock
+        state it ends with, and the alarm a config read gives (None after a motion).
+
+        A session taken up may have been ended by the lock on its own: it answers the command
+        0x99 and does not act on it. Then the link is authorised once more and the command sent
+        again: never a second motion, the first command having been refused, not done."""
+        await self.authorise()
+        await self._progress(StepReached(Step.AUTHORISED, self._clock()))
+        try:
+            return await self._command(operation)
+        except NotAuthorisedError:
+            if not self.resumed:
+                raise
+        log.info("kept session no longer authorised: authorising again", bike=self._link.bike)
+        await self.authorise(again=True)
+        await self._progress(StepReached(Step.AUTHORISED, self._clock()))
+        return await self._command(operation)
+
+    async def _command(self, operation: Operation) -> tuple[LockState, bool | None]:
+        if operation is Operation.READ:
+            config = await self.read_config()
+            return config.lock_state, config.alarm
+        target = LockState.UNLOCKED if operation is Operation.UNLOCK else LockState.LOCKED
+        return await self.move(target), None
 
     async def move(self, target: LockState) -> LockState:
         """Unlock (target UNLOCKED) or lock (target LOCKED); return the state the lock reached."""
@@ -142,6 +203,11 @@ class Conversation:
             for event in output.events:
                 self._note(event)
                 if isinstance(event, StatusReported):
+                    if event.status is Status.NOT_AUTHORISED:
+                        # Before any progress: the lock did not take the command (no RECEIVED).
+                        raise NotAuthorisedError(
+                            f"the lock answered {event.status:#04x}: not authorised"
+                        )
                     await self._report(event.status)
             if output.events:
                 # One chunk completes at most one frame, and a frame is at most one event.

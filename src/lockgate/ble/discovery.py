@@ -80,6 +80,11 @@ class Discovery:
         self._arrived: dict[str, asyncio.Event] = {}
         self._strangers: set[str] = set()
         self._scanners: dict[str, BleakScanner] = {}  # by adapter name
+        self._finders = 0
+        self.wanted = asyncio.Event()
+        """Set while an operation waits for a lock to be heard: a paused scan starts at once."""
+        self._unwanted = asyncio.Event()
+        self._unwanted.set()
 
     async def close_stale(self) -> None:
         """Links an earlier run left behind hold adapter slots and keep locks from advertising."""
@@ -183,6 +188,9 @@ class Discovery:
                 if known is not None and (adapter := adapter_of(known)) and usable(adapter):
                     return [Sighting(known, None, self._clock(), adapter)]
         arrived = self._arrived.setdefault(bike, asyncio.Event())
+        self._finders += 1
+        self.wanted.set()
+        self._unwanted.clear()
         try:
             async with asyncio.timeout(timeout_s):
                 while not (found := [s for s in self.sightings(bike) if usable(s.adapter)]):
@@ -192,7 +200,16 @@ class Discovery:
             raise OperationError(
                 Outcome.UNREACHABLE, f"the lock was not seen in range within {timeout_s:g} s"
             ) from err
+        finally:
+            self._finders -= 1
+            if not self._finders:
+                self.wanted.clear()
+                self._unwanted.set()
         return found
+
+    async def nobody_waits(self) -> None:
+        """Returns once no operation waits for a lock to be heard."""
+        await self._unwanted.wait()
 
     def _on_advertisement(self, device: BLEDevice, advertisement: AdvertisementData) -> None:
         name = advertisement.local_name or device.name or ""

@@ -25,6 +25,7 @@ from lockgate.protocol.credentials import Credentials
 from lockgate.protocol.errors import ProtocolError
 from lockgate.protocol.gatt import Channel
 from lockgate.protocol.indications import GdioReader, StatusIndicated
+from lockgate.protocol.session import Session
 from lockgate.protocol.status import Status, meaning_of
 from lockgate.radio import (
     HealthObserved,
@@ -38,6 +39,17 @@ from lockgate.radio import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptSession:
+    """A link's authorised session, kept after an operation that ended well: the lock keeps the
+    link authorised until a new IV (docs/protocol.md), so the next operation on the same link
+    with the same credentials goes straight to its command."""
+
+    link: Link
+    credentials: Credentials
+    session: Session
 
 
 @dataclass(eq=False)
@@ -70,6 +82,19 @@ class RadioLock:
     """An operation ended without knowing where the bolt is (cancelled, timed out, link lost
     mid-motion): the sync loop reads the lock at its next tick instead of waiting an interval."""
     last_view: HealthView | None = None
+    kept_session: KeptSession | None = None
+    ready: bool = False
+    """Kept ready for an unlock (a booked bike, ``keep_booked_ready``): linked and authorised
+    with the provisioned credentials while a slot allows."""
+    ready_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when ``ready`` goes: the watch's cue to look again whether to keep the link."""
+
+    def session_for(self, link: Link, credentials: Credentials) -> Session | None:
+        """The kept session, if it is of this very link and these credentials."""
+        kept = self.kept_session
+        if kept is None or kept.link is not link or kept.credentials != credentials:
+            return None
+        return kept.session
 
     @property
     def bike(self) -> str:

@@ -38,6 +38,19 @@ class RadioSettings:
     sync_interval_s: float = 600.0
     watch: bool = True
     watch_retry_s: float = 2.0
+    scan_window_s: float = 2.0
+    scan_interval_s: float = 20.0
+    """Duty-cycled discovery: scan ``scan_window_s`` out of every ``scan_interval_s`` (0, or
+    not above the window: scan all the time). While scanning, bluetoothd reports every lock's
+    advertisements, which is most of an idle station's CPU; between windows the locks already
+    heard stay reachable (BlueZ keeps their objects), an operation that looks for a lock not
+    heard yet scans at once until it is found, and a lock that appears is noticed within
+    ``scan_interval_s`` (docs/ble-driver.md, "Discovery that costs less")."""
+    keep_booked_ready: bool = False
+    """Keep a booked bike's lock connected and authorised with its provisioned credentials, so
+    that its unlock costs only the lock control and the motor; the cost: a connection slot held
+    for the booking (given up to a command, as a watch's) and the lock's battery, which a link
+    costs more than advertising (docs/ble-driver.md, "A booked bike kept ready")."""
     dead_after_s: float = 900.0
     """A lock not reached for this long is DEAD (heartbeat_v2)."""
     long_dead_after_s: float = 86400.0

@@ -172,6 +172,7 @@ class Engine:
             record = stored.get(bike, LockRecord(bike))
             self._workers[bike] = LockWorker(registered, record, standing.get(bike), self._crew)
             self._radio.set_standing_credentials(bike, standing.get(bike))
+            self._workers[bike].tell_radio_booking()
         # Every lock document again, with this start's boot_id (docs/station.md, Start).
         await self._store.apply(
             Change(locks=tuple(worker.record for worker in self._workers.values())),
@@ -534,6 +535,7 @@ class Engine:
                 if expiry is not None and expiry <= 0:
                     async with worker.mutex:
                         await worker.expire_if_due()
+                    worker.tell_radio_booking()
                 elif expiry is not None:
                     upcoming.append(expiry)
             with contextlib.suppress(TimeoutError):

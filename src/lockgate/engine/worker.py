@@ -156,6 +156,12 @@ class LockWorker:
                 self.idle.set()
                 crew.secrets.pop(job.id, None)
                 self.queue.task_done()
+                self.tell_radio_booking()
+
+    def tell_radio_booking(self) -> None:
+        """Tells the radio whether the bike is booked now (it may keep the lock ready)."""
+        booked = booking_of(self.record).state is BookingState.BOOKED
+        self._crew.radio.keep_ready(self.bike, booked=booked)
 
     async def _run_until_stored(self, job: Job) -> None:
         """Runs the job; while the store fails, waits and tries again. A job that may have

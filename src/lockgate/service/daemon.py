@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import os
 import signal
@@ -91,7 +92,10 @@ CLOCK_CHECK_S = 1.0
 """How often the wall clock is compared with the monotonic one, and its synchronisation read."""
 
 
+@functools.cache
 def version() -> str:
+    """The installed package's version: read once (importlib.metadata scans the installed
+    distributions, some milliseconds each time, and the status document is written often)."""
     try:
         return importlib.metadata.version("lockgate")
     except importlib.metadata.PackageNotFoundError:

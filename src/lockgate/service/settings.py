@@ -31,6 +31,9 @@ def radio_settings(ble: BleSection) -> RadioSettings:
         connect_attempts=ble.connect_attempts,
         sync_interval_s=ble.sync_interval_s,
         watch=ble.watch,
+        keep_booked_ready=ble.keep_booked_ready,
+        scan_window_s=ble.scan_window_s,
+        scan_interval_s=ble.scan_interval_s,
         dead_after_s=ble.dead_after_s,
         long_dead_after_s=ble.long_dead_after_s,
     )
